@@ -1,0 +1,35 @@
+"""Rewards: text and token-ID variants of each reward under one metric name, TRL's calling contract, picklable.
+
+Importing this package loads neither torch, transformers, trl nor math-verify; those load when a reward needs them.
+"""
+
+from grpolab.rewards.accuracy import Accuracy
+from grpolab.rewards.answers import answers_match, extract_final_answer, gsm8k_final_answer
+from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError, completion_text, strip_trailing_special
+from grpolab.rewards.build import BUILTIN_REWARDS, TOKEN_LEVEL_REWARDS, BuiltRewards, build_rewards, check_columns
+from grpolab.rewards.format import Format
+from grpolab.rewards.length import Length, Overlong
+from grpolab.rewards.wrappers import GuardedReward, NamedReward, RewardError
+
+__all__ = [
+    "BUILTIN_REWARDS",
+    "TOKEN_LEVEL_REWARDS",
+    "Accuracy",
+    "BuiltRewards",
+    "Format",
+    "GuardedReward",
+    "Length",
+    "NamedReward",
+    "Overlong",
+    "Reward",
+    "RewardError",
+    "RewardLevel",
+    "RewardLevelError",
+    "answers_match",
+    "build_rewards",
+    "check_columns",
+    "completion_text",
+    "extract_final_answer",
+    "gsm8k_final_answer",
+    "strip_trailing_special",
+]

@@ -1,0 +1,121 @@
+"""Typed schemas for grpolab's own knobs, registered in Hydra's ConfigStore as the base of ``train.yaml``.
+
+Only grpolab's knobs are typed here. Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
+loggers) are validated by the signature of what they instantiate, and the ``trainer`` node by ``trl.GRPOConfig``
+itself, so neither is mirrored. Importing this module imports no torch, transformers or trl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from grpolab.rewards.base import RewardLevel
+
+__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "register_schemas"]
+
+
+class TokenizerMode(str, Enum):
+    """How prompts reach the trainer: as text TRL tokenizes every step, or as token IDs prepared once."""
+
+    TEXT = "text"
+    IDS = "ids"
+    # Lower-case aliases: OmegaConf matches enum *names*, and the YAML spells the values.
+    text = "text"
+    ids = "ids"
+
+
+class Modality(str, Enum):
+    """What a prompt contains, and what a model can read."""
+
+    TEXT = "text"
+    VISION = "vision"
+    text = "text"
+    vision = "vision"
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING
+
+
+@dataclass
+class ModelConfig:
+    modality: Modality = MISSING
+    name_or_path: Optional[str] = None
+    dtype: str = "float32"
+    tokenizer: Any = MISSING
+    network: Any = MISSING
+
+
+@dataclass
+class TokenizerModeConfig:
+    mode: TokenizerMode = MISSING
+    # The preparer (grpolab.data.prepare.*) built from the remaining keys.
+    prompts: Any = MISSING
+
+
+@dataclass
+class ModalityConfig:
+    kind: Modality = MISSING
+
+
+@dataclass
+class BatchConfig:
+    """Paper batch terms; see ``grpolab.config.batch.BatchSpec``."""
+
+    prompts_per_step: int = MISSING
+    generations_per_prompt: int = MISSING
+    updates_per_rollout: int = 1
+    num_iterations: int = 1
+    micro_batch_size: Optional[int] = None
+
+
+@dataclass
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling (arXiv 2503.14476, Sec. 3.2): refill the batch with groups of unequal rewards."""
+
+    enabled: bool = False
+    max_generation_rounds: int = 4
+
+
+@dataclass
+class EvalConfig:
+    """Greedy held-out evaluation before and after GRPO."""
+
+    num_problems: Optional[int] = None
+    batch_size: int = 100
+    max_new_tokens: int = MISSING
+    # name -> reward spec (text level) whose mean over the held-out set is reported, e.g. accuracy.
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = MISSING
+    threads: int = 1
+    reward_level: RewardLevel = RewardLevel.TEXT
+    optimized_metric: str = "eval_after.accuracy"
+    resume: bool = False
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer_mode: TokenizerModeConfig = field(default_factory=TokenizerModeConfig)
+    modality: ModalityConfig = field(default_factory=ModalityConfig)
+    data: Any = MISSING
+    rewards: dict[str, Any] = field(default_factory=dict)
+    optimizer: Any = MISSING
+    warmstart: Any = None
+    batch: Optional[BatchConfig] = None
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: Any = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def register_schemas() -> None:
+    """Register ``TrainConfig`` as ``grpolab_schema`` (the first entry of ``train.yaml``'s defaults)."""
+    ConfigStore.instance().store(name="grpolab_schema", node=TrainConfig)

@@ -1,0 +1,170 @@
+"""The reward base class: one metric, a text variant and an optional token-ID variant, TRL's calling contract.
+
+TRL calls every reward function as ``func(prompts=..., completions=..., completion_ids=..., **columns)`` where the
+columns are the dataset's other columns (one list entry per completion) plus ``trainer_state``, ``log_extra`` and
+``log_metric``. It logs the result as ``rewards/<func.__name__>/mean``; the builder sets ``__name__`` to the yaml key
+so the text and token variants of a reward log under the same key and runs at either level stay comparable.
+
+At ``level=token`` a reward reads ``completion_ids`` only. ``completions`` may then be a lazily decoded sequence whose
+every access costs a decode, so the token path must never touch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from enum import Enum
+from typing import Any, ClassVar
+
+# Keyword arguments TRL adds on top of the dataset columns; never treated as dataset columns.
+TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
+
+
+class RewardLevel(str, Enum):
+    """What a reward reads: decoded completion text, or the completion's token IDs."""
+
+    TEXT = "text"
+    TOKEN = "token"
+    # Lower-case aliases so OmegaConf (which matches enum names) accepts the values YAML spells.
+    text = "text"
+    token = "token"
+
+    @classmethod
+    def parse(cls, value: RewardLevel | str, where: str = "reward_level") -> RewardLevel:
+        """``RewardLevel.parse("token") is RewardLevel.TOKEN``; anything else fails naming ``where``."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(level.value for level in cls)
+            raise ValueError(f"{where} must be one of {choices}; got {value!r}") from None
+
+
+class RewardLevelError(ValueError):
+    """A reward was asked for a level it has no variant for."""
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message; multimodal content lists contribute their text parts."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def completion_text(completion: str | Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> str:
+    """Normalise a completion to text: a plain string, or TRL's ``[{"role": "assistant", "content": ...}]``.
+
+    Several assistant messages (tool-calling turns) are concatenated; tool results are not the model's output.
+
+    >>> completion_text([{"role": "assistant", "content": "<answer>19</answer>"}])
+    '<answer>19</answer>'
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        return message_text(completion)
+    if isinstance(completion, Sequence):
+        return "".join(message_text(m) for m in completion if m.get("role", "assistant") == "assistant")
+    raise TypeError(f"a completion must be a string or a list of chat messages, got {type(completion).__name__}")
+
+
+def strip_trailing_special(ids: Sequence[int], special_ids: Collection[int]) -> tuple[int, ...]:
+    """Drop trailing EOS/pad/end-of-turn IDs, which TRL keeps in ``completion_ids`` but text decoding skips.
+
+    >>> strip_trailing_special([5, 6, 1, 0], {0, 1})
+    (5, 6)
+    """
+    end = len(ids)
+    while end > 0 and ids[end - 1] in special_ids:
+        end -= 1
+    return tuple(ids[:end])
+
+
+class Reward:
+    """Base class: subclasses implement ``score_text`` and, when they can, ``score_tokens``.
+
+    Both variants compute the same quantity and log under the same name. Subclasses declare which dataset columns each
+    variant reads (``text_columns`` / ``token_columns``) and which fixed strings the token variant must resolve to IDs
+    (``tags``); the composition root calls ``bind_tokens`` once so no tokenizer object is ever held by a reward.
+    """
+
+    default_name: ClassVar[str] = "reward"
+    text_columns: ClassVar[frozenset[str]] = frozenset()
+    token_columns: ClassVar[frozenset[str]] = frozenset()
+    tags: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, level: RewardLevel | str = RewardLevel.TEXT, name: str | None = None) -> None:
+        self.__name__ = name or self.default_name
+        self.level = RewardLevel.parse(level, where=f"rewards.{self.__name__}.level")
+        if self.level is RewardLevel.TOKEN and not self.has_token_variant():
+            raise RewardLevelError(
+                f"rewards.{self.__name__} ({type(self).__name__}) has no token variant, so it cannot run at "
+                f"level=token; use level=text"
+            )
+        self.special_ids: frozenset[int] = frozenset()
+        self.tag_ids: dict[str, tuple[int, ...]] = {}
+        self.bound = False
+
+    @classmethod
+    def has_token_variant(cls) -> bool:
+        return cls.score_tokens is not Reward.score_tokens
+
+    @property
+    def required_columns(self) -> frozenset[str]:
+        """Dataset columns this reward reads at its level."""
+        return self.token_columns if self.level is RewardLevel.TOKEN else self.text_columns
+
+    def bind_tokens(self, encode: Callable[[str], list[int]], special_ids: Collection[int]) -> None:
+        """Resolve ``tags`` to ID sequences and remember which IDs are special; ``encode`` itself is not kept.
+
+        ``encode`` must not add BOS/EOS (e.g. ``lambda s: tok.encode(s, add_special_tokens=False)``); ``special_ids``
+        should be every special ID (``tok.all_special_ids``) so trailing EOS/pad/end-of-turn IDs are ignored.
+        """
+        self.special_ids = frozenset(int(i) for i in special_ids)
+        tag_ids = {}
+        for tag in self.tags:
+            ids = tuple(int(i) for i in encode(tag))
+            if not ids:
+                raise ValueError(f"rewards.{self.__name__}: the tokenizer encodes the tag {tag!r} to no IDs")
+            if self.special_ids.intersection(ids):
+                # Decoding with skip_special_tokens drops special tokens, so the text variant could never see the tag.
+                raise ValueError(
+                    f"rewards.{self.__name__}: the tag {tag!r} encodes to special IDs {list(ids)}; tags must be "
+                    f"non-special tokens so decoded text keeps them"
+                )
+            tag_ids[tag] = ids
+        self.tag_ids = tag_ids
+        self.bound = True
+
+    def score_text(self, completions: list[str], **columns: Any) -> list[float | None]:
+        raise NotImplementedError
+
+    def score_tokens(self, completion_ids: list[list[int]], **columns: Any) -> list[float | None]:
+        raise RewardLevelError(f"rewards.{self.__name__} ({type(self).__name__}) has no token variant")
+
+    def content_ids(self, completion_ids: Sequence[int]) -> tuple[int, ...]:
+        """A completion's IDs without trailing special IDs: what the text variant sees after decoding."""
+        return strip_trailing_special(completion_ids, self.special_ids)
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
+    ) -> list[float | None]:
+        missing = sorted(self.required_columns - kwargs.keys())
+        if missing:
+            available = ", ".join(sorted(k for k in kwargs if k not in TRAINER_KWARGS)) or "none"
+            raise ValueError(
+                f"rewards.{self.__name__} ({self.level.value}) needs dataset column(s) {', '.join(missing)} but got: "
+                f"{available}"
+            )
+        if self.level is RewardLevel.TOKEN:
+            if not self.bound:
+                raise RuntimeError(
+                    f"rewards.{self.__name__} (token) was never bound to a tokenizer: call "
+                    f"bind_tokens(encode, special_ids) first (build_rewards does)"
+                )
+            return self.score_tokens(list(completion_ids), **kwargs)
+        return self.score_text([completion_text(c) for c in completions], **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.__name__!r}, level={self.level.value!r})"

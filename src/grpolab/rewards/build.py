@@ -1,0 +1,213 @@
+"""Build the reward functions of a run from the ``rewards`` config node, failing fast with one line per mistake.
+
+Each entry of ``rewards`` is ``<name>: {_target_: ..., weight: ..., **kwargs}``. The builder pops ``weight`` (and
+``completions_as`` for plain callables), instantiates the rest with Hydra, names the result after ``<name>`` (so TRL
+logs ``rewards/<name>/mean`` at either level) and binds token-level rewards to the tokenizer's IDs.
+
+A ``Reward`` runs at its own ``level`` key when it has one (the option files interpolate ``${reward_level}``, so a
+per-reward override such as ``rewards.accuracy.level=text`` is possible), else at the run's level. Plain callables
+(TRL's functions) are text-level unless they read ``completion_ids`` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import numbers
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
+from grpolab.rewards.wrappers import NamedReward
+
+# The conf/rewards options; a test keeps these in step with the yaml files.
+BUILTIN_REWARDS = ("accuracy", "format", "length", "overlong", "think_format", "soft_overlong")
+TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong")
+
+# Third-party rewards that read completion_ids only (never completions), so they are valid at level=token as they are.
+IDS_ONLY_CALLABLES = frozenset(
+    {"trl.rewards.other_rewards._SoftOverlongPunishment", "trl.rewards.other_rewards._RepetitionPenalty"}
+)
+MISSING = "???"
+
+
+@dataclass(frozen=True)
+class BuiltRewards:
+    """Reward callables in config order with their weights (for ``GRPOConfig.reward_weights``) and needs."""
+
+    funcs: list[Callable[..., list[float | None]]]
+    weights: list[float]
+    names: list[str]
+    required_columns: dict[str, set[str]]
+    level: RewardLevel
+
+    @property
+    def all_required_columns(self) -> set[str]:
+        """Every dataset column some reward reads: what data preparation must provide (e.g. ``answer_ids``)."""
+        return set().union(*self.required_columns.values())
+
+
+def build_rewards(
+    rewards_cfg: Mapping[str, Mapping[str, Any]],
+    level: RewardLevel | str,
+    encode: Callable[[str], list[int]] | None = None,
+    special_ids: Collection[int] = (),
+) -> BuiltRewards:
+    """Instantiate every reward in ``rewards_cfg``; ``encode``/``special_ids`` are required for token-level rewards.
+
+    >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy", "weight": 1.0}}, "text")
+    >>> built.names, built.weights, built.required_columns
+    (['accuracy'], [1.0], {'accuracy': {'answer'}})
+    """
+    level = RewardLevel.parse(level)
+    if not rewards_cfg:
+        raise ValueError(
+            f"rewards is empty: select at least one, e.g. rewards=[accuracy,format] (options: "
+            f"{', '.join(BUILTIN_REWARDS)})"
+        )
+    funcs, weights, names, required = [], [], [], {}
+    for key, raw_spec in rewards_cfg.items():
+        spec = _plain_spec(key, raw_spec)
+        weight = _weight(key, spec.pop("weight", 1.0))
+        completions_as = spec.pop("completions_as", "as_is")
+        func = _instantiate(key, spec, level)
+        if isinstance(func, Reward):
+            if completions_as != "as_is":
+                raise ValueError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
+            _bind(key, func, encode, special_ids)
+        else:
+            qualified = f"{type(func).__module__}.{type(func).__qualname__}"
+            reads_only_ids = qualified in IDS_ONLY_CALLABLES
+            if level is RewardLevel.TOKEN and not reads_only_ids:
+                raise _no_token_variant(key)
+            func = NamedReward(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
+        funcs.append(func)
+        weights.append(weight)
+        names.append(key)
+        required[key] = set(func.required_columns)
+    return BuiltRewards(funcs=funcs, weights=weights, names=names, required_columns=required, level=level)
+
+
+def check_columns(built: BuiltRewards, dataset_columns: Collection[str]) -> None:
+    """Fail with one line if a reward needs a dataset column the dataset lacks.
+
+    >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy"}}, "text")
+    >>> check_columns(built, ["prompt", "solution"])
+    Traceback (most recent call last):
+    ...
+    ValueError: rewards.accuracy needs dataset column 'answer' but the dataset has: prompt, solution
+    """
+    available = set(dataset_columns)
+    problems = []
+    for name in built.names:
+        missing = sorted(built.required_columns[name] - available)
+        if missing:
+            noun = "column" if len(missing) == 1 else "columns"
+            problems.append(f"rewards.{name} needs dataset {noun} {', '.join(map(repr, missing))}")
+    if problems:
+        raise ValueError(f"{'; '.join(problems)} but the dataset has: {', '.join(dataset_columns) or 'no columns'}")
+
+
+def _plain_spec(key: str, spec: Any) -> dict[str, Any]:
+    """A resolved plain dict of one reward's config; ``???`` and broken interpolations are reported by key."""
+    if isinstance(spec, DictConfig):
+        for field in spec:
+            if OmegaConf.is_missing(spec, field):
+                raise ValueError(_missing_message(key, str(field)))
+        try:
+            spec = OmegaConf.to_container(spec, resolve=True)
+        except OmegaConfBaseException as error:
+            raise ValueError(f"rewards.{key}: {str(error).splitlines()[0]}") from error  # later lines repeat the key
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"rewards.{key} must be a mapping with a _target_; got {spec!r}")
+    spec = dict(spec)
+    for field, value in spec.items():
+        if isinstance(value, str) and value == MISSING:
+            raise ValueError(_missing_message(key, field))
+    if "_target_" not in spec:
+        raise ValueError(f"rewards.{key} has no _target_ (e.g. _target_: grpolab.rewards.accuracy.Accuracy)")
+    return spec
+
+
+def _missing_message(key: str, field: str) -> str:
+    return f"rewards.{key}.{field} is required (??? in its config): set it, e.g. rewards.{key}.{field}=<value>"
+
+
+def _weight(key: str, weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+        raise ValueError(f"rewards.{key}.weight must be a finite number, e.g. rewards.{key}.weight=0.5; got {weight!r}")
+    return float(weight)
+
+
+def _no_token_variant(key: str) -> RewardLevelError:
+    return RewardLevelError(
+        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; use reward_level=text, or "
+        f"only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
+    )
+
+
+def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
+    from hydra.utils import instantiate
+
+    target_path = spec["_target_"]
+    try:
+        target = _locate(target_path)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"rewards.{key}._target_ {target_path!r} cannot be imported: {_one_line(error)}") from error
+    if isinstance(target, type) and issubclass(target, Reward):
+        # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
+        reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
+        if reward_level is RewardLevel.TOKEN and not target.has_token_variant():
+            raise _no_token_variant(key)
+        spec["level"] = reward_level.value
+        spec.setdefault("name", key)
+    try:
+        func = instantiate(spec, _convert_="all")
+    except Exception as error:
+        cause = error.__cause__ or error
+        message = _one_line(cause) or repr(cause)
+        prefix = "" if message.startswith(f"rewards.{key}") else f"rewards.{key}: cannot build {target_path}: "
+        raise ValueError(f"{prefix}{message}") from error
+    if not callable(func):
+        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
+    if isinstance(func, Reward):
+        func.__name__ = key  # the metric key, even if a subclass ignored `name`
+    return func
+
+
+def _bind(
+    key: str, reward: Reward, encode: Callable[[str], list[int]] | None, special_ids: Collection[int]
+) -> None:
+    if encode is not None:
+        reward.bind_tokens(encode, special_ids)
+    elif reward.level is RewardLevel.TOKEN:
+        raise ValueError(
+            f"rewards.{key} runs at level=token but build_rewards got no encode/special_ids to resolve its tags; "
+            f"pass encode=lambda s: tokenizer.encode(s, add_special_tokens=False), "
+            f"special_ids=tokenizer.all_special_ids"
+        )
+
+
+def _locate(path: str) -> Any:
+    """Import ``package.module.attribute`` the way Hydra resolves ``_target_`` (without Hydra's error logging)."""
+    parts = path.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and not module_name.startswith(error.name):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        for attribute in parts[split:]:
+            obj = getattr(obj, attribute)
+        return obj
+    raise ImportError(f"no module named {parts[0]!r}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())

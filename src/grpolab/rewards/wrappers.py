@@ -1,0 +1,238 @@
+"""Picklable wrappers around reward callables: naming third-party functions, and guarding every reward at train time.
+
+Both are classes rather than closures because TRL may pickle reward functions into a rollout worker process.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from grpolab.rewards.base import TRAINER_KWARGS, RewardLevel
+
+# Arguments TRL always supplies; a callable's other required parameters must be dataset columns.
+TRL_SUPPLIED = frozenset({"prompts", "completions", "completion_ids"}) | TRAINER_KWARGS
+COMPLETIONS_AS = ("as_is", "chat")
+
+
+def reward_name(func: Callable[..., Any]) -> str:
+    """The name TRL logs a reward under (``rewards/<name>/mean``), resolved the way TRL resolves it."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def required_parameters(func: Callable[..., Any]) -> frozenset[str]:
+    """Parameters of a reward callable that TRL does not supply and that have no default: dataset columns.
+
+    >>> def solution_reward(completions, solution, log_extra=None, **kwargs): ...
+    >>> sorted(required_parameters(solution_reward))
+    ['solution']
+    """
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: nothing can be inferred
+        return frozenset()
+    return frozenset(
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in TRL_SUPPLIED
+    )
+
+
+class NamedReward:
+    """Give any TRL-style reward callable (a function, a ``functools.partial``, a callable object) a metric name.
+
+    ``completions_as="chat"`` turns plain-string completions into ``[{"role": "assistant", "content": text}]`` first,
+    for functions such as ``trl.rewards.think_format_reward`` that read ``completion[0]["content"]``.
+    ``reads_only_ids`` marks callables that read ``completion_ids`` only and never ``completions`` (TRL's
+    soft overlong and repetition penalties), which makes them valid at ``level=token``.
+
+    >>> import functools, trl.rewards
+    >>> reward = NamedReward(functools.partial(trl.rewards.think_format_reward), "think_format", completions_as="chat")
+    >>> reward.__name__, reward(prompts=["q"], completions=["<think>hm</think>19"], completion_ids=[[]])
+    ('think_format', [1.0])
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        name: str,
+        completions_as: str = "as_is",
+        reads_only_ids: bool = False,
+        level: RewardLevel | str = RewardLevel.TEXT,
+    ):
+        if completions_as not in COMPLETIONS_AS:
+            raise ValueError(
+                f"rewards.{name}.completions_as must be one of {', '.join(COMPLETIONS_AS)}; got {completions_as!r}"
+            )
+        self.func = func
+        self.__name__ = name
+        self.completions_as = completions_as
+        self.reads_only_ids = reads_only_ids
+        self.level = RewardLevel.parse(level, where=f"rewards.{name}.level")
+        self.required_columns = required_parameters(func)
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
+    ) -> list[float | None]:
+        if self.completions_as == "chat":
+            completions = [[{"role": "assistant", "content": c}] if isinstance(c, str) else c for c in completions]
+        return self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"NamedReward({self.func!r}, name={self.__name__!r})"
+
+
+class RewardError(RuntimeError):
+    """A reward failed or returned something TRL cannot use; the message names the reward and the sample."""
+
+
+class GuardedReward:
+    """Wrap a reward so a failure names the reward and shows the offending sample, not just a stack trace.
+
+    An exception is localised by re-running the reward on one sample at a time (only after a failure). A return value
+    of the wrong length, a value that is not a number or None, or an infinite value is reported with the sample it
+    concerns. ``__name__`` (the metric key) and ``level`` are the wrapped reward's.
+
+    >>> def broken(completions, **kwargs):
+    ...     return [1.0 / len(c) for c in completions]
+    >>> broken.__name__ = "broken"
+    >>> try:
+    ...     GuardedReward(broken)(prompts=["a", "b"], completions=["x", ""], completion_ids=[[5], []])
+    ... except RewardError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    rewards.broken raised ZeroDivisionError('float division by zero') on sample 1 of 2: prompt='b', completion='', ...
+    """
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+        self.__name__ = reward_name(func)
+        self.level: RewardLevel | None = getattr(func, "level", None)
+
+    @property
+    def label(self) -> str:
+        level = f" ({self.level.value})" if isinstance(self.level, RewardLevel) else ""
+        return f"rewards.{self.__name__}{level}"
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
+    ) -> list[float | None]:
+        batch = _Batch(prompts, completions, completion_ids, kwargs)
+        try:
+            rewards = self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+        except RewardError:
+            raise
+        except Exception as error:
+            raise RewardError(self._describe_exception(error, batch)) from error
+        self._check_output(rewards, batch)
+        return rewards
+
+    def _describe_exception(self, error: Exception, batch: _Batch) -> str:
+        for index in range(batch.size):
+            try:
+                self.func(**batch.one(index))
+            except Exception as sample_error:
+                return (
+                    f"{self.label} raised {sample_error!r} on sample {index} of {batch.size}: {batch.describe(index)}"
+                )
+        where = f"first sample: {batch.describe(0)}" if batch.size else "the batch is empty"
+        return f"{self.label} raised {error!r} on a batch of {batch.size} (no single sample reproduces it); {where}"
+
+    def _check_output(self, rewards: Any, batch: _Batch) -> None:
+        if isinstance(rewards, (str, bytes)) or not hasattr(rewards, "__len__"):
+            raise RewardError(f"{self.label} returned {type(rewards).__name__}, not a list of rewards")
+        if len(rewards) != batch.size:
+            if len(rewards) < batch.size:
+                first_missing = len(rewards)
+                detail = f"; first sample without a reward: {first_missing}: {batch.describe(first_missing)}"
+            else:
+                detail = ""
+            raise RewardError(
+                f"{self.label} returned {len(rewards)} rewards for {batch.size} completions{detail}"
+            )
+        for index, value in enumerate(rewards):
+            if value is None:
+                continue
+            if not isinstance(value, numbers.Real):
+                problem = f"{value!r} ({type(value).__name__}), not a number or None"
+            elif math.isinf(value):
+                problem = f"{value!r}, an infinite reward"
+            else:
+                continue
+            raise RewardError(
+                f"{self.label} returned {problem} for sample {index} of {batch.size}: {batch.describe(index)}"
+            )
+
+    def __repr__(self) -> str:
+        return f"GuardedReward({self.func!r})"
+
+
+class _Batch:
+    """One call's arguments, able to cut out and describe single samples."""
+
+    def __init__(self, prompts: Any, completions: Any, completion_ids: Any, kwargs: dict[str, Any]):
+        self.prompts, self.completions, self.completion_ids, self.kwargs = prompts, completions, completion_ids, kwargs
+        self.size = len(completion_ids)
+
+    def _is_column(self, key: str, value: Any) -> bool:
+        return key not in TRAINER_KWARGS and isinstance(value, (list, tuple)) and len(value) == self.size
+
+    def one(self, index: int) -> dict[str, Any]:
+        kwargs = {}
+        for key, value in self.kwargs.items():
+            if key in ("log_extra", "log_metric"):
+                kwargs[key] = _ignore  # re-runs for diagnosis must not log twice
+            elif self._is_column(key, value) or key == "environments":
+                kwargs[key] = [value[index]]
+            else:
+                kwargs[key] = value
+        return {
+            "prompts": [self.prompts[index]],
+            # A view, so a reward that never reads completions (token level) does not trigger a decode here either.
+            "completions": _OneOf(self.completions, index),
+            "completion_ids": [self.completion_ids[index]],
+            **kwargs,
+        }
+
+    def describe(self, index: int) -> str:
+        parts = [f"prompt={_short(self.prompts[index])}"]
+        try:
+            parts.append(f"completion={_short(self.completions[index])}")
+        except Exception as error:  # a lazily decoded sequence may itself be what failed
+            parts.append(f"completion=<unavailable: {error!r}>")
+        parts.append(f"completion_ids={_short(list(self.completion_ids[index]))}")
+        parts += [f"{key}={_short(value[index])}" for key, value in self.kwargs.items() if self._is_column(key, value)]
+        return ", ".join(parts)
+
+
+class _OneOf(Sequence):
+    """A one-element view of ``sequence[index]`` that reads the element only when asked."""
+
+    def __init__(self, sequence: Sequence[Any], index: int):
+        self.sequence, self.index = sequence, index
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, position: Any) -> Any:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(1))]
+        if position not in (0, -1):
+            raise IndexError(position)
+        return self.sequence[self.index]
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}...<{len(text)} chars>"

@@ -1,0 +1,343 @@
+"""The run directory and its file formats: the contract between training (writer) and ``grpolab.report`` (reader).
+
+A run directory is Hydra's job output dir (``outputs/<date>/<time>/`` or ``outputs/multirun/<date>/<time>/<job>/``).
+Besides Hydra's ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``: a YAML list of ``key=value``
+strings) it holds the files below. All JSON is strict (no NaN/Infinity: non-finite numbers are written as ``null``).
+
+``summary.json`` -- one JSON object, rewritten atomically (tmp + rename) and merged key by key (shallow) so it can be
+filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` until known):
+
+- ``status``: ``"running" | "completed" | "failed"``. A job killed without a chance to clean up stays ``"running"``.
+- ``reason``: ``null``, or for failures ``"<ExceptionType>: <message>"``.
+- ``steps``: int, optimizer steps done (``TrainerState.global_step``).
+- ``wall_time_s``: float, seconds from entering ``RunDirectory.record_outcome()`` to leaving it.
+- ``eval_before`` / ``eval_after``: ``{metric: float}`` on the held-out split before / after training; both contain
+  ``accuracy`` (fraction in [0, 1]) when evaluation ran.
+- ``train_reward_final``: float, mean of the last ``train_reward_final_window`` logged train ``reward`` values.
+- ``train_reward_final_window``: int, the window used for ``train_reward_final``.
+- ``step_time_s``: float, mean wall seconds per optimizer step over the logged train intervals (evaluation excluded).
+- ``started_at`` / ``finished_at``: ISO-8601 UTC strings (``...Z``); ``updated_at``: time of the last write.
+- ``train_runtime_s``, ``train_loss``: from the Trainer's end-of-training log, when training finished.
+- anything else the composition root passes (e.g. ``optimized_metric``, ``optimized_value``).
+
+``manifest.json`` -- one JSON object written once at job start: ``seed`` (int | null), ``config`` (the resolved
+config as a dict), ``overrides`` (list[str], Hydra task overrides), ``git`` (``{"commit": str | null, "dirty": bool |
+null, "root": str | null}`` for the grpolab checkout), ``versions`` (``{"python": str, "torch": str | null,
+"transformers": ..., "trl", "accelerate", "datasets", "hydra-core", "omegaconf", "wandb", "math-verify", "grpolab"}``,
+``null`` when not installed), ``hostname``, ``platform``, ``command`` (list[str], ``sys.argv``), ``command_line``
+(shell-quoted str), ``started_at`` (ISO-8601 UTC).
+
+``metrics.jsonl`` -- one JSON object per line, appended per Trainer log call (never the end-of-training summary log):
+
+- ``split``: ``"train"`` or ``"eval"``; eval rows carry the Trainer's ``eval_*`` keys with the ``eval_`` prefix removed.
+- ``step``: int (``global_step``); ``time_s``: float, wall seconds since training began;
+- ``step_time_s``: float | null, seconds per step since the previous train log (train rows only);
+- then every scalar the Trainer logged, under TRL's own names: ``loss``, ``reward``, ``reward_std``,
+  ``rewards/<reward name>/mean`` and ``rewards/<reward name>/std`` per reward function, ``kl``, ``entropy``,
+  ``learning_rate``, ``grad_norm``, ``completions/mean_length``, ``epoch``, ... (absent keys were not logged).
+
+Readers must tolerate a truncated last line (a job killed mid-write) and, after a resume, repeated steps: the last row
+for a (split, step) wins. ``read_metrics`` implements both.
+
+``reward_curve.png`` -- written by ``grpolab.tracking.plots.plot_reward_curve`` at the end of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.jsonl"
+REWARD_CURVE_FILE = "reward_curve.png"
+
+STATUSES = ("running", "completed", "failed")
+SUMMARY_FIELDS = (
+    "status",
+    "reason",
+    "steps",
+    "wall_time_s",
+    "eval_before",
+    "eval_after",
+    "train_reward_final",
+    "train_reward_final_window",
+    "step_time_s",
+)
+# Mean over the last few logs rather than the very last one: with small GRPO batches one log is noisy.
+FINAL_REWARD_WINDOW = 5
+
+# Distribution names as on PyPI; "python" is filled from the interpreter.
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "accelerate",
+    "datasets",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "math-verify",
+    "grpolab",
+)
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ``2024-05-01T12:00:00.123456Z``."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def to_json_safe(value: Any) -> Any:
+    """Recursively turn ``value`` into strict-JSON data: non-finite floats -> None, unknown objects -> str.
+
+    >>> to_json_safe({"a": float("nan"), "b": (1, 2.5)})
+    {'a': None, 'b': [1, 2.5]}
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): to_json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json_safe(item) for item in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars, without importing either
+        try:
+            return to_json_safe(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON so that readers see either the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_json_safe(data), indent=2, allow_nan=False) + "\n"
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(path: Path, split: str | None = "train") -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` in step order, one per (split, step) (the last written wins, as after a resume).
+
+    Skips unparsable lines (a truncated last line). ``split=None`` returns every split.
+
+    >>> read_metrics(Path("run/metrics.jsonl"))  # doctest: +SKIP
+    [{'split': 'train', 'step': 1, 'reward': 0.25, ...}, ...]
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            continue
+        row_split = row.get("split", "train")
+        if split is None or row_split == split:
+            by_key[(row_split, row["step"])] = row
+    return [by_key[key] for key in sorted(by_key, key=lambda key: (key[1], key[0]))]
+
+
+def mean_of_last(values: list[float | None], k: int) -> float | None:
+    """Mean of the last ``k`` non-null values (fewer if there are fewer); None if there are none.
+
+    >>> mean_of_last([0.0, None, 1.0, 0.5], 2)
+    0.75
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    present = [value for value in values if value is not None]
+    tail = present[-k:]
+    return sum(tail) / len(tail) if tail else None
+
+
+def lookup_metric(summary: Mapping[str, Any], dotted_key: str) -> Any:
+    """Value at a dotted path in a summary, e.g. the ``optimized_metric`` ``eval_after.accuracy``.
+
+    >>> lookup_metric({"eval_after": {"accuracy": 0.5}}, "eval_after.accuracy")
+    0.5
+    """
+    value: Any = summary
+    for part in dotted_key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(f"{dotted_key!r} not in summary (missing {part!r}); keys: {sorted(summary)}")
+        value = value[part]
+    return value
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: bad lr"``; the type alone when the message is empty."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def git_state(start: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout containing ``start``; nulls outside git or without git.
+
+    Read-only: ``--no-optional-locks`` stops ``git status`` from refreshing the index of a checkout that another
+    process (or the user) may be using.
+    """
+    unknown: dict[str, Any] = {"commit": None, "dirty": None, "root": None}
+    directory = start if start.is_dir() else start.parent
+    if not any((parent / ".git").exists() for parent in (directory, *directory.parents)):
+        return unknown
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        ).stdout.strip()
+
+    try:
+        root = git("rev-parse", "--show-toplevel")
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    return {"commit": commit, "dirty": dirty, "root": root}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions from package metadata (importing torch just to ask its version would cost seconds)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class RunDirectory:
+    """Writer for one run directory (see the module docstring for the file formats).
+
+    >>> run_dir = RunDirectory("outputs/2024-05-01/12-00-00")  # doctest: +SKIP
+    >>> with run_dir.record_outcome():                         # doctest: +SKIP
+    ...     run_dir.write_manifest(seed=0, config=config_dict, overrides=["optimizer.lr=1e-3"])
+    ...     run_dir.write_summary(eval_before={"accuracy": 0.1})
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def reward_curve_path(self) -> Path:
+        return self.path / REWARD_CURVE_FILE
+
+    def read_summary(self) -> dict[str, Any]:
+        """The current summary (every ``SUMMARY_FIELDS`` key present), empty fields as None."""
+        return {**dict.fromkeys(SUMMARY_FIELDS), **(read_json(self.summary_path) or {})}
+
+    def write_summary(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``summary.json`` (top-level keys replace) and return the merged summary.
+
+        >>> run_dir.write_summary(status="completed", eval_after={"accuracy": 0.75})  # doctest: +SKIP
+        """
+        status = fields.get("status")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        summary = {**self.read_summary(), **fields, "updated_at": utc_now_iso()}
+        write_json_atomic(self.summary_path, summary)
+        return summary
+
+    def write_manifest(self, seed: int | None, config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+        """Write ``manifest.json`` (provenance: code version, packages, machine, command) and return it.
+
+        >>> run_dir.write_manifest(seed=1, config={"seed": 1}, overrides=["seed=1"])  # doctest: +SKIP
+        """
+        import grpolab  # the checkout whose commit matters is the one the code was imported from
+
+        manifest = {
+            "seed": seed,
+            "config": dict(config),
+            "overrides": list(overrides),
+            "git": git_state(Path(grpolab.__file__).resolve().parent),
+            "versions": package_versions(),
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "command": list(sys.argv),
+            "command_line": shlex.join(sys.argv),
+            "started_at": utc_now_iso(),
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        return manifest
+
+    def mark_failed(self, exc: BaseException, **fields: Any) -> dict[str, Any]:
+        """Record a failure: ``status: failed`` and ``reason: "<Type>: <message>"``."""
+        return self.write_summary(status="failed", reason=describe_exception(exc), **fields)
+
+    @contextmanager
+    def record_outcome(self) -> Iterator[RunDirectory]:
+        """Bracket a job: ``running`` on entry; ``completed`` or ``failed`` (with the reason) on exit.
+
+        Any exception, including KeyboardInterrupt, is recorded and re-raised; ``wall_time_s`` and ``finished_at`` are
+        written either way. Fields written inside the block are kept.
+        """
+        started = time.perf_counter()
+        self.write_summary(status="running", reason=None, started_at=utc_now_iso(), finished_at=None)
+        try:
+            yield self
+        except BaseException as exc:
+            try:
+                self.mark_failed(exc, wall_time_s=time.perf_counter() - started, finished_at=utc_now_iso())
+            except Exception as write_error:  # never let bookkeeping hide the real error
+                print(f"grpolab: could not record the failure in {self.summary_path}: {write_error}", file=sys.stderr)
+            raise
+        self.write_summary(
+            status="completed", reason=None, wall_time_s=time.perf_counter() - started, finished_at=utc_now_iso()
+        )

@@ -1,0 +1,105 @@
+"""One context manager that brackets a training job with all run-directory bookkeeping, in the right order.
+
+Used by the composition root (``grpolab.train``)::
+
+    with tracked_run(run_dir, config=cfg_dict, seed=cfg.seed, logger=instantiate(cfg.logger)) as run:
+        args = GRPOConfig(..., output_dir=str(run.run_dir.path), report_to=run.report_to)
+        trainer = GRPOTrainer(..., callbacks=[*run.callbacks])
+        run.run_dir.write_summary(eval_before=evaluate(...))
+        trainer.train()
+        run.run_dir.write_summary(eval_after=evaluate(...))
+    return lookup_metric(run.summary, cfg.optimized_metric)
+
+Whatever raises inside (or in the manifest/logger start), ``summary.json`` ends with ``status: failed`` and the
+reason, the logger is finished (one wandb run per job, closed also on failure) and the exception propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpolab.tracking.loggers import ExperimentLogger, JobInfo, NoLogger
+from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, RunDirectory
+
+
+@dataclass
+class TrackedRun:
+    """Handles the composition root needs while a job runs; ``summary`` is filled when the block exits."""
+
+    run_dir: RunDirectory
+    report_to: list[str]
+    callbacks: list[Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def tracked_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    config: Mapping[str, Any],
+    seed: int | None,
+    logger: ExperimentLogger | None = None,
+    job_info: JobInfo | None = None,
+    final_reward_window: int = FINAL_REWARD_WINDOW,
+    console_every: int | None = None,
+    plot: bool = True,
+) -> Iterator[TrackedRun]:
+    """Write the manifest, start the logger, yield; then record the outcome, finish the logger, plot the reward curve.
+
+    ``job_info`` defaults to ``JobInfo.from_hydra()`` (overrides, sweep id). The yielded ``callbacks`` contain the
+    ``MetricsFileCallback`` that fills ``metrics.jsonl`` and the training fields of ``summary.json``.
+
+    >>> with tracked_run("outputs/run", config={"seed": 0}, seed=0) as run:  # doctest: +SKIP
+    ...     run.run_dir.write_summary(eval_after={"accuracy": 1.0})
+    """
+    directory = RunDirectory(run_dir)
+    logger = logger if logger is not None else NoLogger()
+    job_info = job_info if job_info is not None else JobInfo.from_hydra()
+    logger_started = False
+    tracked: TrackedRun | None = None
+    failing = False
+    try:
+        with directory.record_outcome():
+            # Imported here (transformers) so an import error is recorded as a failure like any other.
+            from grpolab.tracking.callbacks import MetricsFileCallback
+
+            directory.write_manifest(seed=seed, config=config, overrides=list(job_info.overrides))
+            report_to = logger.start(directory.path, config, job_info)
+            logger_started = True
+            callback = MetricsFileCallback(directory, final_reward_window, console_every)
+            tracked = TrackedRun(run_dir=directory, report_to=report_to, callbacks=[callback])
+            yield tracked
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        # record_outcome has already written completed/failed, so the logger sees the final status.
+        summary = directory.read_summary()
+        if tracked is not None:
+            tracked.summary = summary
+        if logger_started:
+            _run_cleanup(lambda: logger.finish(summary), "finish the logger", failing)
+        if plot and directory.metrics_path.exists():
+            title = ", ".join(job_info.overrides) or directory.path.name
+            _run_cleanup(lambda: _plot(directory, title), "plot the reward curve", failing)
+
+
+def _plot(directory: RunDirectory, title: str) -> None:
+    from grpolab.tracking.plots import plot_reward_curve
+
+    plot_reward_curve(directory.metrics_path, directory.reward_curve_path, title=title)
+
+
+def _run_cleanup(action: Any, what: str, failing: bool) -> None:
+    """Run a cleanup step; while an exception is propagating, report a cleanup error instead of replacing it."""
+    try:
+        action()
+    except Exception as error:
+        if not failing:
+            raise
+        print(f"grpolab: could not {what} after the failure: {error!r}", file=sys.stderr)
