@@ -9,8 +9,11 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+
+from hydra.errors import InstantiationException
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -130,3 +133,29 @@ def _check_modality(cfg: DictConfig) -> None:
             "modality=text with a vision-language model (model.modality=vision); use modality=vision, or a text "
             "model such as model=tiny"
         )
+
+
+@contextmanager
+def config_errors(key: str) -> Iterator[None]:
+    """Report a ``ValueError``/``FileNotFoundError`` raised while building ``key`` as a one-line ``ConfigError``.
+
+    Hydra wraps errors raised by a ``_target_`` in an ``InstantiationException`` whose message spans several lines;
+    the original error is its cause, and that is what the user needs to read.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if not isinstance(cause, (ValueError, FileNotFoundError, TypeError)):
+            raise
+        raise ConfigError(f"{key}: {_one_line(cause)}") from error
+    except (ValueError, FileNotFoundError) as error:
+        message = _one_line(error)
+        raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from error
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

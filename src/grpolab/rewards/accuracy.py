@@ -54,10 +54,6 @@ class Accuracy(Reward):
         return rewards
 
     def _strip_special(self, ids: Sequence[int]) -> tuple[int, ...]:
-        # A loader that encoded the gold answer with add_special_tokens=True may have added BOS/EOS around it.
-        start, end = 0, len(ids)
-        while start < end and ids[start] in self.special_ids:
-            start += 1
-        while end > start and ids[end - 1] in self.special_ids:
-            end -= 1
-        return tuple(int(i) for i in ids[start:end])
+        # A loader that encoded the gold answer with add_special_tokens=True may have added BOS/EOS; decoding
+        # would drop special IDs wherever they are, so they are dropped here too.
+        return tuple(int(i) for i in ids if i not in self.special_ids)

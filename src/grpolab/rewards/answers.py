@@ -120,4 +120,8 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     gold_parsed = parse(gold, extraction_config=config)
     if not gold_parsed:
         return predicted.strip() == gold.strip()
-    return bool(verify(gold_parsed, parse(predicted, extraction_config=config)))
+    try:
+        predicted_parsed = parse(predicted, extraction_config=config)
+        return bool(verify(gold_parsed, predicted_parsed))
+    except Exception:  # noqa: BLE001 - sympy rejects some model outputs ("-01"); an unparseable answer is wrong
+        return False

@@ -144,8 +144,9 @@ class Reward:
         raise RewardLevelError(f"rewards.{self.__name__} ({type(self).__name__}) has no token variant")
 
     def content_ids(self, completion_ids: Sequence[int]) -> tuple[int, ...]:
-        """A completion's IDs without trailing special IDs: what the text variant sees after decoding."""
-        return strip_trailing_special(completion_ids, self.special_ids)
+        """A completion's IDs without special IDs anywhere: what the text variant sees after decoding with
+        ``skip_special_tokens=True`` (a tiny model can emit ``<|im_end|>`` mid-answer)."""
+        return tuple(int(i) for i in completion_ids if i not in self.special_ids)
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any

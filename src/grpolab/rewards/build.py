@@ -27,6 +27,8 @@ from grpolab.rewards.wrappers import NamedReward
 # The conf/rewards options; a test keeps these in step with the yaml files.
 BUILTIN_REWARDS = ("accuracy", "format", "length", "overlong", "think_format", "soft_overlong")
 TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong")
+# Options that need a task of their own (a box answer for iou), kept apart from the text-task rewards above.
+VISION_REWARDS = ("iou",)
 
 # Third-party rewards that read completion_ids only (never completions), so they are valid at level=token as they are.
 IDS_ONLY_CALLABLES = frozenset(

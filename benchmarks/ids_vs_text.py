@@ -1,0 +1,199 @@
+"""Host-side time per GRPO step, ``tokenizer_mode=text`` vs ``tokenizer_mode=ids``, through the real pipeline.
+
+Host-side time is everything in a training step except the model's own compute: the wall time between two
+``on_step_end`` callbacks minus the time inside ``model.generate``, ``model.forward`` (outside generate),
+``accelerator.backward`` and ``optimizer.step``. It is what tokenization, decoding, reward functions, padding,
+advantages and logging cost. Each run is a real job (``grpolab.train.train`` on a composed config, warm start cached),
+steps after the first ``--skip`` are timed, and each variant's per-run median is reported as the median over runs.
+
+Variants (tokenizer_mode / reward_level): ``text/text`` is stock TRL; ``ids/token`` is the full ID pipeline; the two
+mixed ones separate the effect of the tokenizer mode from that of the reward level.
+
+Scenarios: ``default`` (the embedded arithmetic task, ~8-token prompts) and ``long`` (the same task behind a
+~200-character instruction: ~200-token prompts with the character tokenizer, GSM8K-sized).
+
+    python benchmarks/ids_vs_text.py                       # 5 runs of every variant on both scenarios
+    python benchmarks/ids_vs_text.py --runs 3 --scenarios default --variants text/text ids/token
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+LONG_INSTRUCTION = (
+    "You are a careful calculator. Read the expression below, compute its value exactly, and reply with the "
+    "integer result only, written inside answer tags, without any explanation, units or extra spaces. Expression: "
+)
+SCENARIOS = {
+    "default": [],
+    "long": [f"data.prompt_template='{LONG_INSTRUCTION}{{a}}{{op}}{{b}}='", "model.network.max_position_embeddings=512"],
+}
+VARIANTS = ("text/text", "ids/token", "ids/text", "text/token")
+COMMON = ["logger=none", "eval.num_problems=20", "trainer.logging_steps=1000", "trainer.disable_tqdm=true"]
+
+
+class ModelClock:
+    """Seconds spent inside the model's compute; nested calls (forward inside generate) count once."""
+
+    def __init__(self) -> None:
+        self.seconds = {"generate": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+        self._depth = 0
+
+    def wrap(self, owner: Any, name: str, bucket: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return original(*args, **kwargs)
+            self._depth += 1
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[bucket] += time.perf_counter() - started
+                self._depth -= 1
+
+        setattr(owner, name, timed)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def timed_trainer_class(samples: list[dict[str, float]]):
+    """A ``GrpolabTrainer`` subclass that records per-step wall and model seconds into ``samples``."""
+    from transformers import TrainerCallback
+
+    from grpolab.trainer.grpo import GrpolabTrainer
+
+    class StepClock(TrainerCallback):
+        def __init__(self, clock: ModelClock) -> None:
+            self.clock, self.last = clock, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = (time.perf_counter(), dict(self.clock.seconds))
+            if self.last is not None:
+                wall = now[0] - self.last[0]
+                parts = {k: now[1][k] - self.last[1][k] for k in now[1]}
+                samples.append({"wall": wall, "model": sum(parts.values()), **parts})
+            self.last = now
+
+    class TimedTrainer(GrpolabTrainer):
+        def train(self, *args: Any, **kwargs: Any):
+            clock = ModelClock()
+            clock.wrap(self.model, "generate", "generate")
+            clock.wrap(self.model, "forward", "forward")
+            clock.wrap(self.accelerator, "backward", "backward")
+            clock.wrap(self.optimizer, "step", "optimizer")
+            self.add_callback(StepClock(clock))
+            return super().train(*args, **kwargs)
+
+    return TimedTrainer
+
+
+@contextmanager
+def patched_trainer(samples: list[dict[str, float]]):
+    import grpolab.trainer.grpo as grpo
+
+    original = grpo.GrpolabTrainer
+    grpo.GrpolabTrainer = timed_trainer_class(samples)
+    try:
+        yield
+    finally:
+        grpo.GrpolabTrainer = original
+
+
+def run_once(overrides: list[str], run_dir: Path) -> list[dict[str, float]]:
+    """One job of the real pipeline; the per-step timing samples of its GRPO phase."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from grpolab.train import CONF_DIR, train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
+    samples: list[dict[str, float]] = []
+    with patched_trainer(samples), contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log dict
+        train(cfg)
+    return samples
+
+
+def summarise(samples: list[dict[str, float]], skip: int) -> dict[str, float]:
+    """Median per step of one run, after the first ``skip`` timed steps."""
+    kept = samples[skip:] or samples
+    keys = ["wall", "model", "generate", "forward", "backward", "optimizer"]
+    result = {key: statistics.median(s[key] for s in kept) for key in keys}
+    result["host"] = statistics.median(s["wall"] - s["model"] for s in kept)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="GRPO steps per run")
+    parser.add_argument("--skip", type=int, default=2, help="timed steps discarded as warm-up")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--json", type=Path, help="also write every run's medians here")
+    args = parser.parse_args(argv)
+
+    import logging
+
+    logging.disable(logging.WARNING)  # keep the console to the results
+    os.environ.setdefault("GRPOLAB_CACHE_DIR", str(Path(tempfile.gettempdir()) / "grpolab-bench-cache"))
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="grpolab-bench-") as scratch:
+        for scenario in args.scenarios:
+            results[scenario] = {variant: [] for variant in args.variants}
+            for run in range(args.runs):  # variants interleaved, so load drift on a shared machine hits all alike
+                for variant in args.variants:
+                    mode, level = variant.split("/")
+                    overrides = [*COMMON, *SCENARIOS[scenario], f"trainer.max_steps={args.steps}",
+                                 f"tokenizer_mode={mode}", f"reward_level={level}"]
+                    run_dir = Path(scratch) / f"{scenario}-{mode}-{level}-{run}"
+                    summary = summarise(run_once(overrides, run_dir), args.skip)
+                    results[scenario][variant].append(summary)
+                    print(f"{scenario:8s} {variant:10s} run {run}: host {summary['host'] * 1e3:7.1f} ms/step, "
+                          f"end-to-end {summary['wall'] * 1e3:7.1f} ms/step", file=sys.stderr, flush=True)
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
+    lines = ["| scenario | variant | runs | host ms/step | model ms/step (gen/fwd/bwd/opt) | end-to-end ms/step | "
+             "host vs text/text | end-to-end vs text/text |", "|---|---|---|---|---|---|---|---|"]
+    for scenario, variants in results.items():
+        median = {variant: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+                  for variant, runs in variants.items() if runs}
+        base = median.get("text/text")
+        for variant, m in median.items():
+            parts = "/".join(f"{m[k] * 1e3:.0f}" for k in ("generate", "forward", "backward", "optimizer"))
+            host_ratio = f"{m['host'] / base['host']:.0%}" if base else "—"
+            wall_ratio = f"{m['wall'] / base['wall']:.0%}" if base else "—"
+            lines.append(f"| {scenario} | {variant} | {len(variants[variant])} | {m['host'] * 1e3:.1f} | "
+                         f"{m['model'] * 1e3:.0f} ({parts}) | {m['wall'] * 1e3:.1f} | {host_ratio} | {wall_ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""Command-line checks that run before Hydra starts any job, so a typo in a sweep costs one line, not a sweep.
+
+``grpolab.train.main`` calls ``run_preflight(sys.argv, CONF_DIR)`` before ``hydra_entry()``. It parses the overrides
+with Hydra's own parsers, composes the config with Hydra's compose API (the non-sweep group choices plus the first
+value of every swept group) and fails with one line on stderr and exit status 2 when
+
+- a config group option does not exist: ``model=foo: no such option; valid choices: qwen2_5_0_5b_instruct, ..., tiny``
+- a key does not exist: ``optimizer.lrr=1`` or, in a sweep, ``trainer.bta=0,0.1`` (named, with the closest keys)
+- a numeric range (``interval(...)``, ``range(...)``) sweeps a non-numeric key, on the command line or in
+  ``hydra.sweeper.params`` (an Optuna search space), e.g. ``optimizer._target_: interval(0, 1)``.
+
+With ``-m ... resume=true`` it also points Hydra at the earlier sweep of the same command (``hydra.sweep.dir=``), so
+that jobs which completed there are skipped (``grpolab.sweeps``). Values are not checked here: jobs validate their
+own config (``grpolab.config.validate``) and a bad value fails only its job. Imports hydra and omegaconf, no torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import AnyNode, FloatNode, IntegerNode, ValueNode
+
+PROGRAM = "grpolab"
+PREFLIGHT_EXIT_CODE = 2
+# Each swept config group value is composed once to learn its keys; beyond this many, the rest are not composed.
+MAX_COMPOSED_VARIANTS = 16
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+class PreflightError(ValueError):
+    """A command-line mistake, described in one line that names the override and what would be valid."""
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What preflight needs from ``sys.argv``, parsed by Hydra's own argument parser."""
+
+    overrides: list[str]
+    multirun: bool
+    config_name: str | None
+    config_path: str | None
+    config_dir: str | None
+    informational: bool  # --help, --info, --shell-completion, ...: nothing will run
+
+    @classmethod
+    def parse(cls, argv: Sequence[str]) -> CommandLine:
+        from hydra._internal.utils import get_args_parser
+
+        args, _unknown = get_args_parser().parse_known_args(list(argv[1:]))
+        return cls(
+            overrides=list(args.overrides or []),
+            multirun=bool(args.multirun),
+            config_name=args.config_name,
+            config_path=args.config_path,
+            config_dir=args.config_dir,
+            informational=bool(args.help or args.hydra_help or args.info or args.shell_completion
+                               or args.experimental_rerun),
+        )
+
+
+def run_preflight(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
+    """Check ``argv``; return it (with ``hydra.sweep.dir=`` added for a resumed sweep), or exit 2 with one line.
+
+    >>> sys.argv = run_preflight(sys.argv, CONF_DIR)  # doctest: +SKIP
+    """
+    try:
+        return preflight(argv, config_dir, config_name)
+    except PreflightError as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        raise SystemExit(PREFLIGHT_EXIT_CODE) from None
+    except Exception as error:  # a preflight bug must not block runs: Hydra still checks everything itself
+        print(f"{PROGRAM}: preflight skipped after an internal error ({type(error).__name__}: {error})",
+              file=sys.stderr)
+        return list(argv)
+
+
+def preflight(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
+    """``run_preflight`` without the exit: raises ``PreflightError``.
+
+    >>> preflight(["train", "-m", "trainer.bta=0,0.1"], "conf")  # doctest: +SKIP
+    PreflightError: trainer.bta=0,0.1: no such key trainer.bta; closest valid keys: trainer.beta
+    """
+    command = CommandLine.parse(argv)
+    if command.informational:
+        return list(argv)
+    if command.config_path is not None:
+        config_dir = str(PACKAGE_DIR / command.config_path)  # Hydra: relative to the @hydra.main module
+    overrides = _parse(command.overrides)
+    if overrides is None:
+        return list(argv)  # unparsable: Hydra's own message is the better one
+    extra = [f"hydra.searchpath=[file://{Path(command.config_dir).resolve()}]"] if command.config_dir else []
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        groups = _ConfigGroups(command.config_name or config_name, extra)
+        group_overrides = [o for o in overrides if groups.is_group_override(o)]
+        for override in group_overrides:
+            groups.check_choice(override)
+        variants = _compose_variants(command.config_name or config_name, group_overrides, extra)
+        if not variants:
+            return list(argv)  # the config does not compose: let Hydra report why
+        for override in overrides:
+            if override not in group_overrides:
+                _check_key(override, variants)
+        if command.multirun:
+            _check_interval_needs_search(overrides, variants[0])
+            for override in _sweeper_params(variants[0]):
+                if groups.is_group_override(override):
+                    groups.check_choice(override, "hydra.sweeper.params: ")
+                else:
+                    _check_key(override, variants, "hydra.sweeper.params: ")
+    if command.multirun:
+        return _with_resumed_sweep_dir(list(argv), overrides, variants[0])
+    return list(argv)
+
+
+def _parse(overrides: Sequence[str]) -> list[Override] | None:
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return None
+
+
+class _ConfigGroups:
+    """Config groups and their options as Hydra sees them, including ``--config-dir`` and ``hydra.searchpath``."""
+
+    def __init__(self, config_name: str, overrides: Sequence[str]) -> None:
+        self._loader = GlobalHydra.instance().config_loader()
+        self._config_name = config_name
+        self._overrides = list(overrides)  # the search path additions
+
+    def _list(self, path: str, kind: ObjectType) -> list[str]:
+        return list(self._loader.get_group_options(path, results_filter=kind, config_name=self._config_name,
+                                                   overrides=self._overrides))
+
+    def exists(self, group: str) -> bool:
+        parent, _, name = group.rpartition("/")
+        return name in self._list(parent, ObjectType.GROUP)
+
+    def options(self, group: str) -> list[str]:
+        return self._list(group, ObjectType.CONFIG)
+
+    def is_group_override(self, override: Override) -> bool:
+        """Hydra's rule (defaults_list.Overrides): it names an existing group and its value is not a dict."""
+        if not override.is_sweep_override() and isinstance(override.value(), dict):
+            return False
+        return self.exists(override.key_or_group)
+
+    def check_choice(self, override: Override, label: str = "") -> None:
+        if override.is_delete():
+            return
+        group = override.key_or_group
+        options = self.options(group)
+        if override.is_interval_sweep() or override.is_range_sweep():
+            raise PreflightError(f"{label}{override.input_line}: a numeric range over the config group {group}; "
+                                 f"sweep its options instead, e.g. {group}={','.join(options[:2]) or '<option>'}")
+        for value in _values(override):
+            for choice in value if isinstance(value, list) else [value]:
+                if choice is not None and str(choice) not in options:
+                    raise PreflightError(f"{label}{group}={choice}: no such option; valid choices: "
+                                         f"{', '.join(options) or '(none: the group is empty)'}")
+
+
+def _values(override: Override) -> list[Any]:
+    """Every value an override stands for (each choice of a sweep; the value itself otherwise)."""
+    if override.is_interval_sweep():
+        return []
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    return [override.value()]
+
+
+def _first_value_override(override: Override) -> str:
+    if not override.is_sweep_override():
+        return str(override.input_line)
+    return f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
+
+
+def _compose_variants(config_name: str, groups: Sequence[Override], extra: Sequence[str]) -> list[DictConfig]:
+    """The config with each swept group value in turn (others at their first value), Hydra node included."""
+    base = [_first_value_override(o) for o in groups]
+    variants = [base]
+    for index, override in enumerate(groups):
+        if override.is_sweep_override() and not override.is_interval_sweep():
+            for value in list(override.sweep_string_iterator())[1:]:
+                if len(variants) < MAX_COMPOSED_VARIANTS:
+                    variants.append([*base[:index], f"{override.get_key_element()}={value}", *base[index + 1:]])
+    composed = []
+    for variant in variants:
+        try:
+            composed.append(compose(config_name, overrides=[*variant, *extra], return_hydra_config=True))
+        except (HydraException, OmegaConfBaseException):
+            continue
+    return composed
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Where a dotted key leads in one composed config."""
+
+    found: bool
+    parent_path: str  # the deepest existing node on the way ("" = the root)
+    missing: str  # the first path segment that does not exist
+    parent: Any  # that node (DictConfig, ListConfig, or a value)
+    node: Any = None  # the key's own node when found
+
+
+def _lookup(cfg: DictConfig, key: str) -> _Lookup:
+    node: Any = cfg
+    walked: list[str] = []
+    for part in key.split("."):
+        child = None
+        if isinstance(node, DictConfig) and part in node.keys():
+            child = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            child = node._get_node(int(part))
+        if child is None:
+            return _Lookup(False, ".".join(walked), part, node)
+        node, walked = child, [*walked, part]
+    parent = node._get_parent()
+    return _Lookup(True, ".".join(walked[:-1]), "", parent, node)
+
+
+def _check_key(override: Override, variants: Sequence[DictConfig], label: str = "") -> None:
+    key = override.key_or_group
+    if override.is_force_add():
+        return
+    lookups = [_lookup(cfg, key) for cfg in variants]
+    found = [lookup for lookup in lookups if lookup.found]
+    if override.is_add():
+        if len(found) == len(lookups):
+            raise PreflightError(f"{label}{override.input_line}: {key} already exists; drop the + to change it")
+        return
+    if not found:
+        lookup = lookups[0]
+        if isinstance(lookup.parent, DictConfig) and not OmegaConf.is_struct(lookup.parent):
+            return  # an open node (no schema, not struct): Hydra adds the key
+        raise PreflightError(f"{label}{override.input_line}: no such key {key}; {_closest_keys(lookup)}")
+    if override.is_interval_sweep() or override.is_range_sweep():
+        kind = _non_numeric_kind(found[0].node)
+        if kind is not None:
+            raise PreflightError(f"{label}{override.input_line}: a numeric range over a non-numeric key "
+                                 f"({key} is {kind}); use choice(...) for categorical values")
+
+
+def _closest_keys(lookup: _Lookup) -> str:
+    parent = lookup.parent
+    if isinstance(parent, DictConfig):
+        names = [str(name) for name in parent.keys()]
+    elif isinstance(parent, ListConfig):
+        names = [str(index) for index in range(len(parent))]
+    else:
+        return f"{lookup.parent_path} is a value, not a config node"
+    prefix = f"{lookup.parent_path}." if lookup.parent_path else ""
+    close = difflib.get_close_matches(lookup.missing, names, n=3, cutoff=0.6)
+    if close:
+        return "closest valid keys: " + ", ".join(prefix + name for name in close)
+    shown = ", ".join(prefix + name for name in names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"valid keys under {lookup.parent_path or 'the root'}: {shown or '(none)'}"
+
+
+def _non_numeric_kind(node: Any) -> str | None:
+    """None for a node a numeric range may sweep (int/float, or untyped and empty); else what it is."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return "a config node"
+    if isinstance(node, (IntegerNode, FloatNode)):
+        return None
+    if not isinstance(node, AnyNode):
+        return f"a {type(node).__name__.removesuffix('Node').lower()}" if isinstance(node, ValueNode) else "not a value"
+    try:
+        value = node._dereference_node()._value() if node._is_interpolation() else node._value()
+    except OmegaConfBaseException:
+        return None  # an interpolation that cannot resolve here: the job will say more
+    if value is None or value == "???" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool):
+        return f"a boolean: {value}"
+    return f"a string: {value!r}" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _check_interval_needs_search(overrides: Sequence[Override], cfg: DictConfig) -> None:
+    """Hydra's grid sweeper stops at an ``interval(...)`` only after it has made the sweep dir; say so first."""
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not sweeper.endswith(".BasicSweeper"):
+        return
+    for override in overrides:
+        if override.is_interval_sweep():
+            raise PreflightError(f"{override.input_line}: interval(...) needs a search sweeper, e.g. "
+                                 "hparams_search=optuna; the grid sweeper takes lists (a,b) and range(start, stop)")
+
+
+def _sweeper_params(cfg: DictConfig) -> Iterator[Override]:
+    """``hydra.sweeper.params`` entries (a sweep grid, an Optuna search space) as parsed overrides."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if not isinstance(params, DictConfig):
+        return
+    for key, value in OmegaConf.to_container(params, resolve=False).items():
+        line = f"{key}={value}"
+        parsed = _parse([line])
+        if parsed is None:
+            raise PreflightError(f"hydra.sweeper.params: {line}: not a valid sweep (e.g. 1e-4,3e-4 or "
+                                 "tag(log, interval(1e-5, 1e-3)))")
+        yield parsed[0]
+
+
+def _with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: DictConfig) -> list[str]:
+    """With ``resume=true``, add ``hydra.sweep.dir=<the earlier sweep of this command>`` when there is one."""
+    from grpolab.sweeps import find_previous_sweep, sweep_root
+
+    resume_values = [o.value() for o in overrides if o.key_or_group == "resume" and not o.is_sweep_override()]
+    resume = resume_values[-1] if resume_values else OmegaConf.select(cfg, "resume", default=False)
+    if resume is not True and str(resume).lower() != "true":
+        return argv
+    if any(o.key_or_group == "hydra.sweep.dir" for o in overrides):
+        return argv  # an explicit sweep dir is already the same on every run
+    pattern = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
+    root = sweep_root(str(pattern))
+    if root is None:
+        return argv
+    task = [str(o.input_line) for o in overrides if not o.is_hydra_override()]
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    previous = find_previous_sweep(root, task, sweeper)
+    if previous is None:
+        print(f"{PROGRAM}: resume=true: no earlier sweep of this command under {root}; starting a new one",
+              file=sys.stderr)
+        return argv
+    print(f"{PROGRAM}: resume=true: continuing the sweep in {previous}", file=sys.stderr)
+    quoted = str(previous).replace("\\", "\\\\").replace("'", "\\'")
+    return [*argv, f"hydra.sweep.dir='{quoted}'"]

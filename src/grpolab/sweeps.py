@@ -1,0 +1,240 @@
+"""Multirun bookkeeping around Hydra's own sweepers and launchers: failed jobs, resume, and the sweep report.
+
+- ``SweepCallback`` (registered under ``hydra.callbacks`` in ``conf/hydra/default.yaml``): records every failed job in
+  its ``summary.json`` (``status: failed`` + reason, also for errors raised before the run was tracked) and logs its
+  traceback, then writes ``report.md``/``report.csv``/plots into the sweep dir when the multirun ends.
+- ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
+  batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
+  A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
+- Resume: ``find_previous_sweep`` (used by ``grpolab.config.preflight``) finds the sweep dir of an earlier run of the
+  same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
+  there. A failed or missing job runs again; the files of a failed attempt are kept as ``*.attempt-<n>.*``.
+
+Imports no torch (preflight uses it before Hydra starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from grpolab.tracking.rundir import (
+    MANIFEST_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    RunDirectory,
+    describe_exception,
+    read_json,
+)
+
+log = logging.getLogger("grpolab.sweeps")
+MULTIRUN_FILE = "multirun.yaml"
+SWEEP_FAILURE_EXIT_CODE = 1
+# Overrides that change how a sweep runs, not what it computes; ignored when matching a sweep or a job for resume.
+RESUME_NEUTRAL_KEYS = frozenset({"resume"})
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def override_key(override: str) -> str:
+    """``"+trainer.beta=0.1"`` -> ``"trainer.beta"``.
+
+    >>> override_key("~resume")
+    'resume'
+    """
+    return override.partition("=")[0].lstrip("+~")
+
+
+def comparable_overrides(overrides: Sequence[str]) -> list[str]:
+    """Overrides minus the resume-neutral ones, in order (the order fixes the job numbering of a grid).
+
+    >>> comparable_overrides(["optimizer.lr=1e-3,1e-2", "resume=true", "seed=0,1"])
+    ['optimizer.lr=1e-3,1e-2', 'seed=0,1']
+    """
+    return [str(o) for o in overrides if override_key(str(o)) not in RESUME_NEUTRAL_KEYS]
+
+
+def sweep_root(pattern: str) -> tuple[Path, int] | None:
+    """The fixed directory above a ``hydra.sweep.dir`` pattern and the depth of the time-stamped part below it.
+
+    >>> sweep_root("outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}")
+    (PosixPath('outputs/multirun'), 2)
+    """
+    if "${" not in pattern:
+        return None  # a fixed sweep dir is the same on every run: nothing to find
+    fixed, _, rest = pattern.partition("${")
+    root, _, partial = fixed.rpartition("/")
+    depth = len((partial + "${" + rest).split("/"))
+    return Path(root or "."), depth
+
+
+def find_previous_sweep(root: tuple[Path, int], task_overrides: Sequence[str],
+                        sweeper: Mapping[str, Any]) -> Path | None:
+    """Most recent sweep dir under ``root`` made by the same command: same task overrides (resume aside, same order)
+    and the same sweeper target and ``params``. ``sweeper`` is the current ``hydra.sweeper`` node, unresolved.
+
+    >>> find_previous_sweep((Path("outputs/multirun"), 2), ["seed=0,1", "resume=true"], {"params": None})  # doctest: +SKIP
+    PosixPath('outputs/multirun/2024-05-01/12-00-00-123456')
+    """
+    directory, depth = root
+    wanted = comparable_overrides(task_overrides)
+    candidates = sorted(directory.glob("/".join(["*"] * depth + [MULTIRUN_FILE])),
+                        key=lambda path: path.stat().st_mtime, reverse=True)
+    for multirun_file in candidates:
+        try:
+            hydra_node = (yaml.safe_load(multirun_file.read_text(encoding="utf-8")) or {}).get("hydra") or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        stored_sweeper = hydra_node.get("sweeper") or {}
+        same_sweeper = all(stored_sweeper.get(key) == sweeper.get(key) for key in ("_target_", "params"))
+        stored_task = (hydra_node.get("overrides") or {}).get("task") or []
+        if same_sweeper and comparable_overrides(stored_task) == wanted:
+            return multirun_file.parent
+    return None
+
+
+def previous_completion(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The summary of a completed earlier run of this job in ``run_dir``, or None when the job has to run.
+
+    A completed run counts only if its recorded overrides equal this job's (resume aside). When the job runs again,
+    the files of an earlier attempt are renamed to ``summary.attempt-<n>.json``/``metrics.attempt-<n>.jsonl`` so the
+    new attempt starts clean and reports do not mix the two.
+
+    >>> previous_completion("outputs/multirun/2024-05-01/12-00-00/3", ["optimizer.lr=0.001", "resume=true"])  # doctest: +SKIP
+    {'status': 'completed', 'eval_after': {'accuracy': 0.5}, ...}
+    """
+    run_dir = Path(run_dir)
+    summary = read_json(run_dir / SUMMARY_FILE)
+    if summary is None:
+        return None
+    recorded = (read_json(run_dir / MANIFEST_FILE) or {}).get("overrides")
+    same_job = isinstance(recorded, list) and comparable_overrides(recorded) == comparable_overrides(overrides)
+    if summary.get("status") == "completed" and same_job:
+        return summary
+    if recorded is not None and not same_job:
+        log.warning("resume: %s held a run of other overrides (%s); running this job again", run_dir, recorded)
+    _archive_attempt(run_dir)
+    return None
+
+
+def _archive_attempt(run_dir: Path) -> None:
+    attempt = 1 + len(list(run_dir.glob("summary.attempt-*.json")))
+    for name in (SUMMARY_FILE, METRICS_FILE):
+        path = run_dir / name
+        if path.exists():
+            stem, dot, suffix = name.partition(".")
+            path.rename(run_dir / f"{stem}.attempt-{attempt}{dot}{suffix}")
+
+
+# ------------------------------------------------------------------------------------------- failures, report
+
+
+@dataclass
+class SweepRecord:
+    """The multirun running in this process (the one that launched the jobs)."""
+
+    sweep_dir: Path
+    report_enabled: bool
+    last_k: int | None = None
+    report: Any = None  # grpolab.report.Report once written
+    ended: bool = False
+
+
+_ACTIVE_SWEEP: SweepRecord | None = None
+
+
+class SweepCallback(Callback):
+    """Hydra callback: failed jobs are recorded and logged; the sweep report is written when the multirun ends.
+
+    ``conf/hydra/default.yaml``::
+
+        callbacks:
+          sweep:
+            _target_: grpolab.sweeps.SweepCallback
+            report: true
+    """
+
+    def __init__(self, report: bool = True, last_k: int | None = None) -> None:
+        self.report = report
+        self.last_k = last_k
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _ACTIVE_SWEEP
+        # Resolving ${now:...} here caches it on this config, the same object the sweeper reads.
+        _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k)
+        # Hydra's basic sweeper saves the sweep's config, the Optuna sweeper does not; resume looks sweeps up by it.
+        _ACTIVE_SWEEP.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, _ACTIVE_SWEEP.sweep_dir / MULTIRUN_FILE)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # the property would re-raise it
+        run_dir = RunDirectory(config.hydra.runtime.output_dir)
+        if run_dir.read_summary().get("status") != "failed":  # raised before (or after) the run was tracked
+            run_dir.mark_failed(error)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            log.error("job #%s failed (%s), the sweep goes on: %s", config.hydra.job.num,
+                      " ".join(job_return.overrides or []), describe_exception(error),
+                      exc_info=(type(error), error, error.__traceback__))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if _ACTIVE_SWEEP is not None:
+            _ACTIVE_SWEEP.ended = True
+            if _ACTIVE_SWEEP.report_enabled:
+                _ACTIVE_SWEEP.report = write_sweep_report(_ACTIVE_SWEEP.sweep_dir, _ACTIVE_SWEEP.last_k)
+
+
+def write_sweep_report(sweep_dir: Path, last_k: int | None = None) -> Any:
+    """``grpolab.report.build_report(sweep_dir)``; a report error is logged, never raised over the sweep's result."""
+    from grpolab.report import build_report
+
+    try:
+        report = build_report(sweep_dir, **({"last_k": last_k} if last_k is not None else {}))
+    except Exception as error:
+        log.error("could not write the sweep report in %s: %s", sweep_dir, describe_exception(error))
+        return None
+    done = sum(run.completed for run in report.runs)
+    log.info("sweep report: %s (%d runs: %d completed, %d failed or unfinished)",
+             sweep_dir / "report.md", len(report.runs), done, len(report.runs) - done)
+    return report
+
+
+@contextmanager
+def reported_sweep() -> Iterator[None]:
+    """Around ``hydra_entry()``: make sure a multirun leaves its report, and exit 1 if any of its jobs failed
+    (judged from that report: with ``hydra.callbacks.sweep.report=false`` the exit status is Hydra's own).
+
+    >>> with reported_sweep():  # doctest: +SKIP
+    ...     hydra_entry()
+    """
+    global _ACTIVE_SWEEP
+    failed: list[Any] = []
+    try:
+        yield
+    finally:
+        sweep, _ACTIVE_SWEEP = _ACTIVE_SWEEP, None
+        if sweep is not None:
+            if sweep.report is None and sweep.report_enabled and any(sweep.sweep_dir.glob(f"*/{SUMMARY_FILE}")):
+                if not sweep.ended:
+                    log.info("the sweeper ended with an error (above); writing the report of the jobs that ran")
+                sweep.report = write_sweep_report(sweep.sweep_dir, sweep.last_k)
+            failed = list(sweep.report.unfinished) if sweep.report is not None else []
+            if failed:
+                print(f"grpolab: {len(failed)} of {len(sweep.report.runs)} jobs failed "
+                      f"({', '.join(run.name for run in failed)}); see {sweep.sweep_dir / 'report.md'}",
+                      file=sys.stderr)
+    if failed:
+        raise SystemExit(SWEEP_FAILURE_EXIT_CODE)

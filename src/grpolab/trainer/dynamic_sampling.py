@@ -1,0 +1,423 @@
+"""DAPO dynamic sampling (Yu et al. 2025, arXiv 2503.14476, Sec. 3.2, Eq. 11, Algorithm 1) for TRL's GRPOTrainer.
+
+A prompt group whose completions all receive the same reward has advantages that are exactly zero, so it adds no
+policy gradient, yet it still fills a slot of the batch (and dilutes the token-mean normaliser). DAPO drops such
+groups and keeps sampling until the batch holds only informative groups. TRL 1.16 has no such option.
+
+``DynamicSamplingMixin`` hooks two private ``GRPOTrainer`` methods, both pinned by
+``tests/trainer/test_dynamic_sampling.py`` (which fails if TRL renames or reshapes them):
+
+* ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)``: unchanged, but the rewards it returns
+  (gathered over processes) are kept so the groups can be judged without re-scoring.
+* ``_generate_and_score_completions(inputs)``: in training, calls TRL's method once per *generation round*. After each
+  round the uninformative groups are set aside; while fewer informative groups than the round size have been
+  collected, another round is generated from freshly drawn prompts, up to ``max_generation_rounds`` rounds. The
+  rounds' scored batches are then concatenated (prompts re-padded on the left, completions and per-token tensors on
+  the right) into one batch of the usual size, which TRL shuffles and splits as always. When re-padding changed a
+  round's layout, the stored policy/reference log-probs are recomputed on the final layout (TRL's fused LM head is
+  layout-sensitive at the 1e-4 level, and an on-policy importance ratio must be exactly 1).
+
+Decisions, all visible in the metrics:
+
+* A group is uninformative when its rewards are all equal: the weighted reward sum for TRL's default
+  ``multi_objective_aggregation="sum_then_normalize"``, every reward function separately for
+  ``normalize_then_sum``. That is exactly when TRL gives it zero advantages. With ``filter_reward`` set, only that
+  reward function counts: DAPO (Eq. 11 and its code) filters on accuracy, so a group that is all wrong but varies in
+  its overlong penalty is dropped there and kept by the default.
+* Every round generates as many prompts as the first (DAPO's code also generates fixed-size rounds); informative
+  groups beyond the batch size are discarded, earliest rounds first kept.
+* When the round cap is reached, the batch is topped up with uninformative groups (zero advantages, so no policy
+  gradient) instead of shrinking, because TRL splits the batch into equal micro batches and processes must agree on
+  sizes. DAPO's code raises an error instead. ``dynamic_sampling/groups_filled`` counts these.
+* Refill prompts come from the train dataset in shuffled epochs of their own (seeded from ``args.seed``), each
+  repeated ``num_generations`` times like TRL's ``RepeatSampler``; the main dataloader is not advanced, so epochs and
+  ``max_steps`` keep counting optimizer steps as usual. With several processes every process draws a disjoint slice
+  of the same permutation.
+* Advantages are those TRL computed in each round. They are per group for ``scale_rewards`` ``group``/``none``, so
+  concatenation leaves them exact; with ``scale_rewards="batch"`` each round's groups are scaled by that round's std.
+
+Metrics (``_metrics["train"]``, averaged per logging step, so they reach ``metrics.jsonl``):
+``dynamic_sampling/generation_rounds``, ``dynamic_sampling/groups_dropped`` (groups with all-equal rewards generated
+in the step, summed over processes) and ``dynamic_sampling/groups_filled`` (of those, how many had to be used to top
+up the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid, use_adapter
+
+from grpolab.config.schema import DynamicSamplingConfig
+
+#: Keys holding left-padded prompt tensors ``(B, P)`` and the padding value (``None`` = the tokenizer's pad id).
+PROMPT_SIDE: dict[str, int | float | None] = {"prompt_ids": None, "prompt_mask": 0}
+#: Keys holding right-padded completion tensors ``(B, C)`` (or ``(B, 1)``) and the padding value TRL uses.
+COMPLETION_SIDE: dict[str, int | float | None] = {
+    "completion_ids": None, "completion_mask": 0, "old_per_token_logps": 0.0, "ref_per_token_logps": 0.0,
+    "sampling_per_token_logps": 0.0, "importance_sampling_ratio": 1.0, "tool_mask": 1,
+}
+#: Keys spanning prompt and completion ``(B, P + C)``: prompt part left-padded, completion part right-padded.
+WHOLE_SEQUENCE: dict[str, int] = {"token_type_ids": 0, "mm_token_type_ids": 0}
+#: Keys with one entry (tensor row or list item) per sample once ``split_pixel_values_by_grid`` has run.
+PER_SAMPLE = frozenset({
+    "advantages", "pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+    "image_position_ids", "num_images", "num_tiles",
+})
+#: Batch keys TRL passes to ``_get_per_token_logps_and_entropies`` besides IDs and masks.
+VISION_FORWARD_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
+#: Keys recomputed for the concatenated batch.
+RECOMPUTED = frozenset({"num_items_in_batch"})
+#: Every key TRL 1.16's ``_generate_and_score_completions`` can return; anything else is refused, not guessed at.
+KNOWN_KEYS = frozenset(PROMPT_SIDE) | frozenset(COMPLETION_SIDE) | frozenset(WHOLE_SEQUENCE) | PER_SAMPLE | RECOMPUTED
+
+# Rewards closer than this count as equal (float sums of identical terms are exact; this only absorbs noise).
+_EQUAL_REWARD_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class DynamicSamplingSettings:
+    """Dynamic sampling as the trainer runs it.
+
+    Attributes:
+        max_generation_rounds: generation rounds per rollout at most (the first included).
+        filter_reward: judge groups by this reward function alone (DAPO Eq. 11 uses accuracy); None judges the
+            rewards TRL turns into advantages, so exactly the zero-advantage groups are dropped.
+    """
+
+    max_generation_rounds: int
+    filter_reward: str | None = None
+
+    @classmethod
+    def from_config(cls, node: DynamicSamplingConfig | Mapping[str, Any] | None) -> DynamicSamplingSettings | None:
+        """Settings from the ``dynamic_sampling`` config node; None when it is absent or ``enabled`` is false.
+
+        >>> DynamicSamplingSettings.from_config({"enabled": True, "max_generation_rounds": 3})
+        DynamicSamplingSettings(max_generation_rounds=3, filter_reward=None)
+        >>> DynamicSamplingSettings.from_config(DynamicSamplingConfig(enabled=False)) is None
+        True
+        """
+        if node is None:
+            return None
+        if isinstance(node, Mapping):
+            read = node.get  # DictConfig too; an absent optional key reads as None
+        else:
+            def read(key: str) -> Any:
+                return getattr(node, key, None)
+        if not read("enabled"):
+            return None
+        rounds = read("max_generation_rounds")
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"dynamic_sampling.max_generation_rounds must be a positive integer, got {rounds!r}")
+        return cls(max_generation_rounds=rounds, filter_reward=read("filter_reward"))
+
+
+class RefillPrompts:
+    """Dataset indices for refill rounds: shuffled epochs, the same permutation on every process, disjoint slices.
+
+    >>> stream = RefillPrompts(dataset_size=4, seed=0)
+    >>> sorted(stream.take(2) + stream.take(2))  # one epoch covers every index once
+    [0, 1, 2, 3]
+    """
+
+    def __init__(self, dataset_size: int, seed: int, num_processes: int = 1, process_index: int = 0) -> None:
+        if dataset_size < 1:
+            raise ValueError("dynamic sampling needs a non-empty train dataset to draw refill prompts from")
+        self.dataset_size = dataset_size
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self._generator = torch.Generator().manual_seed(seed)
+        self._pending: list[int] = []
+
+    def take(self, count: int) -> list[int]:
+        """The next ``count`` indices for this process (``count * num_processes`` are consumed in total)."""
+        total = count * self.num_processes
+        while len(self._pending) < total:
+            self._pending += torch.randperm(self.dataset_size, generator=self._generator).tolist()
+        drawn, self._pending = self._pending[:total], self._pending[total:]
+        return drawn[self.process_index * count : (self.process_index + 1) * count]
+
+
+@dataclass
+class _Round:
+    """One generation round's scored batch (split per sample) and the indices of its informative groups."""
+
+    batch: dict[str, Any]
+    informative: list[int]
+    uninformative: list[int]
+
+
+class DynamicSamplingMixin:
+    """Adds DAPO dynamic sampling to a ``trl.GRPOTrainer`` subclass; put it first among the bases.
+
+    ``dynamic_sampling`` is the ``dynamic_sampling`` config node (``enabled``, ``max_generation_rounds``, optional
+    ``filter_reward``) or None.
+
+    >>> class Trainer(DynamicSamplingMixin, GRPOTrainer): ...  # doctest: +SKIP
+    >>> Trainer(model=..., args=..., dynamic_sampling={"enabled": True, "max_generation_rounds": 4})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, *args: Any, dynamic_sampling: DynamicSamplingConfig | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.dynamic_sampling = DynamicSamplingSettings.from_config(dynamic_sampling)
+        self._last_rewards_per_func: torch.Tensor | None = None
+        self._refill: RefillPrompts | None = None
+        if self.dynamic_sampling is not None:
+            name = self.dynamic_sampling.filter_reward
+            if name is not None and name not in self.reward_func_names:
+                raise ValueError(
+                    f"dynamic_sampling.filter_reward={name!r} is not one of the run's rewards: {self.reward_func_names}"
+                )
+            dataset = self.train_dataset
+            if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+                raise ValueError(
+                    "dynamic_sampling needs a map-style train dataset (indexable, with a length) to draw refill "
+                    f"prompts from; got {type(dataset).__name__}"
+                )
+
+    # --- hooked TRL methods ------------------------------------------------------------------------------------
+
+    def _calculate_rewards(
+        self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any], completion_ids_list: list[Any]
+    ) -> torch.Tensor:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.dynamic_sampling is None or not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        return self._dynamically_sampled_batch(inputs)
+
+    # --- the refill loop ---------------------------------------------------------------------------------------
+
+    def _dynamically_sampled_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        group_size = self.num_generations
+        if len(inputs) % group_size:
+            raise ValueError(
+                f"dynamic sampling needs whole prompt groups on each process: the local generation batch has "
+                f"{len(inputs)} samples, not a multiple of num_generations={group_size}; choose a batch whose "
+                "per-process share of a rollout is a multiple of the group size"
+            )
+        wanted = len(inputs) // group_size
+        rounds: list[_Round] = []
+        round_inputs = inputs
+        while True:
+            output = super()._generate_and_score_completions(round_inputs)
+            informative = self._informative_groups(len(round_inputs)).tolist()
+            rounds.append(_Round(
+                batch=split_pixel_values_by_grid(output),
+                informative=[g for g, ok in enumerate(informative) if ok],
+                uninformative=[g for g, ok in enumerate(informative) if not ok],
+            ))
+            collected = sum(len(r.informative) for r in rounds)
+            # Every process generates in every round (generation and scoring gather across processes).
+            capped = len(rounds) >= self.dynamic_sampling.max_generation_rounds
+            if capped or not self._any_process(collected < wanted):
+                break
+            round_inputs = self._refill_inputs(wanted)
+
+        pieces, filled = [], 0
+        for source in ("informative", "uninformative"):
+            for scored in rounds:
+                missing = wanted - sum(_num_rows(piece) for piece in pieces) // group_size
+                groups = getattr(scored, source)[:missing]
+                if groups:
+                    rows = [g * group_size + i for g in groups for i in range(group_size)]
+                    pieces.append(take_rows(scored.batch, rows))
+                    filled += len(groups) if source == "uninformative" else 0
+        batch = concatenate_scored_batches(pieces, self._tokenizer.pad_token_id)
+        loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        batch = unsplit_pixel_values_by_grid(batch)
+        widths = {(piece["prompt_ids"].size(1), piece["completion_ids"].size(1)) for piece in pieces}
+        # Decided together: under FSDP/ZeRO-3 a forward pass needs every process.
+        if self._any_process(widths != {(batch["prompt_ids"].size(1), batch["completion_ids"].size(1))}):
+            self._rescore_stored_log_probs(batch)
+        self._log_dynamic_sampling(len(rounds), sum(len(r.uninformative) for r in rounds), filled)
+        return batch
+
+    def _informative_groups(self, local_samples: int) -> torch.Tensor:
+        """Which of this process's groups in the round just scored have unequal rewards (bool, one per group)."""
+        rewards = self._last_rewards_per_func
+        if rewards is None:
+            raise RuntimeError("dynamic sampling: TRL scored a batch without calling _calculate_rewards")
+        start = self.accelerator.process_index * local_samples
+        local = rewards[start : start + local_samples]
+        grouped = local.view(-1, self.num_generations, local.size(-1))
+        if self.dynamic_sampling.filter_reward is not None:
+            column = self.reward_func_names.index(self.dynamic_sampling.filter_reward)
+            return reward_spread(grouped[..., column]).gt(_EQUAL_REWARD_ATOL)
+        if self.multi_objective_aggregation == "normalize_then_sum":
+            return reward_spread(grouped.transpose(1, 2)).gt(_EQUAL_REWARD_ATOL).any(dim=1)
+        weights = self.reward_weights.to(local.device)
+        total = (grouped * weights).nansum(dim=-1)
+        total[torch.isnan(grouped).all(dim=-1)] = torch.nan  # unscorable samples join no baseline in TRL either
+        return reward_spread(total).gt(_EQUAL_REWARD_ATOL)
+
+    def _rescore_stored_log_probs(self, batch: dict[str, Any]) -> None:
+        """Recompute the stored policy and reference log-probs on the concatenated layout.
+
+        TRL's fused LM head returns log-probs that depend slightly (~1e-4 here) on how a row is padded, and TRL relies
+        on the stored ``old_per_token_logps`` and the loss forward seeing the same layout (ratio exactly 1 on the
+        first update). Re-padded rows would break that, so both are recomputed here, the way TRL computes them.
+        (A vLLM ``importance_sampling_ratio`` stays as computed in its round.)
+        """
+        needed = [key for key in ("old_per_token_logps", "ref_per_token_logps") if batch.get(key) is not None]
+        if not needed:
+            return
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        forward = {key: batch.get(key) for key in VISION_FORWARD_KEYS}
+
+        def log_probs(model: Any) -> torch.Tensor:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, batch["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size, **forward,
+            )
+            return logps
+
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if "old_per_token_logps" in needed:
+                batch["old_per_token_logps"] = log_probs(self.model)
+            if "ref_per_token_logps" in needed:
+                if self.ref_model is not None:
+                    batch["ref_per_token_logps"] = log_probs(self.ref_model)
+                else:  # PEFT: TRL's reference is the model with the adapter disabled (or the "ref" adapter)
+                    model = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                        batch["ref_per_token_logps"] = log_probs(self.model)
+
+    def _any_process(self, local: bool) -> bool:
+        flag = torch.tensor([int(local)], device=self.accelerator.device)
+        return bool(self.accelerator.gather(flag).max().item() > 0)
+
+    def _refill_inputs(self, num_prompts: int) -> list[dict[str, Any]]:
+        """``num_prompts`` fresh prompts from the train dataset, each repeated ``num_generations`` times."""
+        if self._refill is None:
+            self._refill = RefillPrompts(
+                len(self.train_dataset), seed=self.args.seed + 1,
+                num_processes=self.accelerator.num_processes, process_index=self.accelerator.process_index,
+            )
+        collate = self._get_collator_with_removed_columns(self.data_collator, description="dynamic sampling")
+        rows = [self.train_dataset[index] for index in self._refill.take(num_prompts)]
+        return collate([row for row in rows for _ in range(self.num_generations)])
+
+    def _log_dynamic_sampling(self, rounds: int, dropped: int, filled: int) -> None:
+        totals = torch.tensor([float(dropped), float(filled)], device=self.accelerator.device)
+        dropped_all, filled_all = self.accelerator.gather(totals).view(-1, 2).sum(dim=0).tolist()
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/generation_rounds"].append(float(rounds))
+        metrics["dynamic_sampling/groups_dropped"].append(dropped_all)
+        metrics["dynamic_sampling/groups_filled"].append(filled_all)
+
+
+def reward_spread(rewards: torch.Tensor) -> torch.Tensor:
+    """Max minus min over the last dimension, ignoring NaN; 0 when fewer than two values are finite.
+
+    >>> reward_spread(torch.tensor([[1.0, 1.0], [0.0, 2.0], [float("nan"), 3.0]])).tolist()
+    [0.0, 2.0, 0.0]
+    """
+    finite = ~torch.isnan(rewards)
+    high = torch.where(finite, rewards, -torch.inf).amax(dim=-1)
+    low = torch.where(finite, rewards, torch.inf).amin(dim=-1)
+    return torch.where(finite.sum(dim=-1) >= 2, high - low, torch.zeros_like(high))
+
+
+def _num_rows(batch: Mapping[str, Any]) -> int:
+    return batch["prompt_ids"].size(0)
+
+
+def take_rows(batch: Mapping[str, Any], rows: Sequence[int]) -> dict[str, Any]:
+    """The given samples of a per-sample batch (after ``split_pixel_values_by_grid``); scalars are kept as they are.
+
+    >>> take_rows({"advantages": torch.tensor([1.0, 2.0, 3.0]), "num_images": [1, 2, 3]}, [2, 0])
+    {'advantages': tensor([3., 1.]), 'num_images': [3, 1]}
+    """
+    unknown = sorted(set(batch) - KNOWN_KEYS)
+    if unknown:
+        raise NotImplementedError(
+            f"dynamic sampling cannot select samples of the batch keys {unknown}: TRL returned keys this version of "
+            "grpolab.trainer.dynamic_sampling does not know; extend its key tables"
+        )
+    selected: dict[str, Any] = {}
+    for key, value in batch.items():
+        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            selected[key] = value
+        elif isinstance(value, torch.Tensor):
+            selected[key] = value[torch.as_tensor(list(rows), dtype=torch.long, device=value.device)]
+        else:
+            selected[key] = [value[row] for row in rows]
+    return selected
+
+
+def concatenate_scored_batches(batches: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """Concatenate per-sample batches of scored completions whose prompt/completion widths differ.
+
+    Prompt tensors are left-padded and completion tensors right-padded to the widest batch (TRL's layout);
+    ``num_items_in_batch`` is left for the caller to recompute.
+
+    >>> a = {"prompt_ids": torch.tensor([[5, 6]]), "completion_ids": torch.tensor([[7]]), "advantages": torch.ones(1)}
+    >>> b = {"prompt_ids": torch.tensor([[4]]), "completion_ids": torch.tensor([[8, 9]]), "advantages": torch.zeros(1)}
+    >>> merged = concatenate_scored_batches([a, b], pad_token_id=0)
+    >>> merged["prompt_ids"].tolist(), merged["completion_ids"].tolist(), merged["advantages"].tolist()
+    ([[5, 6], [0, 4]], [[7, 0], [8, 9]], [1.0, 0.0])
+    """
+    if not batches:
+        raise ValueError("nothing to concatenate")
+    keys = list(batches[0])
+    if any(list(batch) != keys for batch in batches[1:]):
+        raise ValueError(f"scored batches carry different keys: {[sorted(batch) for batch in batches]}")
+    prompt_width = max(batch["prompt_ids"].size(1) for batch in batches)
+    completion_width = max(batch["completion_ids"].size(1) for batch in batches)
+    merged: dict[str, Any] = {}
+    for key in keys:
+        values = [batch[key] for batch in batches]
+        if key in RECOMPUTED or all(value is None for value in values):
+            merged[key] = None
+        elif key in PROMPT_SIDE:
+            pad = _pad_value(PROMPT_SIDE[key], pad_token_id)
+            merged[key] = torch.cat([_pad_to(v, prompt_width, pad, left=True) for v in values])
+        elif key in COMPLETION_SIDE:
+            pad = _pad_value(COMPLETION_SIDE[key], pad_token_id)
+            if all(v.size(1) == 1 for v in values):  # includes sequence-level ratios, shape (B, 1)
+                merged[key] = torch.cat(values)
+            else:
+                merged[key] = torch.cat([_pad_to(v, completion_width, pad, left=False) for v in values])
+        elif key in WHOLE_SEQUENCE:
+            merged[key] = torch.cat([
+                torch.cat([
+                    _pad_to(v[:, : batch["prompt_ids"].size(1)], prompt_width, WHOLE_SEQUENCE[key], left=True),
+                    _pad_to(v[:, batch["prompt_ids"].size(1) :], completion_width, WHOLE_SEQUENCE[key], left=False),
+                ], dim=1)
+                for v, batch in zip(values, batches)
+            ])
+        elif isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape[1:]) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(f"dynamic sampling cannot concatenate {key!r}: per-sample shapes differ {shapes}")
+            merged[key] = torch.cat(values)
+        else:
+            merged[key] = [item for value in values for item in value]
+    return merged
+
+
+def _pad_value(value: int | float | None, pad_token_id: int) -> int | float:
+    return pad_token_id if value is None else value
+
+
+def _pad_to(tensor: torch.Tensor, width: int, value: int | float, left: bool) -> torch.Tensor:
+    missing = width - tensor.size(1)
+    if missing == 0:
+        return tensor
+    padding = tensor.new_full((tensor.size(0), missing, *tensor.shape[2:]), value)
+    return torch.cat([padding, tensor] if left else [tensor, padding], dim=1)

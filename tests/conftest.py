@@ -1,0 +1,60 @@
+"""Shared fixtures: composing grpolab's real config, and running the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from grpolab.train import CONF_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GSM8K_TEST = REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+#: The cheapest settings that still run the whole real pipeline (warm start, eval, GRPO, run directory).
+TINY_RUN = [
+    "logger=none",
+    "trainer.max_steps=3",
+    "trainer.logging_steps=1",
+    "warmstart.steps=10",
+    "data.train_size=64",
+    "data.eval_size=16",
+    "batch.prompts_per_step=4",
+    "batch.generations_per_prompt=4",
+]
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose(overrides) -> the composed config, with Hydra's global state reset around each call."""
+
+    def _compose(overrides=(), return_hydra_config=False):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``python -m grpolab.train`` with overrides; the run directory is ``tmp_path / 'run'``."""
+
+    def _run(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"),
+            "WANDB_MODE": "offline",
+            # tests_support.py (deliberately broken rewards) must be importable by the subprocess.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+        }
+        command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+    return _run

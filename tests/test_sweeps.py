@@ -1,0 +1,307 @@
+"""Sweeps end to end through the real CLI and Hydra's real plugins, plus the resume and failure bookkeeping."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from grpolab.sweeps import (
+    SweepCallback,
+    comparable_overrides,
+    find_previous_sweep,
+    previous_completion,
+    sweep_root,
+)
+from grpolab.tracking.rundir import RunDirectory, read_json, read_metrics
+
+# The cheapest settings that still run the whole pipeline (warm start, held-out eval, GRPO, run directory). 30 warm
+# start steps make some format rewards non-zero, so GRPO steps have real gradients (the leak test needs them).
+TINY = ["trainer.max_steps=3", "trainer.logging_steps=1", "warmstart.steps=30", "data.train_size=64",
+        "data.eval_size=16", "batch.prompts_per_step=2", "batch.generations_per_prompt=4"]
+TIME_KEYS = {"time_s", "step_time_s", "step_time", "wall_time_s"}
+
+
+def run_cli(cwd: Path, *arguments: str, env: dict[str, str] | None = None, timeout: int = 900
+            ) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    environment.update({"GRPOLAB_CACHE_DIR": str(cwd / "cache"), "WANDB_SILENT": "true", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "grpolab.train", "-m", *arguments], capture_output=True, text=True,
+                          cwd=cwd, env=environment, timeout=timeout)
+
+
+def only_sweep_dir(cwd: Path) -> Path:
+    sweeps = [path.parent for path in (cwd / "outputs" / "multirun").glob("*/*/multirun.yaml")]
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+def job_summaries(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    return {path.parent.name: json.loads(path.read_text()) for path in sweep_dir.glob("*/summary.json")}
+
+
+def comparable_rows(run_dir: Path) -> list[dict[str, Any]]:
+    return [{key: value for key, value in row.items() if key not in TIME_KEYS and not key.startswith("timing/")}
+            for row in read_metrics(run_dir / "metrics.jsonl", split=None)]
+
+
+def report_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "report.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_wandb_reader() -> Any:
+    path = Path(__file__).parent / "tracking" / "conftest.py"  # shared offline-wandb reader
+    spec = importlib.util.spec_from_file_location("tracking_wandb_reader", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.read_offline_wandb_run
+
+
+# ----------------------------------------------------------------------------------------------- fast: helpers
+
+
+def test_resume_helpers_match_commands_and_jobs() -> None:
+    assert sweep_root("outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}") == (Path("outputs/multirun"), 2)
+    assert sweep_root("runs/sweep_${now:%H}") == (Path("runs"), 1)
+    assert sweep_root("runs/fixed") is None
+    assert comparable_overrides(["seed=0,1", "resume=True", "+x=1"]) == ["seed=0,1", "+x=1"]
+
+
+def write_sweep(root: Path, name: str, task: list[str], params: Any = None, age: float = 0.0) -> Path:
+    sweep = root / "2024-05-01" / name
+    sweep.mkdir(parents=True)
+    multirun = sweep / "multirun.yaml"
+    hydra = {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": params},
+             "overrides": {"task": task, "hydra": []}}
+    multirun.write_text(yaml.safe_dump({"seed": 0, "hydra": hydra}))
+    os.utime(multirun, (time.time() - age, time.time() - age))
+    return sweep
+
+
+def test_find_previous_sweep_takes_the_latest_sweep_of_the_same_command(tmp_path: Path) -> None:
+    sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None}
+    task = ["optimizer.lr=1e-3,1e-2", "seed=0,1"]
+    older = write_sweep(tmp_path, "10-00-00", task, age=300)
+    newer = write_sweep(tmp_path, "11-00-00", [*task, "resume=true"], age=200)  # an earlier resume of it
+    write_sweep(tmp_path, "12-00-00", ["optimizer.lr=1e-3", "seed=0,1"], age=100)  # another command
+    write_sweep(tmp_path, "12-30-00", list(reversed(task)), age=50)  # same values, other job numbering
+    write_sweep(tmp_path, "13-00-00", task, params={"seed": "0,1,2"}, age=0)  # another grid in the config
+    root = (tmp_path, 2)
+    assert find_previous_sweep(root, [*task, "resume=true"], sweeper) == newer
+    newer.joinpath("multirun.yaml").unlink()
+    assert find_previous_sweep(root, [*task, "resume=true"], sweeper) == older
+    assert find_previous_sweep(root, ["seed=0"], sweeper) is None
+
+
+def write_job(run_dir: Path, status: str, overrides: list[str]) -> RunDirectory:
+    job = RunDirectory(run_dir)
+    job.write_manifest(seed=0, config={}, overrides=overrides)
+    job.write_summary(status=status, eval_after={"accuracy": 0.5})
+    job.metrics_path.write_text('{"split": "train", "step": 1, "reward": 0.5}\n')
+    return job
+
+
+def test_previous_completion_skips_only_the_same_completed_job(tmp_path: Path) -> None:
+    done = write_job(tmp_path / "0", "completed", ["optimizer.lr=0.001", "seed=0"])
+    assert previous_completion(done.path, ["optimizer.lr=0.001", "seed=0", "resume=True"])["eval_after"] == {
+        "accuracy": 0.5}
+    assert done.summary_path.exists() and done.metrics_path.exists()  # untouched
+
+    failed = write_job(tmp_path / "1", "failed", ["optimizer.lr=0.01", "seed=0"])
+    assert previous_completion(failed.path, ["optimizer.lr=0.01", "seed=0", "resume=True"]) is None
+    # the failed attempt is kept aside, the new attempt starts from empty files
+    assert not failed.summary_path.exists() and not failed.metrics_path.exists()
+    assert read_json(failed.path / "summary.attempt-1.json")["status"] == "failed"
+    assert (failed.path / "metrics.attempt-1.jsonl").exists()
+
+    other = write_job(tmp_path / "2", "completed", ["optimizer.lr=0.1", "seed=0"])
+    assert previous_completion(other.path, ["optimizer.lr=0.001", "seed=0"]) is None
+    assert previous_completion(tmp_path / "3", ["seed=0"]) is None  # never ran
+
+
+def test_callback_records_a_job_that_failed_before_it_was_tracked(tmp_path: Path) -> None:
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "4")}, "mode": RunMode.MULTIRUN,
+                                         "job": {"num": 4}}})
+    try:
+        raise KeyError("missing interpolation key")
+    except KeyError as error:
+        job_return = JobReturn(overrides=["seed=4"], status=JobStatus.FAILED, _return_value=error)
+    SweepCallback().on_job_end(config, job_return)
+    summary = read_json(tmp_path / "4" / "summary.json")
+    assert summary["status"] == "failed" and summary["reason"] == "KeyError: 'missing interpolation key'"
+    # a completed job is left alone
+    SweepCallback().on_job_end(config, JobReturn(overrides=["seed=4"], status=JobStatus.COMPLETED, _return_value=1))
+    assert read_json(tmp_path / "4" / "summary.json")["status"] == "failed"
+
+
+def test_submitit_slurm_launcher_takes_partition_gpus_time_and_nodes_as_keys(compose_cfg: Any) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
+                       "hydra.launcher.timeout_min=90", "hydra.launcher.nodes=2"], return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    assert {key: launcher.params[key] for key in ("partition", "gpus_per_node", "timeout_min", "nodes")} == {
+        "partition": "gpu", "gpus_per_node": 2, "timeout_min": 90, "nodes": 2}
+
+
+# ------------------------------------------------------------------------------------------- slow: real sweeps
+
+
+@pytest.mark.slow
+def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_path: Path) -> None:
+    # job 2 repeats job 0 after a job with another learning rate: same process, so any leaked state would show
+    result = run_cli(tmp_path, "logger=wandb", *TINY, "seed=0", "optimizer.lr=1e-3,1e-2,1e-3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    jobs = [sweep_dir / str(num) for num in range(3)]
+    read_offline_wandb_run = load_wandb_reader()
+    run_ids = set()
+    for job in jobs:
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "manifest.json",
+                     "reward_curve.png"):
+            assert (job / name).exists(), job / name
+        assert read_json(job / "summary.json")["status"] == "completed"
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        wandb_run = read_offline_wandb_run(job)
+        run_ids.add(wandb_run.run.run_id)
+        assert wandb_run.run.run_group == "_".join(sweep_dir.parts[-2:])
+        assert list(wandb_run.run.tags) == overrides
+        config = {item.key: json.loads(item.value_json) for item in wandb_run.run.config.update}
+        assert json.dumps(config).count('"optimizer.lr"') >= 1  # the overrides dict is part of the run config
+        assert wandb_run.summary["status"] == "completed"
+    assert len(run_ids) == 3
+
+    first, other, repeat = (comparable_rows(job) for job in jobs)
+    assert len(first) == 3 and any(row["grad_norm"] > 0 for row in first)  # real updates happened
+    assert repeat == first
+    assert [row["entropy"] for row in other] != [row["entropy"] for row in first]
+    summaries = [read_json(job / "summary.json") for job in jobs]
+    assert summaries[2]["eval_after"]["accuracy"] == summaries[0]["eval_after"]["accuracy"]
+
+    for name in ("report.md", "report.csv", "reward_curves.png", "accuracy_vs_optimizer.lr.png"):
+        assert (sweep_dir / name).exists(), name
+    rows = {row["optimizer.lr"]: row for row in report_rows(sweep_dir)}
+    assert rows["0.001"]["n_seeds"] == "2" and rows["0.01"]["n_seeds"] == "1"
+    assert float(rows["0.001"]["train_reward_final_std"]) == 0.0
+
+
+@pytest.mark.slow
+def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missing(tmp_path: Path) -> None:
+    # "flaky" is an optimizer option from an extra config dir; its first version has an invalid learning rate
+    flaky = tmp_path / "extra" / "optimizer" / "flaky.yaml"
+    flaky.parent.mkdir(parents=True)
+    flaky.write_text("defaults:\n  - adamw\n  - _self_\nlr: -1\n")
+    command = ["-cd", str(tmp_path / "extra"), "logger=none", *TINY, "seed=0,1", "optimizer=adamw,flaky"]
+
+    first = run_cli(tmp_path, *command)
+    assert first.returncode == 1
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert first.stderr.splitlines()[-1] == (
+        f"grpolab: 2 of 4 jobs failed (1, 3); see {sweep_dir.relative_to(tmp_path)}/report.md")
+    summaries = job_summaries(sweep_dir)
+    assert {num: summary["status"] for num, summary in summaries.items()} == {
+        "0": "completed", "1": "failed", "2": "completed", "3": "failed"}
+    assert summaries["1"]["reason"].startswith("ConfigError: optimizer.lr=-1 must be a positive finite number")
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Failed or unfinished runs" in report and "| 3 | optimizer=flaky | 1 | FAILED | ConfigError:" in report
+    assert [(row["optimizer"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
+        ("adamw", "2", "0"), ("flaky", "0", "2")]
+
+    # the sweep was interrupted before job 2 (simulated), and the config file gets fixed
+    completed_files = {name: (sweep_dir / "0" / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
+    completed_mtime = (sweep_dir / "0" / "summary.json").stat().st_mtime_ns
+    for path in sorted((sweep_dir / "2").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (sweep_dir / "2").rmdir()
+    flaky.write_text("defaults:\n  - adamw\n  - _self_\nlr: 2e-3\n")
+
+    resumed = run_cli(tmp_path, *command, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume=true: continuing the sweep in {sweep_dir.relative_to(tmp_path)}" in resumed.stderr
+    assert only_sweep_dir(tmp_path) == sweep_dir  # no new sweep dir
+    assert {name: (sweep_dir / "0" / name).read_bytes() for name in completed_files} == completed_files
+    assert (sweep_dir / "0" / "summary.json").stat().st_mtime_ns == completed_mtime
+    assert {num: summary["status"] for num, summary in job_summaries(sweep_dir).items()} == {
+        "0": "completed", "1": "completed", "2": "completed", "3": "completed"}
+    assert read_json(sweep_dir / "1" / "summary.attempt-1.json")["status"] == "failed"
+    assert [(row["optimizer"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
+        ("adamw", "2", "0"), ("flaky", "2", "0")]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "logger=none",
+                     *TINY, "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2," in result.stdout + result.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    for num in (0, 1):
+        hydra_cfg = yaml.safe_load((sweep_dir / str(num) / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["job"]["id"] == f"train_{num}"  # set by the joblib worker (the basic launcher uses num)
+        assert hydra_cfg["launcher"]["n_jobs"] == 2
+        assert read_json(sweep_dir / str(num) / "summary.json")["status"] == "completed"
+    assert (sweep_dir / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "logger=none", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert read_json(sweep_dir / "0" / "summary.json")["status"] == "completed"
+    assert list((sweep_dir / ".submitit").glob("*/*_0_result.pkl"))  # went through submitit's local executor
+    assert (sweep_dir / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_three_trials_on_the_optimized_metric(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "logger=none", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    summaries = job_summaries(sweep_dir)
+    assert sorted(summaries) == ["0", "1", "2"]
+    trials = {}
+    for num in summaries:
+        config = yaml.safe_load((sweep_dir / num / ".hydra" / "config.yaml").read_text())
+        trials[num] = (config["optimizer"]["lr"], config["trainer"]["temperature"],
+                       config["rewards"]["format"]["weight"], summaries[num]["eval_after"]["accuracy"])
+        assert 1e-4 <= trials[num][0] <= 1e-2 and 0.7 <= trials[num][1] <= 1.3 and 0 <= trials[num][2] <= 0.5
+    assert len({trial[0] for trial in trials.values()}) == 3  # three different proposals
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(trial[3] for trial in trials.values())  # what train() returned, maximised
+    assert any((trial[0], trial[3]) == (best["best_params"]["optimizer.lr"], best["best_value"])
+               for trial in trials.values())
+    assert len(report_rows(sweep_dir)) == 3
+
+
+@pytest.mark.slow
+def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path) -> None:
+    # a categorical learning rate, one value invalid: the seeded sampler proposes both within four trials
+    result = run_cli(tmp_path, "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.params=null",
+                     "optimizer.lr=choice(0.001,-1)", "hydra.sweeper.n_trials=4", "logger=none", *TINY)
+    assert result.returncode == 1
+    sweep_dir = only_sweep_dir(tmp_path)
+    outcomes = {(read_json(path)["status"], yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())[0])
+                for path in sweep_dir.glob("*/summary.json")}
+    assert outcomes == {("completed", "optimizer.lr=0.001"), ("failed", "optimizer.lr=-1")}
+    assert len(job_summaries(sweep_dir)) == 4  # every trial ran
+    failed = sum(summary["status"] == "failed" for summary in job_summaries(sweep_dir).values())
+    assert result.stderr.splitlines()[-1].startswith(f"grpolab: {failed} of 4 jobs failed")
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optimizer.lr": 0.001}
+    assert "FAILED" in (sweep_dir / "report.md").read_text()

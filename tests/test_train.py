@@ -1,0 +1,122 @@
+"""The composition root end to end: real TRL training of the tiny model, the run directory, and failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_RUN
+
+
+def _summary(tmp_path):
+    return json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_tiny_run_trains_and_fills_the_run_directory(run_cli, tmp_path):
+    # The length reward varies within every group, so the tiny policy gets a gradient from the first step.
+    result = run_cli(*TINY_RUN, "rewards=[accuracy,format,length]", "rewards.length.target=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    for name in (".hydra/config.yaml", "metrics.jsonl", "summary.json", "manifest.json", "reward_curve.png"):
+        assert (run_dir / name).exists(), name
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 3
+    assert summary["parameters"]["tensors_changed"] > 0
+    for phase in ("eval_before", "eval_after"):
+        assert 0.0 <= summary[phase]["accuracy"] <= 1.0
+        assert summary[phase]["num_samples"] == 16
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert {"loss", "reward", "rewards/accuracy/mean", "rewards/format/mean", "rewards/length/mean"} <= row.keys()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["hostname"] and "trl" in manifest["versions"]
+    assert "held-out accuracy" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_warm_start_is_cached_by_config(run_cli, tmp_path):
+    first = run_cli(*TINY_RUN, "trainer.max_steps=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_cli(*TINY_RUN, "trainer.max_steps=1", "hydra.run.dir=" + str(tmp_path / "run2"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads((tmp_path / "run2" / "summary.json").read_text())
+    assert summary["warmstart"]["cached"] is True
+    assert list((tmp_path / "cache" / "warmstart").glob("warmstart-*.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive finite number"),
+        (["+trainer.bta=0.1"], "trainer.bta is not a trl.GRPOConfig field; did you mean: beta"),
+        (["+trainer.learning_rate=0.1"], "trainer.learning_rate is not set in the trainer node; set optimizer.lr"),
+        (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch."),
+        (["reward_level=token", "rewards=[think_format]"], "rewards.think_format"),
+    ],
+)
+def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message):
+    result = run_cli("logger=none", *overrides)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "model:" not in result.stderr  # the model step logs "model: ..." once it is built
+    summary = _summary(tmp_path)
+    assert summary["status"] == "failed" and message.split()[0] in summary["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("reward", "message"),
+    [("FailingReward", "raised ZeroDivisionError"), ("ShortReward", "returned 15 rewards for 16 completions")],
+)
+def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_cli, tmp_path, reward, message):
+    result = run_cli(*TINY_RUN, "rewards=[format]", f"+rewards.broken={{_target_:tests_support.{reward}}}")
+    assert result.returncode != 0
+    summary = _summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert summary["reason"].startswith("RewardError: rewards.broken"), summary["reason"]
+    assert message in summary["reason"] and "sample" in summary["reason"], summary["reason"]
+    assert "completion=" in summary["reason"]
+
+
+@pytest.mark.slow
+def test_reward_needing_a_missing_column_fails_before_the_model(run_cli, tmp_path):
+    result = run_cli("logger=none", "+rewards.hard={_target_:tests_support.NeedsDifficulty}")
+    assert result.returncode == 2
+    line = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")][0]
+    assert "rewards.hard needs dataset column 'difficulty' but the dataset has: prompt, answer, solution" in line
+    assert "model:" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["optimizer=sgd", "optimizer=adafactor", "scheduler=cosine", "logger=tensorboard"])
+def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
+    result = run_cli(*TINY_RUN, choice)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed"
+    assert choice in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path):
+    from conftest import GSM8K_TEST
+
+    result = run_cli(*[o for o in TINY_RUN if not o.startswith("data.")], "data=gsm8k", f"data.path={GSM8K_TEST}",
+                     "data.train_size=32", "data.eval_size=8", "trainer.max_completion_length=16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed" and summary["eval_before"]["num_samples"] == 8
+
+
+@pytest.mark.slow
+def test_learning_rate_is_owned_by_the_optimizer(run_cli, tmp_path):
+    result = run_cli(*TINY_RUN, "optimizer.lr=0.0123")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["learning_rate"] == pytest.approx(0.0123)

@@ -1,0 +1,159 @@
+"""modality=vision through the real composition root: config selection, fail-fast messages, both tokenizer modes,
+hub presets loading a saved tiny VLM through their own code path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import TINY_RUN
+from grpolab.config.validate import ConfigError, validate
+from grpolab.models.vision import build_tiny_vlm, save_vlm
+
+VLM_PRESETS = ("qwen2_5_vl_3b_instruct", "qwen2_vl_2b_instruct")
+
+
+def _summary(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
+def _config_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert "model:" not in result.stderr  # the model step logs "model: ..." once it is built
+    return lines[0]
+
+
+# -- composition ----------------------------------------------------------------------------------------------------
+
+def test_modality_vision_alone_selects_the_offline_vision_default(compose_cfg):
+    cfg = compose_cfg(["modality=vision"])
+    validate(cfg)
+    assert cfg.modality.kind.value == "vision" and cfg.model.modality.value == "vision"
+    assert cfg.model.name_or_path is None and cfg.model.network._target_.endswith("tiny_vlm_network")
+    assert cfg.data._target_.endswith("ShapesTask") and cfg.data.task == "count"
+    assert cfg.warmstart._target_.endswith("VisionSupervisedWarmStart")
+    assert cfg.tokenizer_mode.prompts._target_.endswith("vision_prompts")
+    assert cfg.tokenizer_mode.prompts.mode.value == "text"
+    assert cfg.eval.num_problems is None and cfg.data.eval_size >= 100
+
+
+def test_command_line_choices_win_over_the_vision_modality(compose_cfg):
+    cfg = compose_cfg(["modality=vision", "model=qwen2_5_vl_3b_instruct", "data=clevr", "warmstart=none",
+                       "tokenizer_mode=ids", "optimizer.lr=1e-6"])
+    validate(cfg)
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert cfg.data.path == "leonardPKU/clevr_cogen_a_train"
+    assert not cfg.warmstart and cfg.optimizer.lr == 1e-6
+    prompts = OmegaConf.to_container(cfg.tokenizer_mode.prompts, resolve=True)
+    assert prompts["mode"].value == "ids" and prompts["cache_dir"].endswith("prompts")
+
+
+@pytest.mark.parametrize("preset", VLM_PRESETS)
+def test_hub_presets_expose_pixel_bounds_as_config_keys(compose_cfg, preset):
+    cfg = compose_cfg(["modality=vision", f"model={preset}", "model.tokenizer.max_pixels=12544"])
+    assert cfg.model.tokenizer.min_pixels == 3136 and cfg.model.tokenizer.max_pixels == 12544
+    assert cfg.model.tokenizer.name_or_path == cfg.model.network.name_or_path == cfg.model.name_or_path
+
+
+def test_the_modality_mismatches_fail_validation(compose_cfg):
+    with pytest.raises(ConfigError, match="modality=vision needs a vision-language model"):
+        validate(compose_cfg(["modality=vision", "model=tiny"]))
+    with pytest.raises(ConfigError, match="modality=text with a vision-language model"):
+        validate(compose_cfg(["model=tiny_vlm"]))
+
+
+# -- the hub code path, with a saved tiny VLM -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", VLM_PRESETS)
+def test_a_saved_tiny_vlm_loads_through_the_hub_preset(compose_cfg, tmp_path, preset):
+    model, processor = build_tiny_vlm(min_pixels=56 * 56, max_pixels=112 * 112)
+    save_vlm(model, processor, tmp_path)
+    cfg = compose_cfg(["modality=vision", f"model={preset}", f"model.name_or_path={tmp_path}",
+                       "model.tokenizer.max_pixels=3136"])
+    loaded_processor = instantiate(cfg.model.tokenizer)
+    loaded = instantiate(cfg.model.network, tokenizer=loaded_processor)
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]}]
+    text = loaded_processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    batch = loaded_processor(text=[text], images=[Image.new("RGB", (112, 112), "red")], return_tensors="pt")
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 4]]  # the configured max_pixels, not the saved 112 x 112
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, model(**batch).logits)
+    assert loaded.generation_config.pad_token_id == loaded_processor.tokenizer.pad_token_id
+
+
+@pytest.mark.slow
+def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
+    model, processor = build_tiny_vlm(min_pixels=56 * 56, max_pixels=56 * 56)
+    save_vlm(model, processor, tmp_path / "tiny-vlm")
+    result = run_cli("modality=vision", "model=qwen2_vl_2b_instruct", f"model.name_or_path={tmp_path / 'tiny-vlm'}",
+                     "model.tokenizer.max_pixels=3136", "warmstart=none",
+                     *[o for o in TINY_RUN if not o.startswith("warmstart.")], "trainer.max_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 1
+
+
+# -- the default run, both tokenizer modes ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["text", "ids"])
+def test_vision_run_trains_and_evaluates_with_images(run_cli, tmp_path, mode):
+    result = run_cli("modality=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 3
+    assert summary["parameters"]["tensors_changed"] > 0
+    for phase in ("eval_before", "eval_after"):
+        assert summary[phase]["num_samples"] == 16 and 0.0 <= summary[phase]["accuracy"] <= 1.0
+    assert summary["warmstart"]["steps"] == 20
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"rewards/accuracy/mean", "rewards/format/mean"} <= rows[-1].keys()
+    if mode == "ids":  # the processor never sees prompt text during training
+        assert all(row["tokenizer/encode_calls"] == 0 for row in rows)
+
+
+# -- fail fast --------------------------------------------------------------------------------------------------------
+
+def _jsonl(tmp_path: Path, rows: list[dict]) -> Path:
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "red.png")
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["modality=vision", "model=tiny"], "modality=vision needs a vision-language model"),
+        (["model=tiny_vlm"], "modality=text with a vision-language model"),
+        (["data=shapes"], "data (ShapesTask) holds images, but the selected model is text-only"),
+    ],
+)
+def test_modality_mismatches_fail_in_one_line_before_any_model(run_cli, overrides, message):
+    assert message in _config_error_line(run_cli("logger=none", *overrides))
+
+
+@pytest.mark.slow
+def test_a_missing_image_fails_in_one_line_naming_row_and_path(run_cli, tmp_path):
+    path = _jsonl(tmp_path, [{"image": "red.png", "question": "Q", "answer": "1"},
+                             {"image": "imgs/gone.png", "question": "Q", "answer": "2"}])
+    line = _config_error_line(run_cli("logger=none", "modality=vision", "data=image_jsonl", f"data.path={path}"))
+    assert "row 1: image file not found" in line and str(tmp_path / "imgs" / "gone.png") in line
+
+
+@pytest.mark.slow
+def test_more_image_placeholders_than_images_fail_in_one_line(run_cli, tmp_path):
+    rows = [{"image": "red.png", "question": f"Q{i}", "answer": "1"} for i in range(3)]
+    rows[2]["question"] = "Is <|vision_start|><|image_pad|><|vision_end|> the same picture?"
+    path = _jsonl(tmp_path, rows)
+    line = _config_error_line(run_cli("logger=none", "modality=vision", "data=image_jsonl", f"data.path={path}",
+                                      "data.eval_size=1", "data.seed=0"))
+    assert "row" in line and "has 2 image placeholders but the row has 1 image(s)" in line
