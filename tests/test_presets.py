@@ -39,7 +39,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=1024, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="token", max_completion_length=1024, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=150, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
     ),
     "deepseek_r1_zero": dict(
         loss_type="grpo", beta=0.001, use_bias_correction_kl=False, epsilon=0.2, epsilon_high=None,
@@ -56,7 +56,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=8192, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="token", max_completion_length=20480, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=True, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=320, max_grad_norm=1.0, max_steps=150, reward_weights=[2.0, 1.0],
+        warmup_steps=320, max_grad_norm=1.0, max_steps=200, reward_weights=[2.0, 1.0],
     ),
     "dr_grpo": dict(
         loss_type="dr_grpo", beta=0.0, epsilon=0.2, epsilon_high=None, num_generations=8,
@@ -64,7 +64,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=1024, num_iterations=1, learning_rate=1e-6, scale_rewards="none",
         importance_sampling_level="token", max_completion_length=3000, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=150, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
     ),
     "gspo": dict(
         loss_type="grpo", beta=0.0, epsilon=3e-4, epsilon_high=4e-4, num_generations=8,
@@ -72,7 +72,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=256, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="sequence", max_completion_length=512, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=150, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
     ),
     "r1_v": dict(
         loss_type="grpo", beta=0.04, use_bias_correction_kl=False, epsilon=0.2, epsilon_high=None,

@@ -165,7 +165,9 @@ def test_submitit_slurm_launcher_takes_partition_gpus_time_and_nodes_as_keys(com
 @pytest.mark.slow
 def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_path: Path) -> None:
     # job 2 repeats job 0 after a job with another learning rate: same process, so any leaked state would show
-    result = run_cli(tmp_path, "logger=wandb", *TINY, "seed=0", "optimizer.lr=1e-3,1e-2,1e-3")
+    # The length reward varies inside every group, so the learning rate visibly changes the second job.
+    result = run_cli(tmp_path, "logger=wandb", *TINY, "seed=0", "rewards=[accuracy,format,length]",
+                     "rewards.length.target=5", "optimizer.lr=1e-3,1e-2,1e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
     jobs = [sweep_dir / str(num) for num in range(3)]

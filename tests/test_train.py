@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN
+from conftest import GSM8K_TEST, TINY_RUN
 
 
 def _summary(tmp_path):
@@ -105,8 +105,6 @@ def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
 
 @pytest.mark.slow
 def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path):
-    from conftest import GSM8K_TEST
-
     result = run_cli(*[o for o in TINY_RUN if not o.startswith("data.")], "data=gsm8k", f"data.path={GSM8K_TEST}",
                      "data.train_size=32", "data.eval_size=8", "trainer.max_completion_length=16")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -38,7 +38,7 @@ def test_modality_vision_alone_selects_the_offline_vision_default(compose_cfg):
     assert cfg.modality.kind.value == "vision" and cfg.model.modality.value == "vision"
     assert cfg.model.name_or_path is None and cfg.model.network._target_.endswith("tiny_vlm_network")
     assert cfg.data._target_.endswith("ShapesTask") and cfg.data.task == "count"
-    assert cfg.warmstart._target_.endswith("VisionSupervisedWarmStart")
+    assert cfg.warmstart._target_.endswith("VisionSupervisedWarmStart") and cfg.trainer.lr_scheduler_type == "cosine"
     assert cfg.tokenizer_mode.prompts._target_.endswith("vision_prompts")
     assert cfg.tokenizer_mode.prompts.mode.value == "text"
     assert cfg.eval.num_problems is None and cfg.data.eval_size >= 100
@@ -46,11 +46,11 @@ def test_modality_vision_alone_selects_the_offline_vision_default(compose_cfg):
 
 def test_command_line_choices_win_over_the_vision_modality(compose_cfg):
     cfg = compose_cfg(["modality=vision", "model=qwen2_5_vl_3b_instruct", "data=clevr", "warmstart=none",
-                       "tokenizer_mode=ids", "optimizer.lr=1e-6"])
+                       "tokenizer_mode=ids", "optimizer.lr=1e-6", "scheduler=linear"])
     validate(cfg)
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert cfg.data.path == "leonardPKU/clevr_cogen_a_train"
-    assert not cfg.warmstart and cfg.optimizer.lr == 1e-6
+    assert not cfg.warmstart and cfg.optimizer.lr == 1e-6 and cfg.trainer.lr_scheduler_type == "linear"
     prompts = OmegaConf.to_container(cfg.tokenizer_mode.prompts, resolve=True)
     assert prompts["mode"].value == "ids" and prompts["cache_dir"].endswith("prompts")
 

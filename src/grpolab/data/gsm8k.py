@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from grpolab.data.task import TaskSplits
+from grpolab.data.task import TaskSplits, held_out_split, local_rows
 from grpolab.rewards.answers import GSM8K_MARKER, gsm8k_final_answer
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
@@ -43,13 +42,8 @@ class GSM8K:
 
     def load(self) -> TaskSplits:
         if self.path is not None:
-            source = Path(self.path).expanduser()
-            if not source.is_file():
-                raise FileNotFoundError(f"data.path={self.path!r} is not a file (expected GSM8K-style JSONL)")
-            rows = load_dataset("json", data_files=str(source), split="train").shuffle(seed=self.seed)
-            if self.eval_size >= len(rows):
-                raise ValueError(f"data.eval_size={self.eval_size} leaves no training rows in {len(rows)} rows")
-            eval_rows, train_rows = rows.select(range(self.eval_size)), rows.select(range(self.eval_size, len(rows)))
+            rows = local_rows(self.path, "GSM8K-style JSONL")
+            train_rows, eval_rows = held_out_split(rows, self.eval_size, self.seed)
         else:
             train_rows = load_dataset(self.hub_id, self.hub_config, split="train")
             eval_rows = load_dataset(self.hub_id, self.hub_config, split="test").select(range(self.eval_size))

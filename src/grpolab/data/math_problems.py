@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from grpolab.data.task import TaskSplits
+from grpolab.data.task import TaskSplits, held_out_split, local_rows
 from grpolab.rewards.answers import last_boxed
 
 log = logging.getLogger(__name__)
@@ -49,13 +48,8 @@ class MathProblems:
 
     def load(self) -> TaskSplits:
         if self.path is not None:
-            source = Path(self.path).expanduser()
-            if not source.is_file():
-                raise FileNotFoundError(f"data.path={self.path!r} is not a file (expected JSONL with problem/solution)")
-            rows = self._usable(load_dataset("json", data_files=str(source), split="train")).shuffle(seed=self.seed)
-            if self.eval_size >= len(rows):
-                raise ValueError(f"data.eval_size={self.eval_size} leaves no training rows in {len(rows)} usable rows")
-            eval_rows, train_rows = rows.select(range(self.eval_size)), rows.select(range(self.eval_size, len(rows)))
+            rows = self._usable(local_rows(self.path, "JSONL with problem/solution"))
+            train_rows, eval_rows = held_out_split(rows, self.eval_size, self.seed)
         else:
             train_rows = self._usable(load_dataset(self.hub_id, self.hub_config, split="train"))
             eval_rows = self._usable(load_dataset(self.hub_id, self.hub_config, split="test"))
