@@ -20,7 +20,7 @@ VLM_PRESETS = ("qwen2_5_vl_3b_instruct", "qwen2_vl_2b_instruct")
 
 
 def _summary(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "run" / "summary.json").read_text())
+    return json.loads((tmp_path / "run" / "summary.json").read_text())  # run_cli's run directory
 
 
 def _config_error_line(result) -> str:
@@ -103,20 +103,28 @@ def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
 # -- the default run, both tokenizer modes ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["text", "ids"])
-def test_vision_run_trains_and_evaluates_with_images(run_cli, tmp_path, mode):
-    result = run_cli("modality=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20")
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = _summary(tmp_path)
-    assert summary["status"] == "completed" and summary["steps"] == 3
-    assert summary["parameters"]["tensors_changed"] > 0
-    for phase in ("eval_before", "eval_after"):
-        assert summary[phase]["num_samples"] == 16 and 0.0 <= summary[phase]["accuracy"] <= 1.0
-    assert summary["warmstart"]["steps"] == 20
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert {"rewards/accuracy/mean", "rewards/format/mean"} <= rows[-1].keys()
-    if mode == "ids":  # the processor never sees prompt text during training
-        assert all(row["tokenizer/encode_calls"] == 0 for row in rows)
+def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_cli, tmp_path):
+    runs = {}
+    for mode in ("text", "ids"):
+        result = run_cli("modality=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
+                         f"hydra.run.dir={tmp_path / mode}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((tmp_path / mode / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["steps"] == 3
+        assert summary["parameters"]["tensors_changed"] > 0 and summary["warmstart"]["steps"] == 20
+        for phase in ("eval_before", "eval_after"):
+            assert summary[phase]["num_samples"] == 16 and 0.0 <= summary[phase]["accuracy"] <= 1.0
+        rows = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
+        assert {"rewards/accuracy/mean", "rewards/format/mean"} <= rows[-1].keys()
+        runs[mode] = (summary, rows)
+    (text, text_rows), (ids, ids_rows) = runs["text"], runs["ids"]
+    # Same seed, same steps: the ids mode (prepared prompts + cached pixels) trains exactly as the text mode does,
+    # which it cannot without the pixels reaching generation and the loss.
+    assert [row["loss"] for row in ids_rows] == [row["loss"] for row in text_rows]
+    assert [row["reward"] for row in ids_rows] == [row["reward"] for row in text_rows]
+    assert ids["eval_after"]["accuracy"] == text["eval_after"]["accuracy"]
+    assert all(row["tokenizer/encode_calls"] == 0 for row in ids_rows)  # no prompt text reached the processor
+    assert all(row["tokenizer/encode_calls"] > 0 for row in text_rows)
 
 
 # -- fail fast --------------------------------------------------------------------------------------------------------
