@@ -106,7 +106,9 @@ def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
 def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_cli, tmp_path):
     runs = {}
     for mode in ("text", "ids"):
+        # The length reward varies inside every group, so the policy gets a gradient from the first step.
         result = run_cli("modality=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
+                         "rewards=[accuracy,format,length]", "rewards.length.target=5",
                          f"hydra.run.dir={tmp_path / mode}")
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads((tmp_path / mode / "summary.json").read_text())
@@ -120,8 +122,12 @@ def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_cli, t
     (text, text_rows), (ids, ids_rows) = runs["text"], runs["ids"]
     # Same seed, same steps: the ids mode (prepared prompts + cached pixels) trains exactly as the text mode does,
     # which it cannot without the pixels reaching generation and the loss.
-    assert [row["loss"] for row in ids_rows] == [row["loss"] for row in text_rows]
-    assert [row["reward"] for row in ids_rows] == [row["reward"] for row in text_rows]
+    for key in ("loss", "reward"):
+        assert [row[key] for row in ids_rows] == [row[key] for row in text_rows], key
+    # Gradients and entropies need the pixels to reach the loss. They agree within 1% but not bit for bit (grad_norm
+    # 0.7537 vs 0.7488 at step 1); the cause is not found yet, so issue 4 stays open on exact equality.
+    for key in ("grad_norm", "entropy"):
+        assert [row[key] for row in ids_rows] == pytest.approx([row[key] for row in text_rows], rel=0.02), key
     assert ids["eval_after"]["accuracy"] == text["eval_after"]["accuracy"]
     assert all(row["tokenizer/encode_calls"] == 0 for row in ids_rows)  # no prompt text reached the processor
     assert all(row["tokenizer/encode_calls"] > 0 for row in text_rows)

@@ -21,8 +21,9 @@ def text_tokenizer(processing_class: Any) -> PreTrainedTokenizerBase:
     """The text tokenizer inside a processor (a VLM's), or the tokenizer itself (a text model's).
 
     >>> from grpolab.models.vision import build_vlm_processor
-    >>> type(text_tokenizer(build_vlm_processor())).__name__
-    'PreTrainedTokenizerFast'
+    >>> processor = build_vlm_processor()
+    >>> text_tokenizer(processor) is processor.tokenizer, text_tokenizer(processor.tokenizer) is processor.tokenizer
+    (True, True)
     """
     return processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
 
