@@ -36,6 +36,7 @@ from typing import Any
 from trl import GRPOTrainer
 
 from grpolab.trainer.dynamic_sampling import DynamicSamplingMixin
+from grpolab.trainer.vision_ids import VisionIdsMixin
 
 
 def is_token_ids(prompt: Any) -> bool:
@@ -146,7 +147,7 @@ class TokenizerCallCounter:
                     setattr(self.tokenizer, name, previous)
 
 
-class GrpolabTrainer(DynamicSamplingMixin, GRPOTrainer):
+class GrpolabTrainer(DynamicSamplingMixin, VisionIdsMixin, GRPOTrainer):
     """``GRPOTrainer`` that accepts token-ID prompts (``prompt`` = list[int]) and decodes completions lazily.
 
     ``lazy_decoding`` turns the lazy decode on (the ids mode does); text-mode runs keep TRL's behaviour (rewards get
