@@ -17,7 +17,7 @@ from grpolab.data.prepare import (
     DatasetError,
     TextPrompts,
     TokenIdPrompts,
-    _save_atomically,
+    save_atomically,
     check_prompt_ids,
     encode_prompts,
     RoundTrip,
@@ -204,8 +204,8 @@ def test_text_mode_needs_text_and_ignores_given_ids():
 
 def test_losing_the_race_to_write_the_cache_keeps_the_winner(tmp_path):
     winner, loser = rows(PROMPTS[:1]), rows(PROMPTS[1:2])
-    _save_atomically(winner, RoundTrip(rows=1), tmp_path / "key")
-    _save_atomically(loser, RoundTrip(rows=1), tmp_path / "key")
+    save_atomically(winner, tmp_path / "key", RoundTrip(rows=1))
+    save_atomically(loser, tmp_path / "key", RoundTrip(rows=1))
     assert [p.name for p in tmp_path.iterdir()] == ["key"]
     assert Dataset.load_from_disk(str(tmp_path / "key"))["prompt"] == PROMPTS[:1]
 

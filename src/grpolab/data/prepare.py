@@ -253,7 +253,7 @@ class TokenIdPrompts:
         _warn(report, split)
         if cached is None:
             return prepared
-        _save_atomically(prepared, report, cached)
+        save_atomically(prepared, cached, report)
         log.info("ids mode: tokenized %d %s prompts, cached at %s", len(prepared), split, cached)
         return load_from_disk(str(cached))  # memory-mapped, like a cache hit
 
@@ -287,11 +287,12 @@ class TokenIdPrompts:
         return _add_answer_ids(dataset, tokenizer, needed_columns)
 
 
-def _save_atomically(prepared: Dataset, report: RoundTrip, cached: Path) -> None:
+def save_atomically(prepared: Dataset, cached: Path, report: RoundTrip | None = None) -> None:
     """Write to a private directory, then rename: two jobs of a sweep preparing the same split cannot collide."""
     staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     prepared.save_to_disk(str(staging))
-    (staging / ROUND_TRIP_FILE).write_text(json.dumps(asdict(report)), encoding="utf-8")
+    if report is not None:
+        (staging / ROUND_TRIP_FILE).write_text(json.dumps(asdict(report)), encoding="utf-8")
     try:
         staging.rename(cached)
     except OSError:

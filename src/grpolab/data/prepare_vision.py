@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +35,7 @@ from grpolab.data.prepare import (
     ANSWER_IDS,
     PROMPT_IDS,
     DatasetError,
+    save_atomically,
     TextPrompts,
     TokenIdPrompts,
     check_prompt_ids,
@@ -256,7 +254,7 @@ class VisionTokenIdPrompts:
         prepared = _add_answer_ids(prepared, text, needed_columns)
         if cached is None:
             return prepared
-        _save_atomically(prepared, cached)
+        save_atomically(prepared, cached)
         log.info("ids mode: prepared %d %s image prompts, cached at %s", len(prepared), split, cached)
         return load_from_disk(str(cached))  # memory-mapped, like a cache hit
 
@@ -300,18 +298,6 @@ def _add_answer_ids(dataset: Dataset, tokenizer: Any, needed_columns: Collection
     answers = [encode_answer(tokenizer, str(answer)) for answer in dataset["answer"]]
     # A column swap, not Dataset.map: the image and pixel columns are not decoded and rewritten.
     return dataset.add_column(ANSWER_IDS, answers)
-
-
-def _save_atomically(prepared: Dataset, cached: Path) -> None:
-    """Write to a private directory, then rename: two jobs of a sweep preparing the same split cannot collide."""
-    staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    prepared.save_to_disk(str(staging))
-    try:
-        staging.rename(cached)
-    except OSError:
-        if not cached.exists():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)  # another job won the race with identical content
 
 
 def vision_prompts(

@@ -10,7 +10,6 @@ short solution is what greedy decoding would answer).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,15 +52,7 @@ class VisionSupervisedWarmStart(SupervisedWarmStart):
 
     def _train(self, model, examples: Dataset, eos_token_id: int, pad_token_id: int, seed: int) -> list[float]:
         rng = random.Random(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-        def lr_at(step: int) -> float:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        optimizer, scheduler = self.optimizer_and_schedule(model)
         solutions = examples["solution_ids"]
         model.train()
         losses: list[float] = []

@@ -77,9 +77,8 @@ class SupervisedWarmStart:
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
 
-    def _train(self, model, examples: Dataset, eos_token_id: int, pad_token_id: int, seed: int) -> list[float]:
-        rows = [(p, s + [eos_token_id]) for p, s in zip(examples["prompt_ids"], examples["solution_ids"])]
-        rng = random.Random(seed)
+    def optimizer_and_schedule(self, model):
+        """AdamW with a linear warm-up and cosine decay over ``steps`` (shared with the vision warm start)."""
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
         def lr_at(step: int) -> float:
@@ -88,7 +87,12 @@ class SupervisedWarmStart:
             progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
             return 0.5 * (1 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+
+    def _train(self, model, examples: Dataset, eos_token_id: int, pad_token_id: int, seed: int) -> list[float]:
+        rows = [(p, s + [eos_token_id]) for p, s in zip(examples["prompt_ids"], examples["solution_ids"])]
+        rng = random.Random(seed)
+        optimizer, scheduler = self.optimizer_and_schedule(model)
         model.train()
         losses: list[float] = []
         for step in range(self.steps):
