@@ -89,7 +89,7 @@ def test_all_options_build_at_text_level_with_yaml_names_and_weights(tokenizer):
     built = build(compose(BUILTIN_REWARDS), tokenizer)
     assert built.names == list(BUILTIN_REWARDS)
     assert built.weights == [1.0, 0.2, 0.2, 1.0, 0.2, 1.0]
-    assert built.level is RewardLevel.TEXT
+    assert built.level is RewardLevel.text
     # TRL logs rewards/<get_callable_name(func)>/mean: the yaml key, also for TRL's own functions and when guarded.
     assert [get_callable_name(f) for f in built.funcs] == list(BUILTIN_REWARDS)
     assert [get_callable_name(GuardedReward(f)) for f in built.funcs] == list(BUILTIN_REWARDS)
@@ -101,7 +101,7 @@ def test_text_and_token_builds_log_under_the_same_names(tokenizer):
     token = build(compose(TOKEN_LEVEL_REWARDS, level="token"), tokenizer)
     assert text.names == token.names
     assert [f.__name__ for f in text.funcs] == [f.__name__ for f in token.funcs]
-    assert all(f.level is RewardLevel.TOKEN for f in token.funcs)
+    assert all(f.level is RewardLevel.token for f in token.funcs)
     assert token.required_columns["accuracy"] == {"answer_ids"}
     assert token.all_required_columns == {"answer_ids"}
 
@@ -154,7 +154,7 @@ def test_think_format_at_token_level_lists_the_alternatives(tokenizer):
 
 def test_a_reward_may_override_the_run_level(tokenizer):
     built = build(compose(["accuracy", "format"], level="token", overrides={"accuracy": {"level": "text"}}), tokenizer)
-    assert [f.level for f in built.funcs] == [RewardLevel.TEXT, RewardLevel.TOKEN]
+    assert [f.level for f in built.funcs] == [RewardLevel.text, RewardLevel.token]
     assert built.required_columns == {"accuracy": {"answer"}, "format": set()}
 
 
@@ -230,7 +230,7 @@ def test_token_level_needs_the_encoder():
     with pytest.raises(ValueError, match=r"rewards\.format runs at level=token but build_rewards got no encode"):
         build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "token")
     built = build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "text")
-    assert isinstance(built.funcs[0], Reward) and built.funcs[0].level is RewardLevel.TEXT
+    assert isinstance(built.funcs[0], Reward) and built.funcs[0].level is RewardLevel.text
 
 
 def test_plain_callables_get_their_columns_from_their_signature():

@@ -8,34 +8,14 @@ itself, so neither is mirrored. Importing this module imports no torch, transfor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from grpolab.rewards.base import RewardLevel
+from grpolab.config.enums import Modality, RewardLevel, TokenizerMode
 
 __all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "register_schemas"]
-
-
-class TokenizerMode(str, Enum):
-    """How prompts reach the trainer: as text TRL tokenizes every step, or as token IDs prepared once."""
-
-    TEXT = "text"
-    IDS = "ids"
-    # Lower-case aliases: OmegaConf matches enum *names*, and the YAML spells the values.
-    text = "text"
-    ids = "ids"
-
-
-class Modality(str, Enum):
-    """What a prompt contains, and what a model can read."""
-
-    TEXT = "text"
-    VISION = "vision"
-    text = "text"
-    vision = "vision"
 
 
 @dataclass
@@ -98,7 +78,7 @@ class EvalConfig:
 class TrainConfig:
     seed: int = MISSING
     threads: int = 1
-    reward_level: RewardLevel = RewardLevel.TEXT
+    reward_level: RewardLevel = RewardLevel.text
     optimized_metric: str = "eval_after.accuracy"
     resume: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)

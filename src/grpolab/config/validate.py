@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields
-from grpolab.config.schema import Modality
+from grpolab.config.enums import Modality
 
 #: trainer keys that have another home in grpolab's config, with that home.
 OWNED_ELSEWHERE = {
@@ -123,12 +123,12 @@ def _check_group_division(trainer: Mapping[str, Any], num_processes: int) -> Non
 
 def _check_modality(cfg: DictConfig) -> None:
     wanted, model = Modality(cfg.modality.kind), Modality(cfg.model.modality)
-    if wanted is Modality.VISION and model is Modality.TEXT:
+    if wanted is Modality.vision and model is Modality.text:
         raise ConfigError(
             "modality=vision needs a vision-language model, but the selected model is text-only "
             "(model.modality=text); pick a model whose model.modality is vision, e.g. model=tiny_vlm"
         )
-    if wanted is Modality.TEXT and model is Modality.VISION:
+    if wanted is Modality.text and model is Modality.vision:
         raise ConfigError(
             "modality=text with a vision-language model (model.modality=vision); use modality=vision, or a text "
             "model such as model=tiny"

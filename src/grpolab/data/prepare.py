@@ -22,7 +22,7 @@ from typing import Any
 from datasets import Dataset, load_from_disk
 
 from grpolab.config.hashing import config_hash
-from grpolab.config.schema import TokenizerMode
+from grpolab.config.enums import TokenizerMode
 from grpolab.config.validate import ConfigError
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _warn(report: RoundTrip, split: str) -> None:
 class TextPrompts:
     """``tokenizer_mode=text``: TRL tokenizes the ``prompt`` text on every step (its stock behaviour)."""
 
-    mode = TokenizerMode.TEXT
+    mode = TokenizerMode.text
 
     def prepare(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str], key: Mapping[str, Any],
                 split: str) -> Dataset:
@@ -227,7 +227,7 @@ class TokenIdPrompts:
     trainer's (``trainer.chat_template_kwargs``) so chat prompts render as TRL would render them.
     """
 
-    mode = TokenizerMode.IDS
+    mode = TokenizerMode.ids
 
     def __init__(self, cache_dir: str | None, chat_template_kwargs: Mapping[str, Any] | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else None

@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from grpolab.config.hashing import config_hash
-from grpolab.config.schema import TokenizerMode
+from grpolab.config.enums import TokenizerMode
 from grpolab.data.prepare import (
     ANSWER_IDS,
     PROMPT_IDS,
@@ -203,7 +203,7 @@ class VisionTextPrompts:
     ``prepare`` takes the processor (the run's processing class); answer IDs come from its text tokenizer.
     """
 
-    mode = TokenizerMode.TEXT
+    mode = TokenizerMode.text
 
     def prepare(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str], key: Mapping[str, Any],
                 split: str) -> Dataset:
@@ -222,7 +222,7 @@ class VisionTokenIdPrompts:
     Rows without images are prepared as text prompts are (``TokenIdPrompts``).
     """
 
-    mode = TokenizerMode.IDS
+    mode = TokenizerMode.ids
 
     def __init__(self, cache_dir: str | None, chat_template_kwargs: Mapping[str, Any] | None = None,
                  cache_pixels: bool = True) -> None:
@@ -314,6 +314,6 @@ def vision_prompts(
     >>> vision_prompts("text").mode.value, vision_prompts("ids", cache_dir=None).mode.value
     ('text', 'ids')
     """
-    if TokenizerMode(mode) is TokenizerMode.IDS:
+    if TokenizerMode(mode) is TokenizerMode.ids:
         return VisionTokenIdPrompts(cache_dir, chat_template_kwargs, cache_pixels)
     return VisionTextPrompts()

@@ -33,7 +33,7 @@ class Accuracy(Reward):
     token_columns = frozenset({"answer_ids"})
     tags = ALL_TAGS
 
-    def __init__(self, level: RewardLevel | str = RewardLevel.TEXT, fallbacks: bool = True, name: str | None = None):
+    def __init__(self, level: RewardLevel | str = RewardLevel.text, fallbacks: bool = True, name: str | None = None):
         super().__init__(level=level, name=name)
         self.fallbacks = fallbacks
 

@@ -12,30 +12,12 @@ every access costs a decode, so the token path must never touch it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from enum import Enum
 from typing import Any, ClassVar
+
+from grpolab.config.enums import RewardLevel
 
 # Keyword arguments TRL adds on top of the dataset columns; never treated as dataset columns.
 TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
-
-
-class RewardLevel(str, Enum):
-    """What a reward reads: decoded completion text, or the completion's token IDs."""
-
-    TEXT = "text"
-    TOKEN = "token"
-    # Lower-case aliases so OmegaConf (which matches enum names) accepts the values YAML spells.
-    text = "text"
-    token = "token"
-
-    @classmethod
-    def parse(cls, value: RewardLevel | str, where: str = "reward_level") -> RewardLevel:
-        """``RewardLevel.parse("token") is RewardLevel.TOKEN``; anything else fails naming ``where``."""
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(level.value for level in cls)
-            raise ValueError(f"{where} must be one of {choices}; got {value!r}") from None
 
 
 class RewardLevelError(ValueError):
@@ -94,10 +76,10 @@ class Reward:
     token_columns: ClassVar[frozenset[str]] = frozenset()
     tags: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, level: RewardLevel | str = RewardLevel.TEXT, name: str | None = None) -> None:
+    def __init__(self, level: RewardLevel | str = RewardLevel.text, name: str | None = None) -> None:
         self.__name__ = name or self.default_name
         self.level = RewardLevel.parse(level, where=f"rewards.{self.__name__}.level")
-        if self.level is RewardLevel.TOKEN and not self.has_token_variant():
+        if self.level is RewardLevel.token and not self.has_token_variant():
             raise RewardLevelError(
                 f"rewards.{self.__name__} ({type(self).__name__}) has no token variant, so it cannot run at "
                 f"level=token; use level=text"
@@ -113,7 +95,7 @@ class Reward:
     @property
     def required_columns(self) -> frozenset[str]:
         """Dataset columns this reward reads at its level."""
-        return self.token_columns if self.level is RewardLevel.TOKEN else self.text_columns
+        return self.token_columns if self.level is RewardLevel.token else self.text_columns
 
     def bind_tokens(self, encode: Callable[[str], list[int]], special_ids: Collection[int]) -> None:
         """Resolve ``tags`` to ID sequences and remember which IDs are special; ``encode`` itself is not kept.
@@ -158,7 +140,7 @@ class Reward:
                 f"rewards.{self.__name__} ({self.level.value}) needs dataset column(s) {', '.join(missing)} but got: "
                 f"{available}"
             )
-        if self.level is RewardLevel.TOKEN:
+        if self.level is RewardLevel.token:
             if not self.bound:
                 raise RuntimeError(
                     f"rewards.{self.__name__} (token) was never bound to a tokenizer: call "

@@ -84,7 +84,7 @@ def build_rewards(
         else:
             qualified = f"{type(func).__module__}.{type(func).__qualname__}"
             reads_only_ids = qualified in IDS_ONLY_CALLABLES
-            if level is RewardLevel.TOKEN and not reads_only_ids:
+            if level is RewardLevel.token and not reads_only_ids:
                 raise _no_token_variant(key)
             func = NamedReward(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
         funcs.append(func)
@@ -163,7 +163,7 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
     if isinstance(target, type) and issubclass(target, Reward):
         # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
         reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
-        if reward_level is RewardLevel.TOKEN and not target.has_token_variant():
+        if reward_level is RewardLevel.token and not target.has_token_variant():
             raise _no_token_variant(key)
         spec["level"] = reward_level.value
         spec.setdefault("name", key)
@@ -186,7 +186,7 @@ def _bind(
 ) -> None:
     if encode is not None:
         reward.bind_tokens(encode, special_ids)
-    elif reward.level is RewardLevel.TOKEN:
+    elif reward.level is RewardLevel.token:
         raise ValueError(
             f"rewards.{key} runs at level=token but build_rewards got no encode/special_ids to resolve its tags; "
             f"pass encode=lambda s: tokenizer.encode(s, add_special_tokens=False), "

@@ -25,7 +25,7 @@ class Format(Reward):
     tags = ALL_TAGS
 
     def __init__(
-        self, level: RewardLevel | str = RewardLevel.TEXT, require_think: bool = False, name: str | None = None
+        self, level: RewardLevel | str = RewardLevel.text, require_think: bool = False, name: str | None = None
     ):
         super().__init__(level=level, name=name)
         self.require_think = require_think

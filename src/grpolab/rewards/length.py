@@ -30,7 +30,7 @@ class Length(Reward):
         target: int,
         tolerance: int | None = None,
         penalize_shorter: bool = True,
-        level: RewardLevel | str = RewardLevel.TEXT,
+        level: RewardLevel | str = RewardLevel.text,
         name: str | None = None,
     ):
         super().__init__(level=level, name=name)
@@ -71,7 +71,7 @@ class Overlong(Reward):
     default_name = "overlong"
 
     def __init__(
-        self, max_length: int, cache: int, level: RewardLevel | str = RewardLevel.TEXT, name: str | None = None
+        self, max_length: int, cache: int, level: RewardLevel | str = RewardLevel.text, name: str | None = None
     ):
         super().__init__(level=level, name=name)
         if max_length <= 0 or not 0 <= cache <= max_length:

@@ -97,7 +97,7 @@ class IoU(Reward):
 
     def __init__(
         self,
-        level: RewardLevel | str = RewardLevel.TEXT,
+        level: RewardLevel | str = RewardLevel.text,
         frame: str = "pixels",
         threshold: float | None = None,
         min_pixels: int | None = None,

@@ -66,7 +66,7 @@ class NamedReward:
         name: str,
         completions_as: str = "as_is",
         reads_only_ids: bool = False,
-        level: RewardLevel | str = RewardLevel.TEXT,
+        level: RewardLevel | str = RewardLevel.text,
     ):
         if completions_as not in COMPLETIONS_AS:
             raise ValueError(

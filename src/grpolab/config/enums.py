@@ -1,0 +1,40 @@
+"""The modes grpolab's config selects between, as Enums.
+
+Members are spelled in lower case because OmegaConf matches an Enum by member *name* and prints the name back: the
+value a user types on the command line (``reward_level=token``) is then exactly what ``--cfg job`` shows. This
+module imports nothing of grpolab and nothing heavy, so every package may use it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class TokenizerMode(str, Enum):
+    """How prompts reach the trainer: as text TRL tokenizes every step, or as token IDs prepared once."""
+
+    text = "text"
+    ids = "ids"
+
+
+class Modality(str, Enum):
+    """What a model reads: text only, or images and text."""
+
+    text = "text"
+    vision = "vision"
+
+
+class RewardLevel(str, Enum):
+    """What a reward reads: decoded completion text, or the completion's token IDs."""
+
+    text = "text"
+    token = "token"
+
+    @classmethod
+    def parse(cls, value: RewardLevel | str, where: str = "reward_level") -> RewardLevel:
+        """``RewardLevel.parse("token") is RewardLevel.token``; anything else fails naming ``where``."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(level.value for level in cls)
+            raise ValueError(f"{where} must be one of {choices}; got {value!r}") from None
