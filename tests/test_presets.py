@@ -114,7 +114,7 @@ EXPECTED_OTHER: dict[str, dict[str, Any]] = {
         "dynamic_sampling.enabled": False, "warmstart": {},
     },
     "r1_v": {
-        "model.name_or_path": "Qwen/Qwen2-VL-2B-Instruct", "modality.kind": "vision",
+        "model.name_or_path": "Qwen/Qwen2-VL-2B-Instruct", "model.modality": "vision",
         "data.path": "leonardPKU/clevr_cogen_a_train", "optimizer.betas": [0.9, 0.999],
         "optimizer.weight_decay": 0.0, "rewards": ["accuracy", "format"], "rewards.format.require_think": True,
         "dynamic_sampling.enabled": False, "warmstart": {},
@@ -126,33 +126,25 @@ ALGORITHMIC_KEYS = [
     *(f"trainer.{key}" for key in (
         "loss_type", "epsilon", "epsilon_high", "beta", "use_bias_correction_kl", "scale_rewards",
         "importance_sampling_level", "mask_truncated_completions", "temperature", "top_p", "top_k", "sync_ref_model",
-        "ref_model_mixup_alpha", "ref_model_sync_steps", "max_grad_norm", "lr_scheduler_type", "delta",
+        "ref_model_mixup_alpha", "ref_model_sync_steps", "max_grad_norm", "delta",
         "multi_objective_aggregation", "num_iterations",
     )),
     "batch.generations_per_prompt", "batch.updates_per_rollout", "batch.num_iterations", "dynamic_sampling",
-    "rewards", "optimizer", "reward_level",
+    "rewards", "optimizer", "reward_level", "scheduler.name", "model.modality",
 ]
 
 
-def smoke_option(cfg: DictConfig) -> str:
-    return "smoke_vision" if str(cfg.modality.kind.value) == "vision" else "smoke"
-
-
 def resolved_grpo_config(cfg: DictConfig, output_dir: Path, num_processes: int = 1):
-    from grpolab.trainer.args import build_grpo_config
+    from grpolab.trainer.build import grpo_arguments
 
     derived = validate(cfg, num_processes=num_processes)
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return build_grpo_config(
-        {**trainer, **derived}, learning_rate=cfg.optimizer.lr, report_to=[], output_dir=str(output_dir),
-        seed=cfg.seed, reward_weights=[float(node.weight) for node in cfg.rewards.values()],
-    )
+    return grpo_arguments(cfg, derived, [float(node.weight) for node in cfg.rewards.values()], [], output_dir)
 
 
 def plain(value: Any) -> Any:
     if isinstance(value, DictConfig) or OmegaConf.is_list(value):
         return OmegaConf.to_container(value, resolve=True)
-    return getattr(value, "value", value)  # enums (modality.kind) compare by their YAML spelling
+    return getattr(value, "value", value)  # enums (model.modality) compare by their YAML spelling
 
 
 def test_every_paper_preset_has_expected_values() -> None:
@@ -189,14 +181,13 @@ def test_preset_rollout_is_the_same_on_eight_processes(compose_cfg, tmp_path: Pa
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_smoke_keeps_every_algorithmic_setting(compose_cfg, name: str) -> None:
     full = compose_cfg([f"experiment={name}"])
-    smoke = compose_cfg([f"experiment={name}", f"debug={smoke_option(full)}"])
+    smoke = compose_cfg([f"experiment={name}", "debug=smoke"])
     for key in ALGORITHMIC_KEYS:
         before, after = OmegaConf.select(full, key), OmegaConf.select(smoke, key)
         if isinstance(before, DictConfig):
             before, after = OmegaConf.to_container(before), OmegaConf.to_container(after)  # interpolations unresolved
         assert after == before, key
     assert smoke.model.name_or_path is None, "smoke runs the embedded tiny model, never a hub download"
-    assert smoke.modality.kind == full.modality.kind
     assert smoke.logger._target_.endswith("NoLogger")
 
 
@@ -209,23 +200,19 @@ def test_smoke_scales_the_run_down(compose_cfg) -> None:
     assert cfg.data._target_.endswith("ArithmeticTask") and cfg.warmstart.steps == 10
 
 
-def test_smoke_on_a_vision_preset_needs_the_vision_option(compose_cfg) -> None:
-    from grpolab.config.validate import ConfigError
-
-    with pytest.raises(ConfigError, match="modality=vision needs a vision-language model"):
-        validate(compose_cfg(["experiment=r1_v", "debug=smoke"]))
+def test_one_smoke_option_serves_vision_presets_with_the_tiny_vlm(compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=r1_v", "debug=smoke"])
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["model"]["network"]["_target_"] == "grpolab.models.tiny.build_tiny_vlm"
+    assert resolved["data"]["_target_"] == "grpolab.data.image_tasks.ShapesTask" and resolved["data"]["train_size"] == 64
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_cli, tmp_path: Path, name: str) -> None:
     cfg = compose_cfg([f"experiment={name}"])
-    result = run_cli(f"experiment={name}", f"debug={smoke_option(cfg)}", timeout=300)
-    if result.returncode != 0 and "Repo id must use alphanumeric chars" in result.stderr and cfg.trainer.beta != 0:
-        pytest.xfail(
-            "beta > 0: TRL 1.16 loads the KL reference model from model.config._name_or_path, which the in-memory "
-            "tiny model does not have; GrpolabTrainer must build the reference from the policy (lead)"
-        )
+    result = run_cli(f"experiment={name}", "debug=smoke", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -234,11 +221,5 @@ def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_cli, tmp_path:
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     resolved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert resolved.trainer.loss_type == cfg.trainer.loss_type and resolved.trainer.beta == cfg.trainer.beta
-    if cfg.dynamic_sampling.enabled:
-        from grpolab.trainer.dynamic_sampling import DynamicSamplingMixin
-        from grpolab.trainer.grpo import GrpolabTrainer
-
-        logged = any("dynamic_sampling/generation_rounds" in row for row in rows)
-        if not logged and not issubclass(GrpolabTrainer, DynamicSamplingMixin):
-            pytest.xfail("dynamic sampling is not wired into GrpolabTrainer/train.py yet (lead)")
-        assert logged, "dynamic_sampling.enabled but no dynamic_sampling/* metrics: is train.py passing the node?"
+    logged = any("dynamic_sampling/generation_rounds" in row for row in rows)
+    assert logged == cfg.dynamic_sampling.enabled, "dynamic_sampling/* metrics are logged exactly when enabled"

@@ -1,4 +1,4 @@
-"""modality=vision through the real composition root: config selection, fail-fast messages, both tokenizer modes,
+"""experiment=vision through the real composition root: config selection, fail-fast messages, both tokenizer modes,
 hub presets loading a saved tiny VLM through their own code path."""
 
 from __future__ import annotations
@@ -13,10 +13,19 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import TINY_RUN
-from grpolab.config.validate import ConfigError, validate
-from grpolab.models.vision import build_tiny_vlm, save_vlm
+from grpolab.config.validate import validate
+from grpolab.models.tiny import build_tiny_vlm
+from grpolab.models.vision import build_vlm_processor
 
 VLM_PRESETS = ("qwen2_5_vl_3b_instruct", "qwen2_vl_2b_instruct")
+
+
+def saved_tiny_vlm(directory: Path, max_pixels: int):
+    processor = build_vlm_processor(min_pixels=56 * 56, max_pixels=max_pixels)
+    model = build_tiny_vlm(processor, 64, 2, 4, 2, 128, 64, 2, 4, seed=0)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor
 
 
 def _summary(tmp_path: Path) -> dict:
@@ -32,50 +41,43 @@ def _config_error_line(result) -> str:
 
 # -- composition ----------------------------------------------------------------------------------------------------
 
-def test_modality_vision_alone_selects_the_offline_vision_default(compose_cfg):
-    cfg = compose_cfg(["modality=vision"])
+def test_experiment_vision_selects_the_offline_vision_default(compose_cfg):
+    cfg = compose_cfg(["experiment=vision"])
     validate(cfg)
-    assert cfg.modality.kind.value == "vision" and cfg.model.modality.value == "vision"
-    assert cfg.model.name_or_path is None and cfg.model.network._target_.endswith("tiny_vlm_network")
+    assert cfg.model.modality.value == "vision"
+    assert cfg.model.name_or_path is None and cfg.model.network._target_ == "grpolab.models.tiny.build_tiny_vlm"
     assert cfg.data._target_.endswith("ShapesTask") and cfg.data.task == "count"
-    assert cfg.warmstart._target_.endswith("VisionSupervisedWarmStart") and cfg.trainer.lr_scheduler_type == "cosine"
-    assert cfg.tokenizer_mode.prompts._target_.endswith("vision_prompts")
-    assert cfg.tokenizer_mode.prompts.mode.value == "text"
+    # The one warm start, shorter; the one prompt preparation of the tokenizer mode.
+    assert cfg.warmstart._target_ == "grpolab.trainer.warmstart.SupervisedWarmStart" and cfg.warmstart.steps == 300
+    assert cfg.scheduler.name == "cosine" and cfg.tokenizer_mode._target_ == "grpolab.data.prepare.TextPrompts"
     assert cfg.eval.num_problems is None and cfg.data.eval_size >= 100
 
 
-def test_command_line_choices_win_over_the_vision_modality(compose_cfg):
-    cfg = compose_cfg(["modality=vision", "model=qwen2_5_vl_3b_instruct", "data=clevr", "warmstart=none",
+def test_command_line_choices_win_over_the_vision_experiment(compose_cfg):
+    cfg = compose_cfg(["experiment=vision", "model=qwen2_5_vl_3b_instruct", "data=clevr", "warmstart=none",
                        "tokenizer_mode=ids", "optimizer.lr=1e-6", "scheduler=linear"])
     validate(cfg)
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert cfg.data.path == "leonardPKU/clevr_cogen_a_train"
-    assert not cfg.warmstart and cfg.optimizer.lr == 1e-6 and cfg.trainer.lr_scheduler_type == "linear"
-    prompts = OmegaConf.to_container(cfg.tokenizer_mode.prompts, resolve=True)
-    assert prompts["mode"].value == "ids" and prompts["cache_dir"].endswith("prompts")
+    assert not cfg.warmstart and cfg.optimizer.lr == 1e-6 and cfg.scheduler.name == "linear"
+    preparation = OmegaConf.to_container(cfg.tokenizer_mode, resolve=True)
+    assert preparation["_target_"].endswith("TokenIdPrompts") and preparation["cache_dir"].endswith("prompts")
 
 
 @pytest.mark.parametrize("preset", VLM_PRESETS)
 def test_hub_presets_expose_pixel_bounds_as_config_keys(compose_cfg, preset):
-    cfg = compose_cfg(["modality=vision", f"model={preset}", "model.tokenizer.max_pixels=12544"])
+    cfg = compose_cfg([f"model={preset}", "model.tokenizer.max_pixels=12544"])
     assert cfg.model.tokenizer.min_pixels == 3136 and cfg.model.tokenizer.max_pixels == 12544
     assert cfg.model.tokenizer.name_or_path == cfg.model.network.name_or_path == cfg.model.name_or_path
-
-
-def test_the_modality_mismatches_fail_validation(compose_cfg):
-    with pytest.raises(ConfigError, match="modality=vision needs a vision-language model"):
-        validate(compose_cfg(["modality=vision", "model=tiny"]))
-    with pytest.raises(ConfigError, match="modality=text with a vision-language model"):
-        validate(compose_cfg(["model=tiny_vlm"]))
+    assert cfg.model.modality.value == "vision"
 
 
 # -- the hub code path, with a saved tiny VLM -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("preset", VLM_PRESETS)
 def test_a_saved_tiny_vlm_loads_through_the_hub_preset(compose_cfg, tmp_path, preset):
-    model, processor = build_tiny_vlm(min_pixels=56 * 56, max_pixels=112 * 112)
-    save_vlm(model, processor, tmp_path)
-    cfg = compose_cfg(["modality=vision", f"model={preset}", f"model.name_or_path={tmp_path}",
+    model, _ = saved_tiny_vlm(tmp_path, max_pixels=112 * 112)
+    cfg = compose_cfg([f"model={preset}", f"model.name_or_path={tmp_path}",
                        "model.tokenizer.max_pixels=3136"])
     loaded_processor = instantiate(cfg.model.tokenizer)
     loaded = instantiate(cfg.model.network, tokenizer=loaded_processor)
@@ -90,9 +92,8 @@ def test_a_saved_tiny_vlm_loads_through_the_hub_preset(compose_cfg, tmp_path, pr
 
 @pytest.mark.slow
 def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
-    model, processor = build_tiny_vlm(min_pixels=56 * 56, max_pixels=56 * 56)
-    save_vlm(model, processor, tmp_path / "tiny-vlm")
-    result = run_cli("modality=vision", "model=qwen2_vl_2b_instruct", f"model.name_or_path={tmp_path / 'tiny-vlm'}",
+    saved_tiny_vlm(tmp_path / "tiny-vlm", max_pixels=56 * 56)
+    result = run_cli("experiment=vision", "model=qwen2_vl_2b_instruct", f"model.name_or_path={tmp_path / 'tiny-vlm'}",
                      "model.tokenizer.max_pixels=3136", "warmstart=none",
                      *[o for o in TINY_RUN if not o.startswith("warmstart.")], "trainer.max_steps=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -107,7 +108,7 @@ def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_cli, t
     runs = {}
     for mode in ("text", "ids"):
         # The length reward varies inside every group, so the policy gets a gradient from the first step.
-        result = run_cli("modality=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
+        result = run_cli("experiment=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
                          "rewards=[accuracy,format,length]", "rewards.length.target=5",
                          f"hydra.run.dir={tmp_path / mode}")
         assert result.returncode == 0, result.stderr[-3000:]
@@ -143,12 +144,12 @@ def _jsonl(tmp_path: Path, rows: list[dict]) -> Path:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["modality=vision", "model=tiny"], "modality=vision needs a vision-language model"),
-        (["model=tiny_vlm"], "modality=text with a vision-language model"),
-        (["data=shapes"], "data (ShapesTask) holds images, but the selected model is text-only"),
+        (["experiment=vision", "model=tiny"], "the train split holds images ('image'), but the selected model is "
+                                              "text-only; use a vision-language model (model.modality=vision)"),
+        (["data=shapes"], "the train split holds images ('image'), but the selected model is text-only"),
     ],
 )
-def test_modality_mismatches_fail_in_one_line_before_any_model(run_cli, overrides, message):
+def test_image_data_with_a_text_model_fails_in_one_line_before_any_model(run_cli, overrides, message):
     assert message in _config_error_line(run_cli("logger=none", *overrides))
 
 
@@ -156,7 +157,7 @@ def test_modality_mismatches_fail_in_one_line_before_any_model(run_cli, override
 def test_a_missing_image_fails_in_one_line_naming_row_and_path(run_cli, tmp_path):
     path = _jsonl(tmp_path, [{"image": "red.png", "question": "Q", "answer": "1"},
                              {"image": "imgs/gone.png", "question": "Q", "answer": "2"}])
-    line = _config_error_line(run_cli("logger=none", "modality=vision", "data=image_jsonl", f"data.path={path}"))
+    line = _config_error_line(run_cli("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}"))
     assert "row 1: image file not found" in line and str(tmp_path / "imgs" / "gone.png") in line
 
 
@@ -165,6 +166,6 @@ def test_more_image_placeholders_than_images_fail_in_one_line(run_cli, tmp_path)
     rows = [{"image": "red.png", "question": f"Q{i}", "answer": "1"} for i in range(3)]
     rows[2]["question"] = "Is <|vision_start|><|image_pad|><|vision_end|> the same picture?"
     path = _jsonl(tmp_path, rows)
-    line = _config_error_line(run_cli("logger=none", "modality=vision", "data=image_jsonl", f"data.path={path}",
+    line = _config_error_line(run_cli("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}",
                                       "data.eval_size=1", "data.seed=0"))
-    assert "row" in line and "has 2 image placeholders but the row has 1 image(s)" in line
+    assert "row" in line and "has 2 image placeholder(s) but the row has 1 image(s)" in line

@@ -8,7 +8,7 @@
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
 - Resume: ``find_previous_sweep`` (used by ``grpolab.config.preflight``) finds the sweep dir of an earlier run of the
   same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
-  there. A failed or missing job runs again; the files of a failed attempt are kept as ``*.attempt-<n>.*``.
+  there (``completed_before`` for the running job). A failed or missing job runs again; the files of a failed attempt are kept as ``*.attempt-<n>.*``.
 
 Imports no torch (preflight uses it before Hydra starts).
 """
@@ -127,6 +127,16 @@ def previous_completion(run_dir: str | Path, overrides: Sequence[str]) -> dict[s
         log.warning("resume: %s held a run of other overrides (%s); running this job again", run_dir, recorded)
     _archive_attempt(run_dir)
     return None
+
+
+def completed_before(run_dir: Path) -> dict[str, Any] | None:
+    """``previous_completion`` for the current Hydra job (``resume=true``), logging the skip."""
+    from hydra.core.hydra_config import HydraConfig
+
+    done = previous_completion(run_dir, HydraConfig.get().overrides.task)
+    if done is not None:
+        log.info("resume: %s already completed; skipping it", run_dir)
+    return done
 
 
 def _archive_attempt(run_dir: Path) -> None:

@@ -57,13 +57,6 @@ def test_grpo_config_rejection_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_text_model_with_vision_modality(compose_cfg):
-    cfg = compose_cfg()
-    cfg.modality.kind = "vision"
-    with pytest.raises(ConfigError, match=r"modality=vision needs a vision-language model"):
-        validate(cfg)
-
-
 def test_empty_rewards(compose_cfg):
     cfg = compose_cfg()
     cfg.rewards = {}

@@ -46,13 +46,6 @@ def test_shapes_task_rejects_bad_teacher_settings():
         ShapesTask(task="colour", teacher_error_rate=0.5)
 
 
-@pytest.mark.parametrize("task", [ShapesTask(train_size=2, eval_size=2, model_modality="text"),
-                                  ImageQATask(path="never-read.jsonl", model_modality="text")])
-def test_image_data_with_a_text_model_fails_before_reading_anything(task):
-    with pytest.raises(ConfigError, match=r"holds images, but the selected model is text-only .*modality=vision"):
-        task.load()
-
-
 def _write_jsonl(folder: Path, count: int, name: str = "qa.jsonl", missing: int | None = None) -> Path:
     (folder / "imgs").mkdir(parents=True, exist_ok=True)
     rows = []

@@ -67,5 +67,5 @@ def test_missing_columns_and_impossible_sizes_fail_clearly(tmp_path: Path) -> No
         task(write_jsonl(tmp_path / "b.jsonl", [{"problem": "p", "solution": r"\boxed{1}"}]), levels=["Level 1"]).load()
     with pytest.raises(ValueError, match="leaves no training rows"):
         task(write_jsonl(tmp_path / "c.jsonl", ROWS[:2]), eval_size=2).load()
-    with pytest.raises(FileNotFoundError, match="data.path"):
+    with pytest.raises(ValueError, match="data.path=.* is not a file"):
         task(tmp_path / "missing.jsonl").load()

@@ -14,18 +14,23 @@ from datasets import Dataset
 from grpolab.data.jsonl import PromptFile
 from grpolab.data.prepare import (
     ROUND_TRIP_FILE,
-    DatasetError,
+    RoundTrip,
     TextPrompts,
     TokenIdPrompts,
-    save_atomically,
+    _arrow_ids_look_valid,
     check_prompt_ids,
-    encode_prompts,
-    RoundTrip,
+    save_atomically,
 )
+from grpolab.data.prompts import PromptEncoder
+from grpolab.data.task import DataError
 from grpolab.models.tokenizer import build_char_tokenizer
 
 DATA_KEY = {"_target_": "grpolab.data.arithmetic.ArithmeticTask", "train_size": 4}
 PROMPTS = ["12+7=", "3-5=", "10+10=", "0-9="]
+
+
+def ids_prompts(tokenizer, cache_dir) -> TokenIdPrompts:
+    return TokenIdPrompts(PromptEncoder(tokenizer), str(cache_dir))
 
 
 def rows(prompts=PROMPTS) -> Dataset:
@@ -56,9 +61,9 @@ def tokenizer_calls(tokenizer):
 def test_second_prepare_reads_the_cache_without_tokenizing(tmp_path):
     first_tokenizer, second_tokenizer = build_char_tokenizer(), build_char_tokenizer()  # two runs, two instances
     with tokenizer_calls(first_tokenizer) as first:
-        prepared = TokenIdPrompts(str(tmp_path)).prepare(rows(), first_tokenizer, {"answer_ids"}, DATA_KEY, "train")
+        prepared = ids_prompts(first_tokenizer, tmp_path).prepare(rows(), "train", {"answer_ids"}, DATA_KEY)
     with tokenizer_calls(second_tokenizer) as second:
-        again = TokenIdPrompts(str(tmp_path)).prepare(rows(), second_tokenizer, {"answer_ids"}, DATA_KEY, "train")
+        again = ids_prompts(second_tokenizer, tmp_path).prepare(rows(), "train", {"answer_ids"}, DATA_KEY)
     assert first["_encode_plus"] > 0
     assert sum(second.values()) == 0, second
     assert again[:] == prepared[:]
@@ -72,8 +77,8 @@ def test_second_prepare_reads_the_cache_without_tokenizing(tmp_path):
     ["data config", "tokenizer", "needed columns", "rows", "chat template kwargs"],
 )
 def test_cache_key_covers_tokenizer_data_and_columns(tmp_path, change):
-    TokenIdPrompts(str(tmp_path)).prepare(rows(), build_char_tokenizer(), set(), DATA_KEY, "train")
-    tokenizer, key, needed, dataset, prompts = build_char_tokenizer(), DATA_KEY, set(), rows(), TokenIdPrompts(str(tmp_path))
+    ids_prompts(build_char_tokenizer(), tmp_path).prepare(rows(), "train", set(), DATA_KEY)
+    tokenizer, key, needed, dataset, chat = build_char_tokenizer(), DATA_KEY, set(), rows(), {}
     if change == "data config":
         key = {**DATA_KEY, "train_size": 5}
     elif change == "tokenizer":
@@ -83,9 +88,9 @@ def test_cache_key_covers_tokenizer_data_and_columns(tmp_path, change):
     elif change == "rows":
         dataset = rows(PROMPTS[:3])
     else:
-        prompts = TokenIdPrompts(str(tmp_path), chat_template_kwargs={"enable_thinking": False})
+        chat = {"enable_thinking": False}
     with tokenizer_calls(tokenizer) as calls:
-        prompts.prepare(dataset, tokenizer, needed, key, "train")
+        TokenIdPrompts(PromptEncoder(tokenizer, chat), str(tmp_path)).prepare(dataset, "train", needed, key)
     assert calls["_encode_plus"] > 0
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
@@ -93,8 +98,8 @@ def test_cache_key_covers_tokenizer_data_and_columns(tmp_path, change):
 def test_without_cache_dir_prompts_are_tokenized_every_time():
     tokenizer = build_char_tokenizer()
     with tokenizer_calls(tokenizer) as calls:
-        TokenIdPrompts(None).prepare(rows(), tokenizer, set(), DATA_KEY, "train")
-        TokenIdPrompts(None).prepare(rows(), tokenizer, set(), DATA_KEY, "train")
+        TokenIdPrompts(PromptEncoder(tokenizer), None).prepare(rows(), "train", set(), DATA_KEY)
+        TokenIdPrompts(PromptEncoder(tokenizer), None).prepare(rows(), "train", set(), DATA_KEY)
     assert calls["_encode_plus"] == 2  # one batched call per prepare
 
 
@@ -103,7 +108,7 @@ def test_pretokenized_dataset_is_used_without_any_tokenizer_call(tmp_path):
     ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
     dataset = Dataset.from_list([{"prompt_ids": i, "prompt": p, "answer": "1"} for i, p in zip(ids, PROMPTS)])
     with tokenizer_calls(tokenizer) as calls:
-        prepared = TokenIdPrompts(str(tmp_path)).prepare(dataset, tokenizer, set(), DATA_KEY, "train")
+        prepared = ids_prompts(tokenizer, tmp_path).prepare(dataset, "train", set(), DATA_KEY)
     assert sum(calls.values()) == 0
     assert prepared["prompt_ids"] == ids
     assert "prompt" not in prepared.column_names  # the IDs are what the model reads
@@ -114,7 +119,7 @@ def test_pretokenized_dataset_gets_answer_ids_without_touching_prompts(tmp_path)
     tokenizer = build_char_tokenizer()
     dataset = Dataset.from_list([{"prompt_ids": [10, 11], "answer": "19"}])
     with tokenizer_calls(tokenizer) as calls:
-        prepared = TokenIdPrompts(str(tmp_path)).prepare(dataset, tokenizer, {"answer_ids"}, DATA_KEY, "train")
+        prepared = ids_prompts(tokenizer, tmp_path).prepare(dataset, "train", {"answer_ids"}, DATA_KEY)
     assert calls["_encode_plus"] == 1  # the answer, nothing else
     assert prepared["answer_ids"] == [tokenizer("19", add_special_tokens=False)["input_ids"]]
 
@@ -124,7 +129,7 @@ def test_chat_prompts_are_rendered_like_trl_and_flagged(tmp_path, caplog):
     chats = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}] for p in PROMPTS]
     dataset = Dataset.from_list([{"prompt": c, "answer": "1"} for c in chats])
     with caplog.at_level(logging.WARNING, logger="grpolab.data.prepare"):
-        prepared = TokenIdPrompts(str(tmp_path)).prepare(dataset, tokenizer, set(), DATA_KEY, "train")
+        prepared = ids_prompts(tokenizer, tmp_path).prepare(dataset, "train", set(), DATA_KEY)
     expected = tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert prepared["prompt_ids"] == [list(i) for i in expected["input_ids"]]
     assert tokenizer.decode(prepared["prompt_ids"][0]).endswith("<|im_start|>assistant\n")
@@ -136,17 +141,17 @@ def test_chat_prompts_are_rendered_like_trl_and_flagged(tmp_path, caplog):
 
 def test_lossless_prompts_prepare_silently(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="grpolab.data.prepare"):
-        TokenIdPrompts(str(tmp_path)).prepare(rows(), build_char_tokenizer(), set(), DATA_KEY, "train")
+        ids_prompts(build_char_tokenizer(), tmp_path).prepare(rows(), "train", set(), DATA_KEY)
     assert not caplog.records
 
 
 def test_lossy_round_trip_is_reported_at_prepare_and_on_every_cache_hit(tmp_path, caplog):
     dataset = rows(["12+7=", "café 1+1=", "2+2="])  # 'é' is not in the char vocabulary: it becomes <|unk|>
     with caplog.at_level(logging.WARNING, logger="grpolab.data.prepare"):
-        TokenIdPrompts(str(tmp_path)).prepare(dataset, build_char_tokenizer(), set(), DATA_KEY, "train")
+        ids_prompts(build_char_tokenizer(), tmp_path).prepare(dataset, "train", set(), DATA_KEY)
         first = [r.message for r in caplog.records]
         caplog.clear()
-        TokenIdPrompts(str(tmp_path)).prepare(dataset, build_char_tokenizer(), set(), DATA_KEY, "train")
+        ids_prompts(build_char_tokenizer(), tmp_path).prepare(dataset, "train", set(), DATA_KEY)
         second = [r.message for r in caplog.records]
     assert len(first) == 1 and first == second
     assert "does not round-trip 1 of 3 train prompts (row 1: 'café 1+1=' decodes to 'caf 1+1=')" in first[0]
@@ -154,18 +159,22 @@ def test_lossy_round_trip_is_reported_at_prepare_and_on_every_cache_hit(tmp_path
     assert json.loads((cached / ROUND_TRIP_FILE).read_text())["lossy_rows"] == 1
 
 
-def test_round_trip_caveats_name_each_reason():
+def test_round_trip_warns_once_per_reason(caplog):
     report = RoundTrip(rows=4, lossy_rows=2, example={"row": 3, "text": "é", "decoded": ""}, conversational=True,
                        response_parser=True)
-    lines = report.caveats("eval")
+    with caplog.at_level(logging.WARNING, logger="grpolab.data.prepare"):
+        report.warn("eval")
+        lines = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        RoundTrip(rows=4).warn("train")
+        assert not caplog.records
     assert len(lines) == 3 and all(line.startswith("tokenizer_mode=ids: ") for line in lines)
     assert "2 of 4 eval prompts (row 3: 'é' decodes to '')" in lines[0]
-    assert RoundTrip(rows=4).caveats("train") == []
 
 
 def test_batched_encoding_equals_one_by_one():
-    tokenizer = build_char_tokenizer()
-    assert encode_prompts(tokenizer, PROMPTS) == [encode_prompts(tokenizer, [p])[0] for p in PROMPTS]
+    encoder = PromptEncoder(build_char_tokenizer())
+    assert encoder.encode_texts(PROMPTS) == [encoder.encode_texts([p])[0] for p in PROMPTS]
 
 
 @pytest.mark.parametrize(
@@ -184,22 +193,29 @@ def test_batched_encoding_equals_one_by_one():
 )
 def test_bad_prompt_ids_fail_in_one_line_naming_the_row(prompt_ids, message):
     dataset = Dataset.from_dict({"prompt_ids": prompt_ids})
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(DataError) as error:
         check_prompt_ids(dataset, 109, where="train split")
     assert message in str(error.value) and "\n" not in str(error.value)
     assert str(error.value).startswith("train split: ")
 
 
-def test_valid_prompt_ids_pass_on_the_vectorised_path():
-    check_prompt_ids(Dataset.from_dict({"prompt_ids": [[0, 5], [108]]}), 109, where="train split")
+def test_typed_id_columns_are_checked_without_walking_the_rows():
+    valid = Dataset.from_dict({"prompt_ids": [[0, 5], [108]]})
+    assert _arrow_ids_look_valid(valid, 109)  # Arrow min/max: no Python loop over the rows
+    check_prompt_ids(valid, 109, where="train split")
+    assert not _arrow_ids_look_valid(valid, 108)  # 108 is out of range: the row walk then names the row
+    with pytest.raises(DataError, match="row 1 of 'prompt_ids' has token id 108"):
+        check_prompt_ids(valid, 108, where="train split")
+    assert not _arrow_ids_look_valid(Dataset.from_dict({"prompt_ids": [[0.0, 5.0]]}), 109)  # floats: walked
 
 
 def test_text_mode_needs_text_and_ignores_given_ids():
     tokenizer = build_char_tokenizer()
-    with pytest.raises(DatasetError, match="tokenizer_mode=text needs a 'prompt' column.*needs tokenizer_mode=ids"):
-        TextPrompts().prepare(Dataset.from_dict({"prompt_ids": [[5]], "answer": ["1"]}), tokenizer, (), {}, "train")
+    with pytest.raises(DataError, match="tokenizer_mode=text needs a 'prompt' column.*needs tokenizer_mode=ids"):
+        TextPrompts(PromptEncoder(tokenizer)).prepare(Dataset.from_dict({"prompt_ids": [[5]], "answer": ["1"]}),
+                                                      "train", (), {})
     both = Dataset.from_dict({"prompt": ["1+1="], "prompt_ids": [[5]], "answer": ["2"]})
-    assert TextPrompts().prepare(both, tokenizer, (), {}, "train").column_names == ["prompt", "answer"]
+    assert TextPrompts(PromptEncoder(tokenizer)).prepare(both, "train", (), {}).column_names == ["prompt", "answer"]
 
 
 def test_losing_the_race_to_write_the_cache_keeps_the_winner(tmp_path):
@@ -221,7 +237,7 @@ def write_jsonl(path, records):
 
 def prompt_file(path, **overrides) -> PromptFile:
     return PromptFile(**{"path": path, "eval_path": None, "eval_size": 2, "train_size": None, "seed": 0,
-                         "warm_start": None, **overrides})
+                         **overrides})
 
 
 def test_jsonl_with_prompt_ids_loads_and_splits(tmp_path):
@@ -239,13 +255,6 @@ def test_parquet_and_a_separate_eval_file(tmp_path):
     assert (len(splits.train), splits.eval["prompt"]) == (3, ["9+9="])
 
 
-def test_warm_start_without_solution_fails_naming_the_fix(tmp_path):
-    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt_ids": [10], "answer": "1"}] * 4)
-    assert prompt_file(path).load().train.column_names == ["prompt_ids", "answer"]
-    with pytest.raises(DatasetError, match="lacks; add one or run with warmstart=none"):
-        prompt_file(path, warm_start="grpolab.trainer.warmstart.SupervisedWarmStart").load()
-
-
 @pytest.mark.parametrize(
     ("records", "message"),
     [
@@ -256,7 +265,7 @@ def test_warm_start_without_solution_fails_naming_the_fix(tmp_path):
 )
 def test_unreadable_or_incomplete_files_fail_in_one_line(tmp_path, records, message):
     path = write_jsonl(tmp_path / "rows.jsonl", records)
-    with pytest.raises(DatasetError, match=message) as error:
+    with pytest.raises(DataError, match=message) as error:
         prompt_file(path).load()
     assert "\n" not in str(error.value)
 
@@ -264,12 +273,12 @@ def test_unreadable_or_incomplete_files_fail_in_one_line(tmp_path, records, mess
 def test_mixed_prompt_ids_load_and_are_rejected_before_training(tmp_path):
     path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt_ids": [5, "a"], "answer": "1"}] * 4)
     splits = prompt_file(path).load()
-    with pytest.raises(DatasetError, match=r"^train split: column 'prompt_ids' must hold .*row 0 has \[5, 'a'\]"):
-        TokenIdPrompts(str(tmp_path)).prepare(splits.train, build_char_tokenizer(), set(), DATA_KEY, "train")
+    with pytest.raises(DataError, match=r"^train split: column 'prompt_ids' must hold .*row 0 has \[5, 'a'\]"):
+        ids_prompts(build_char_tokenizer(), tmp_path).prepare(splits.train, "train", set(), DATA_KEY)
 
 
 def test_unsupported_or_missing_files(tmp_path):
-    with pytest.raises(DatasetError, match="unsupported file type"):
+    with pytest.raises(DataError, match="unsupported file type"):
         prompt_file(str(tmp_path / "rows.csv")).load()
-    with pytest.raises(DatasetError, match="is not a file"):
+    with pytest.raises(DataError, match="is not a file"):
         prompt_file(str(tmp_path / "missing.jsonl")).load()

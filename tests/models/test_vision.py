@@ -11,24 +11,33 @@ from PIL import Image
 from transformers import AutoProcessor
 from transformers.utils import is_torchvision_available
 
+from grpolab.models.load import load_model
+from grpolab.models.tiny import build_tiny_vlm
 from grpolab.models.vision import (
     IMAGE_PLACEHOLDER_TOKENS,
     ImageOnlyQwen2VLProcessor,
-    build_tiny_vlm,
     build_vlm_processor,
     describe_parameters,
     image_token_count,
-    load_vlm,
     load_vlm_processor,
-    save_vlm,
 )
 
 QUESTION = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "How many?"}]}]
 
 
+def tiny_vlm(min_pixels: int, max_pixels: int):
+    processor = build_vlm_processor(min_pixels=min_pixels, max_pixels=max_pixels)
+    return build_tiny_vlm(processor, 64, 2, 4, 2, 128, 64, 2, 4, seed=0), processor
+
+
+def save(model, processor, directory) -> None:
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    return build_tiny_vlm(min_pixels=56 * 56, max_pixels=112 * 112)
+    return tiny_vlm(min_pixels=56 * 56, max_pixels=112 * 112)
 
 
 def _batch(processor, colours=("red", "blue"), size=56):
@@ -111,14 +120,15 @@ def test_stock_qwen2_vl_processor_cannot_be_built_without_torchvision():
 
 def test_save_then_autoprocessor_and_load_vlm_round_trip(tiny, tmp_path):
     model, processor = tiny
-    save_vlm(model, processor, tmp_path)
+    save(model, processor, tmp_path)
     reloaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(reloaded, ImageOnlyQwen2VLProcessor)
     original, again = _batch(processor), _batch(reloaded)
     assert original.keys() == again.keys()
     assert all(torch.equal(original[key], again[key]) for key in original)
 
-    loaded_model, loaded_processor = load_vlm(str(tmp_path), min_pixels=None, max_pixels=None, dtype="float32")
+    loaded_processor = load_vlm_processor(str(tmp_path), min_pixels=None, max_pixels=None)
+    loaded_model = load_model(str(tmp_path), loaded_processor, "vision", dtype="float32")
     assert loaded_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
     with torch.no_grad():
         assert torch.allclose(loaded_model(**original).logits, model(**original).logits)
@@ -126,8 +136,8 @@ def test_save_then_autoprocessor_and_load_vlm_round_trip(tiny, tmp_path):
 
 def test_load_overrides_the_saved_pixel_bounds(tiny, tmp_path):
     model, processor = tiny
-    save_vlm(model, processor, tmp_path)
-    _, small = load_vlm(str(tmp_path), min_pixels=56 * 56, max_pixels=56 * 56)
+    save(model, processor, tmp_path)
+    small = load_vlm_processor(str(tmp_path), min_pixels=56 * 56, max_pixels=56 * 56)
     assert _batch(small, colours=("red",), size=112)["image_grid_thw"].tolist() == [[1, 4, 4]]
 
 
@@ -162,7 +172,7 @@ def test_grpo_trainer_updates_the_tiny_vlm_on_the_shapes_task(tmp_path: Path, on
 
     from grpolab.data.shapes import build_shapes_dataset
 
-    model, processor = build_tiny_vlm(min_pixels=56 * 56, max_pixels=56 * 56)
+    model, processor = tiny_vlm(min_pixels=56 * 56, max_pixels=56 * 56)
     dataset = build_shapes_dataset("count", split="train", num_examples=16, seed=0)
 
     def distinct_characters(completions, answer, **_):

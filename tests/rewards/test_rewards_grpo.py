@@ -26,7 +26,7 @@ def rewards_config(names, level):
 def train_one_step(tmp_path, tokenizer, dataset, reward_funcs, weights):
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpolab.models.causal_lm import build_tiny_qwen2
+    from grpolab.models.tiny import build_tiny_qwen2
 
     model = build_tiny_qwen2(tokenizer, 32, 64, 1, 2, 1, 64, True, seed=0)
     args = GRPOConfig(

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from grpolab.data.arithmetic import ArithmeticTask
-from grpolab.models.causal_lm import build_tiny_qwen2
+from grpolab.models.tiny import build_tiny_qwen2
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, Length, Overlong
 from grpolab.rewards.answers import answers_match
 from grpolab.rewards.tags import ALL_TAGS, last_answer, split_text
+from grpolab.data.prompts import PromptEncoder
 from grpolab.trainer.warmstart import SupervisedWarmStart
 
 pytestmark = pytest.mark.slow
@@ -38,12 +39,8 @@ def _sample():
     tokenizer = build_char_tokenizer()
     splits = ArithmeticTask(train_size=400, eval_size=64, max_operand=30, operations=["+", "-"], seed=1234).load()
     model = build_tiny_qwen2(tokenizer, 64, 256, 2, 4, 2, 256, True, seed=0)
-    examples = splits.train.map(lambda row: {
-        "prompt_ids": tokenizer(row["prompt"])["input_ids"],
-        "solution_ids": tokenizer(row["solution"], add_special_tokens=False)["input_ids"],
-    })
     SupervisedWarmStart(steps=100, batch_size=64, lr=3e-3, weight_decay=0.0, warmup_steps=20, cache=False).run(
-        model, examples, tokenizer.eos_token_id, tokenizer.pad_token_id, None, {}, seed=0)
+        model, splits.train, PromptEncoder(tokenizer), None, {}, seed=0)
     prompts = [tokenizer(p)["input_ids"] for p in splits.eval["prompt"]]
     width = max(map(len, prompts))
     input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])

@@ -14,7 +14,7 @@ import torch
 
 from grpolab.trainer.dynamic_sampling import (
     KNOWN_KEYS,
-    DynamicSamplingMixin,
+    DynamicSampler,
     DynamicSamplingSettings,
     RefillPrompts,
     concatenate_scored_batches,
@@ -31,15 +31,6 @@ def split_reward(completions: list[Any], kind: list[str], **_: Any) -> list[floa
     return [0.5 if k == "constant" else float(i % 2) for i, k in enumerate(kind)]
 
 
-def trainer_class() -> type:
-    """GrpolabTrainer with the mixin, whether or not the lead has already added it to the class bases."""
-    from grpolab.trainer.grpo import GrpolabTrainer
-
-    if issubclass(GrpolabTrainer, DynamicSamplingMixin):
-        return GrpolabTrainer
-    return type("GrpolabTrainerWithDynamicSampling", (DynamicSamplingMixin, GrpolabTrainer), {})
-
-
 def make_dataset(num_constant: int, num_varied: int):
     from datasets import Dataset
 
@@ -52,7 +43,8 @@ def make_dataset(num_constant: int, num_varied: int):
 def make_trainer(tmp_path: Path, dataset, rounds: int | None, dynamic_sampling_override: Any = None, **config: Any):
     from trl import GRPOConfig
 
-    from grpolab.models.causal_lm import build_tiny_qwen2
+    from grpolab.models.tiny import build_tiny_qwen2
+    from grpolab.trainer.grpo import GrpolabTrainer
     from grpolab.models.tokenizer import build_char_tokenizer
 
     from transformers import AutoModelForCausalLM
@@ -69,9 +61,9 @@ def make_trainer(tmp_path: Path, dataset, rounds: int | None, dynamic_sampling_o
     settings.update(config)
     dynamic = None if rounds is None else {"enabled": True, "max_generation_rounds": rounds}
     dynamic = dynamic_sampling_override or dynamic
-    return trainer_class()(
+    return GrpolabTrainer(
         model=model, reward_funcs=[split_reward], args=GRPOConfig(**settings), train_dataset=dataset,
-        processing_class=tokenizer, dynamic_sampling=dynamic,
+        processing_class=tokenizer, dynamic_sampling=DynamicSampler.from_config(dynamic),
     )
 
 
@@ -184,9 +176,9 @@ def test_normalize_then_sum_judges_each_reward_function(tmp_path: Path) -> None:
     rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     for trainer in (summed, separate):
         trainer.reward_weights = torch.ones(2)
-        trainer._last_rewards_per_func = rewards
-    assert summed._informative_groups(4).tolist() == [False, False]
-    assert separate._informative_groups(4).tolist() == [True, False]
+        trainer.last_rewards_per_func = rewards
+    assert summed.dynamic_sampling._informative_groups(summed, 4).tolist() == [False, False]
+    assert separate.dynamic_sampling._informative_groups(separate, 4).tolist() == [True, False]
 
 
 def test_filter_reward_judges_groups_by_one_reward_function(tmp_path: Path) -> None:
@@ -195,10 +187,10 @@ def test_filter_reward_judges_groups_by_one_reward_function(tmp_path: Path) -> N
     trainer.reward_func_names = ["accuracy", "soft_overlong"]
     trainer.reward_weights = torch.ones(2)
     # Group 0: all wrong, overlong penalties differ (DAPO drops it); group 1: one right, one wrong.
-    trainer._last_rewards_per_func = torch.tensor([[0.0, -0.5], [0.0, -0.1], [1.0, 0.0], [0.0, 0.0]])
-    assert trainer._informative_groups(4).tolist() == [True, True]
-    trainer.dynamic_sampling = DynamicSamplingSettings(2, filter_reward="accuracy")
-    assert trainer._informative_groups(4).tolist() == [False, True]
+    trainer.last_rewards_per_func = torch.tensor([[0.0, -0.5], [0.0, -0.1], [1.0, 0.0], [0.0, 0.0]])
+    assert trainer.dynamic_sampling._informative_groups(trainer, 4).tolist() == [True, True]
+    trainer.dynamic_sampling = DynamicSampler(DynamicSamplingSettings(2, filter_reward="accuracy"))
+    assert trainer.dynamic_sampling._informative_groups(trainer, 4).tolist() == [False, True]
     with pytest.raises(ValueError, match="filter_reward='acc' is not one of the run's rewards"):
         make_trainer(tmp_path, dataset, rounds=None, dynamic_sampling_override={
             "enabled": True, "max_generation_rounds": 2, "filter_reward": "acc"})
@@ -270,7 +262,7 @@ def test_settings_from_the_config_node() -> None:
         DynamicSamplingSettings.from_config({"enabled": True, "max_generation_rounds": 0})
 
 
-# --- pins on the TRL internals the mixin relies on ------------------------------------------------------------
+# --- pins on the TRL internals the sampler relies on ----------------------------------------------------------
 
 
 def parameter_names(function: Any) -> list[str]:
@@ -280,13 +272,13 @@ def parameter_names(function: Any) -> list[str]:
 def test_hooked_trl_methods_keep_their_signatures() -> None:
     from trl import GRPOTrainer
 
+    from grpolab.trainer.grpo import GrpolabTrainer
+
+    # The sampler is called with each generation batch and scores rounds through the trainer's one-round path.
     assert parameter_names(GRPOTrainer._generate_and_score_completions) == ["self", "inputs"]
-    assert parameter_names(GRPOTrainer._calculate_rewards) == [
-        "self", "inputs", "prompts", "completions", "completion_ids_list"
-    ]
-    # The mixin's overrides must accept exactly what TRL passes.
-    assert parameter_names(DynamicSamplingMixin._generate_and_score_completions) == ["self", "inputs"]
-    assert parameter_names(DynamicSamplingMixin._calculate_rewards) == parameter_names(GRPOTrainer._calculate_rewards)
+    assert parameter_names(GrpolabTrainer.score_round) == ["self", "inputs"]
+    assert parameter_names(DynamicSampler.sample) == ["self", "trainer", "inputs"]
+    assert "self.dynamic_sampling.sample(self, inputs)" in inspect.getsource(GrpolabTrainer._generate_and_score_completions)
 
 
 def test_trl_still_scores_once_per_generation_and_splits_per_sample() -> None:
@@ -296,7 +288,7 @@ def test_trl_still_scores_once_per_generation_and_splits_per_sample() -> None:
     assert "self._generate_and_score_completions(generation_batch)" in prepare
     assert "split_pixel_values_by_grid(generation_batch)" in prepare
     score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    # Rewards come back gathered over processes; the mixin slices this process's samples the same way TRL does.
+    # Rewards come back gathered over processes; the sampler slices this process's samples the same way TRL does.
     assert "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in score
     assert "self.accelerator.process_index * len(prompts)" in score
     assert "num_items_in_batch = self.accelerator.gather(loss_mask.sum()).sum()" in score

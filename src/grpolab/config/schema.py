@@ -25,23 +25,22 @@ class PathsConfig:
 
 @dataclass
 class ModelConfig:
+    """A model preset. ``modality`` is the one place that says whether the model reads images."""
+
     modality: Modality = MISSING
     name_or_path: Optional[str] = None
     dtype: str = "float32"
+    attn_implementation: Optional[str] = None
     tokenizer: Any = MISSING
     network: Any = MISSING
 
 
 @dataclass
-class TokenizerModeConfig:
-    mode: TokenizerMode = MISSING
-    # The preparer (grpolab.data.prepare.*) built from the remaining keys.
-    prompts: Any = MISSING
+class SchedulerConfig:
+    """The learning-rate schedule (``GRPOConfig.lr_scheduler_type``) and its linear warm-up in optimizer steps."""
 
-
-@dataclass
-class ModalityConfig:
-    kind: Modality = MISSING
+    name: str = MISSING
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -70,7 +69,7 @@ class EvalConfig:
     num_problems: Optional[int] = None
     batch_size: int = 100
     max_new_tokens: int = MISSING
-    # name -> reward spec (text level) whose mean over the held-out set is reported, e.g. accuracy.
+    # name -> reward definition (conf/rewards options, scored at text level) whose held-out mean is reported.
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,17 +82,20 @@ class TrainConfig:
     resume: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    tokenizer_mode: TokenizerModeConfig = field(default_factory=TokenizerModeConfig)
-    modality: ModalityConfig = field(default_factory=ModalityConfig)
+    # The prompt preparation of the tokenizer mode (grpolab.data.prepare.TextPrompts / TokenIdPrompts).
+    tokenizer_mode: Any = MISSING
     data: Any = MISSING
     rewards: dict[str, Any] = field(default_factory=dict)
     optimizer: Any = MISSING
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     warmstart: Any = None
     batch: Optional[BatchConfig] = None
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # debug=smoke only: the tiny models and tasks that stand in for an experiment's, by model.modality.
+    stand_ins: Any = None
 
 
 def register_schemas() -> None:

@@ -18,7 +18,6 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields
-from grpolab.config.enums import Modality
 
 #: trainer keys that have another home in grpolab's config, with that home.
 OWNED_ELSEWHERE = {
@@ -33,6 +32,8 @@ OWNED_ELSEWHERE = {
     "report_to": "the logger group (logger=wandb|tensorboard|none)",
     "output_dir": "hydra.run.dir / hydra.sweep.dir",
     "seed": "seed",
+    "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
+    "warmup_steps": "scheduler.warmup_steps",
 }
 #: trainer keys derived from the ``batch`` node when it is set.
 BATCH_DERIVED = {
@@ -66,7 +67,6 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> dict[str, Any]:
     _check_owned_keys(trainer)
     derived = _derive_batch(cfg.batch, trainer, num_processes)
     _check_group_division({**trainer, **derived}, num_processes)
-    _check_modality(cfg)
     if cfg.eval.num_problems is not None and cfg.eval.num_problems <= 0:
         raise ConfigError(f"eval.num_problems={cfg.eval.num_problems} must be positive or null (whole held-out split)")
     if not cfg.rewards:
@@ -118,20 +118,6 @@ def _check_group_division(trainer: Mapping[str, Any], num_processes: int) -> Non
             f"{generation_batch} completions (per_device_train_batch_size={per_device} x {num_processes} processes x "
             f"steps_per_generation={steps}); valid group sizes: "
             f"{', '.join(str(d) for d in range(2, generation_batch + 1) if generation_batch % d == 0)}"
-        )
-
-
-def _check_modality(cfg: DictConfig) -> None:
-    wanted, model = Modality(cfg.modality.kind), Modality(cfg.model.modality)
-    if wanted is Modality.vision and model is Modality.text:
-        raise ConfigError(
-            "modality=vision needs a vision-language model, but the selected model is text-only "
-            "(model.modality=text); pick a model whose model.modality is vision, e.g. model=tiny_vlm"
-        )
-    if wanted is Modality.text and model is Modality.vision:
-        raise ConfigError(
-            "modality=text with a vision-language model (model.modality=vision); use modality=vision, or a text "
-            "model such as model=tiny"
         )
 
 

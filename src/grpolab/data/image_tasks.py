@@ -2,8 +2,8 @@
 
 Both return :class:`~grpolab.data.task.TaskSplits` whose rows carry ``prompt`` (chat messages with one image part per
 image), ``image`` or ``images`` (a lazy ``datasets.Image`` column, decoded on row access), ``answer`` and ``solution``.
-Each checks first that the run's model can see images (``model_modality``, interpolated from ``model.modality``), so
-``data=shapes`` with a text-only model fails in one line before any model is built.
+Data preparation (``grpolab.data.prepare``) sees the image column and, with a text-only model, fails in one line before
+any model is built.
 """
 
 from __future__ import annotations
@@ -13,22 +13,9 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
-from grpolab.config.validate import ConfigError
 from grpolab.data.images import load_image_qa
 from grpolab.data.shapes import build_shapes_dataset
-from grpolab.data.task import TaskSplits
-
-
-def require_vision_model(task: str, model_modality: str) -> None:
-    """Image rows need a model that reads images; fail in one line naming the knobs that fix it.
-
-    >>> require_vision_model("ShapesTask", "vision")  # a vision-language model: nothing to say
-    """
-    if str(getattr(model_modality, "value", model_modality)) != "vision":
-        raise ConfigError(
-            f"data ({task}) holds images, but the selected model is text-only (model.modality={model_modality}); "
-            "use modality=vision, or a vision-language model such as model=tiny_vlm"
-        )
+from grpolab.data.task import DataError, TaskSplits
 
 
 @dataclass
@@ -54,7 +41,6 @@ class ShapesTask:
     seed: int = 1234
     teacher_error_rate: float = 0.0
     teacher_slip_from: int = 4
-    model_modality: str = "vision"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_error_rate <= 1.0:
@@ -63,7 +49,6 @@ class ShapesTask:
             raise ValueError(f"data.teacher_error_rate slips counts; with data.task={self.task} set it to 0")
 
     def load(self) -> TaskSplits:
-        require_vision_model(type(self).__name__, self.model_modality)
         shape = dict(task=self.task, seed=self.seed, image_size=self.image_size, max_count=self.max_count)
         train = build_shapes_dataset(split="train", num_examples=self.train_size, **shape)
         if self.teacher_error_rate > 0:
@@ -103,7 +88,6 @@ class ImageQATask:
     instruction: str = ""
     seed: int = 1234
     validate: bool = True
-    model_modality: str = "vision"
 
     def _load(self, path: str, split: str, num_examples: int | None = None) -> Dataset:
         return load_image_qa(
@@ -118,14 +102,13 @@ class ImageQATask:
         )
 
     def load(self) -> TaskSplits:
-        require_vision_model(type(self).__name__, self.model_modality)
         if self.eval_path is not None or self.eval_split is not None:
             train = self._load(self.path, self.split, self.train_size)
             held_out = self._load(self.eval_path or self.path, self.eval_split or self.split, self.eval_size)
             return TaskSplits(train=train, eval=held_out)
         rows = self._load(self.path, self.split)
         if self.eval_size >= len(rows):
-            raise ConfigError(
+            raise DataError(
                 f"data.eval_size={self.eval_size} leaves no training rows: {self.path} ({self.split}) has {len(rows)}; "
                 "lower data.eval_size or set data.eval_split / data.eval_path"
             )

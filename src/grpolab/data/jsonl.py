@@ -4,9 +4,9 @@ Each row has ``prompt`` (text or chat messages) or ``prompt_ids`` (a list of tok
 an ``answer`` (the gold final answer) and optionally a ``solution`` (a full target completion) and ``answer_ids``.
 Other columns are kept: they reach reward functions as keyword arguments, like any dataset column.
 
-``solution`` is only needed by the supervised warm start: without it the loader fails at once, naming the fix
-(``warmstart=none``), rather than after the model is built. Rows are read with ``datasets`` and validated in
-``grpolab.data.prepare`` (``prompt_ids`` must be non-empty lists of in-vocabulary ints).
+``solution`` is only needed by the supervised warm start, which says so before any model is built when it is
+missing. Rows are read with ``datasets`` and validated in ``grpolab.data.prepare`` (``prompt_ids`` must be non-empty
+lists of in-vocabulary ints).
 """
 
 from __future__ import annotations
@@ -16,34 +16,16 @@ from pathlib import Path
 
 from datasets import Dataset, Value, load_dataset
 
-from grpolab.data.prepare import PROMPT_IDS, DatasetError
+from grpolab.data.task import DataError, TaskSplits
 
 READERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-@dataclass
-class PromptSplits:
-    """A train and a held-out split; each has ``answer`` and at least one of ``prompt`` / ``prompt_ids``."""
-
-    train: Dataset
-    eval: Dataset
-
-    def __post_init__(self) -> None:
-        for split_name, split in (("train", self.train), ("eval", self.eval)):
-            columns = split.column_names
-            if "prompt" not in columns and PROMPT_IDS not in columns:
-                raise DatasetError(f"the {split_name} split needs a 'prompt' or '{PROMPT_IDS}' column; it has {columns}")
-            if "answer" not in columns:
-                raise DatasetError(f"the {split_name} split needs an 'answer' column; it has {columns}")
 
 
 @dataclass
 class PromptFile:
     """Rows from ``path`` (``.jsonl``/``.json``/``.parquet``); held-out rows from ``eval_path`` or carved from it.
 
-    ``warm_start`` is the configured warm start's ``_target_`` (null for none): when set, ``solution`` is required.
-
-    >>> PromptFile(path="train.jsonl", eval_path=None, eval_size=50, train_size=None, seed=0, warm_start=None).eval_size
+    >>> PromptFile(path="train.jsonl", eval_path=None, eval_size=50, train_size=None, seed=0).eval_size
     50
     """
 
@@ -52,16 +34,15 @@ class PromptFile:
     eval_size: int
     train_size: int | None
     seed: int
-    warm_start: str | None = None
 
-    def load(self) -> PromptSplits:
+    def load(self) -> TaskSplits:
         rows = self._read(self.path, "data.path")
         if self.eval_path is not None:
             train_rows, eval_rows = rows.shuffle(seed=self.seed), self._read(self.eval_path, "data.eval_path")
             eval_rows = eval_rows.select(range(min(self.eval_size, len(eval_rows))))
         else:
             if self.eval_size >= len(rows):
-                raise DatasetError(
+                raise DataError(
                     f"data.eval_size={self.eval_size} leaves no training rows in the {len(rows)} rows of {self.path}; "
                     f"lower data.eval_size or set data.eval_path"
                 )
@@ -69,26 +50,21 @@ class PromptFile:
             eval_rows, train_rows = rows.select(range(self.eval_size)), rows.select(range(self.eval_size, len(rows)))
         if self.train_size is not None:
             train_rows = train_rows.select(range(min(self.train_size, len(train_rows))))
-        if self.warm_start and "solution" not in train_rows.column_names:
-            raise DatasetError(
-                f"the warm start ({self.warm_start}) trains on a 'solution' column, which {self.path} lacks; add one "
-                f"or run with warmstart=none"
-            )
-        return PromptSplits(train=train_rows, eval=eval_rows)
+        return TaskSplits(train=train_rows, eval=eval_rows)
 
     @staticmethod
     def _read(path: str, key: str) -> Dataset:
         source = Path(path).expanduser()
         reader = READERS.get(source.suffix.lower())
         if reader is None:
-            raise DatasetError(f"{key}={path!r}: unsupported file type; use one of {', '.join(READERS)}")
+            raise DataError(f"{key}={path!r}: unsupported file type; use one of {', '.join(READERS)}")
         if not source.is_file():
-            raise DatasetError(f"{key}={path!r} is not a file")
+            raise DataError(f"{key}={path!r} is not a file")
         try:
             rows = load_dataset(reader, data_files=str(source), split="train")
         except Exception as error:  # malformed JSON, a Parquet file that is not one, ...
             cause = " ".join(str(error.__cause__ or error).split())
-            raise DatasetError(f"{key}={path!r} cannot be read as {reader}: {cause:.300}") from error
+            raise DataError(f"{key}={path!r} cannot be read as {reader}: {cause:.300}") from error
         if "answer" in rows.column_names and rows.features["answer"] != Value("string"):
             rows = rows.cast_column("answer", Value("string"))  # numeric answers compare as strings downstream
         return rows

@@ -1,10 +1,10 @@
-"""Prompt preparation per tokenizer mode: text prompts for TRL to tokenize, or token IDs prepared once.
+"""Dataset preparation per tokenizer mode: rows stay text for TRL to tokenize, or become token IDs once.
 
-In ``ids`` mode the prompt leaves this module as token IDs (``prompt_ids``) and is never turned back into text on
-the way to generation. The IDs are produced by exactly the call TRL would make on the text (``encode_prompts``),
-which is what makes the two modes generate identical sequences for the same seed. Where the two modes can still
-differ (the tokenizer does not round-trip the prompt text, chat prompts, a tokenizer response schema) the ids mode
-says so with one warning at start-up; see ``RoundTrip``.
+``tokenizer_mode=text`` keeps TRL's stock path (it tokenizes ``prompt`` on every step); ``tokenizer_mode=ids`` turns
+every prompt into ``prompt_ids`` once, through the run's :class:`~grpolab.data.prompts.PromptEncoder` (for image rows:
+IDs with expanded image tokens plus the processed images), and caches the result keyed by everything that decides
+the IDs. Text and image rows take the same path; where the ids mode may differ from the text mode (a tokenizer that
+does not round-trip the prompt text, chat prompts, a response schema) it says so in one warning at start-up.
 """
 
 from __future__ import annotations
@@ -15,75 +15,159 @@ import os
 import shutil
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_from_disk
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from grpolab.config.hashing import config_hash
 from grpolab.config.enums import TokenizerMode
-from grpolab.config.validate import ConfigError
+from grpolab.config.hashing import config_hash
+from grpolab.data.task import DataError
+from grpolab.data.prompts import (
+    ANSWER_IDS, IMAGE_GRID, PIXEL_VALUES, PROMPT_IDS, SOURCE_PREFIX, PromptEncoder, image_column,
+)
 
 log = logging.getLogger(__name__)
 
-PROMPT_IDS = "prompt_ids"
-ANSWER_IDS = "answer_ids"
 # Written next to a cached prepared dataset: what the round-trip check found when the prompts were tokenized.
 ROUND_TRIP_FILE = "grpolab_round_trip.json"
-ENCODE_BATCH = 1000
+ENCODE_BATCH = 64
 
 
-class DatasetError(ConfigError):
-    """A dataset that cannot be used as configured; the message is one line naming the split and row."""
+class PromptPreparation:
+    """What both tokenizer modes share: the checks on the rows and the ``answer_ids`` column token rewards read."""
+
+    mode: TokenizerMode
+
+    def __init__(self, encoder: PromptEncoder) -> None:
+        self.encoder = encoder
+
+    def prepare(self, dataset: Dataset, split: str, needed_columns: Collection[str], key: Mapping[str, Any]) -> Dataset:
+        """The ``split`` rows as the trainer, the warm start and the evaluation read them."""
+        raise NotImplementedError
+
+    def _check_images(self, dataset: Dataset, split: str) -> None:
+        column = image_column(dataset.column_names)
+        if column is None:
+            return
+        if self.encoder.image_token is None:
+            raise DataError(
+                f"the {split} split holds images ('{column}'), but the selected model is text-only; use a "
+                "vision-language model (model.modality=vision), e.g. experiment=vision or model=tiny_vlm"
+            )
+        if "prompt" in dataset.column_names:
+            check_image_placeholders(dataset, self.encoder.image_token, split)
+
+    def _with_answer_ids(self, dataset: Dataset, needed_columns: Collection[str]) -> Dataset:
+        if ANSWER_IDS not in needed_columns or ANSWER_IDS in dataset.column_names or "answer" not in dataset.column_names:
+            return dataset
+        # A column swap, not Dataset.map: image and pixel columns are not decoded and rewritten.
+        return dataset.add_column(ANSWER_IDS, [self.encoder.answer_ids(answer) for answer in dataset["answer"]])
 
 
-def encode_prompts(
-    tokenizer: Any, prompts: Sequence[str | Sequence[Mapping[str, Any]]], chat_template_kwargs: Mapping | None = None
-) -> list[list[int]]:
-    """Token IDs of a batch of prompts, by the very call ``GRPOTrainer._tokenize_prompts`` (trl 1.16) makes.
+class TextPrompts(PromptPreparation):
+    """``tokenizer_mode=text``: TRL tokenizes (and for image rows processes) the ``prompt`` on every step."""
 
-    All prompts of a batch must be of one kind (text, or chat messages), as in a TRL dataset.
+    mode = TokenizerMode.text
 
-    >>> from grpolab.models.tokenizer import build_char_tokenizer
-    >>> encode_prompts(build_char_tokenizer(), ["1+2="])[0] == build_char_tokenizer()("1+2=")["input_ids"]
-    True
+    def prepare(self, dataset: Dataset, split: str, needed_columns: Collection[str], key: Mapping[str, Any]) -> Dataset:
+        if "prompt" not in dataset.column_names:
+            raise DataError(
+                f"tokenizer_mode=text needs a 'prompt' column, but the {split} split has {dataset.column_names}; "
+                f"a pre-tokenized dataset (with '{PROMPT_IDS}') needs tokenizer_mode=ids"
+            )
+        self._check_images(dataset, split)
+        if PROMPT_IDS in dataset.column_names:
+            log.info("tokenizer_mode=text: the %s split's '%s' column is ignored (TRL tokenizes 'prompt')",
+                     split, PROMPT_IDS)
+            dataset = dataset.remove_columns(PROMPT_IDS)
+        return self._with_answer_ids(dataset, needed_columns)
+
+
+class TokenIdPrompts(PromptPreparation):
+    """``tokenizer_mode=ids``: prompts become ``prompt_ids`` (plus image fields) once, cached.
+
+    A dataset that already has ``prompt_ids`` is used as is (validated, never re-tokenized; a ``prompt`` text column
+    next to it is dropped, the IDs being what the model reads). ``cache_pixels=false`` keeps only IDs and image grids
+    for image rows (for large images): the image processor alone then runs per step.
     """
-    if not prompts:
-        return []
-    if isinstance(prompts[0], str):
-        return [list(ids) for ids in tokenizer(text=list(prompts))["input_ids"]]
-    encoded = tokenizer.apply_chat_template(
-        conversation=[list(prompt) for prompt in prompts], add_generation_prompt=True, tokenize=True,
-        return_dict=True, **dict(chat_template_kwargs or {}),
-    )
-    return [list(ids) for ids in encoded["input_ids"]]
+
+    mode = TokenizerMode.ids
+
+    def __init__(self, encoder: PromptEncoder, cache_dir: str | None, cache_pixels: bool = True) -> None:
+        super().__init__(encoder)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_pixels = cache_pixels
+
+    def prepare(self, dataset: Dataset, split: str, needed_columns: Collection[str], key: Mapping[str, Any]) -> Dataset:
+        if PROMPT_IDS in dataset.column_names:
+            check_prompt_ids(dataset, len(self.encoder.tokenizer), where=f"{split} split")
+            if "prompt" in dataset.column_names:
+                dataset = dataset.remove_columns("prompt")
+            log.info("ids mode: %s split carries '%s'; used as given, without tokenizing prompts", split, PROMPT_IDS)
+            return self._with_answer_ids(dataset, needed_columns)
+        if "prompt" not in dataset.column_names:
+            raise DataError(f"the {split} split has neither 'prompt' nor '{PROMPT_IDS}': {dataset.column_names}")
+        self._check_images(dataset, split)
+        fingerprint = encoder_fingerprint(self.encoder)
+        cached = None if self.cache_dir is None else self.cache_dir / config_hash(
+            dict(key), split, fingerprint, sorted(needed_columns), dataset._fingerprint, self.cache_pixels)
+        if cached is not None and cached.exists():
+            log.info("ids mode: loaded %s prompts from cache %s", split, cached)
+            if (report_file := cached / ROUND_TRIP_FILE).exists():
+                RoundTrip(**json.loads(report_file.read_text(encoding="utf-8"))).warn(split)
+            return load_from_disk(str(cached))
+        prepared = self._with_answer_ids(self._encode(dataset, split, fingerprint), needed_columns)
+        report = round_trip(self.encoder, dataset, prepared)
+        report.warn(split)
+        if cached is None:
+            return prepared
+        save_atomically(prepared, cached, report)
+        log.info("ids mode: prepared %d %s prompts, cached at %s", len(prepared), split, cached)
+        return load_from_disk(str(cached))  # memory-mapped, like a cache hit
+
+    def _encode(self, dataset: Dataset, split: str, fingerprint: str) -> Dataset:
+        column = image_column(dataset.column_names)
+        read = ["prompt"] if column is None else ["prompt", column]
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            encoded = self.encoder.encode([dict(zip(read, values)) for values in zip(*(batch[c] for c in read))])
+            out: dict[str, list] = {PROMPT_IDS: encoded.prompt_ids}
+            if encoded.images is not None:
+                per_row = encoded.images.per_row()
+                out[IMAGE_GRID] = [grids for grids, _ in per_row]
+                if self.cache_pixels:
+                    out[PIXEL_VALUES] = [pixels for _, pixels in per_row]
+            return out
+
+        encoded = dataset.map(
+            encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=read,
+            # An explicit fingerprint: datasets would otherwise hash (pickle) the tokenizer inside the closure.
+            new_fingerprint=config_hash(dataset._fingerprint, PROMPT_IDS, fingerprint, self.cache_pixels),
+            desc=f"encoding {split} prompts",
+        )
+        if column is None:
+            return encoded
+        # The images stay (lazy) for rewards, under a name TRL's image handling does not look for.
+        images = dataset.select_columns([column]).rename_column(column, SOURCE_PREFIX + column)
+        return concatenate_datasets([encoded, images], axis=1)
 
 
-def encode_prompt(
-    tokenizer: Any, prompt: str | Sequence[Mapping[str, Any]], chat_template_kwargs: Mapping | None = None
-) -> list[int]:
-    """Token IDs of one prompt, exactly as ``GRPOTrainer._tokenize_prompts`` (trl 1.16) computes them."""
-    return encode_prompts(tokenizer, [prompt], chat_template_kwargs)[0]
-
-
-def encode_answer(tokenizer: Any, answer: str) -> list[int]:
-    """IDs of the gold answer string as it appears inside a completion (no BOS/EOS)."""
-    return list(text_tokenizer(tokenizer)(answer, add_special_tokens=False)["input_ids"])
-
-
-def text_tokenizer(processing_class: Any) -> Any:
-    """The tokenizer inside a processor (vision-language models), or the tokenizer itself."""
-    return getattr(processing_class, "tokenizer", processing_class)
-
-
-def tokenizer_fingerprint(processing_class: Any) -> str:
-    """A hash of everything that decides how text becomes IDs (vocabulary, merges, special tokens, chat template)."""
-    tokenizer = text_tokenizer(processing_class)
+def encoder_fingerprint(encoder: PromptEncoder) -> str:
+    """A hash of what decides a prompt's IDs and pixels: vocabulary, merges, special tokens, chat template (and its
+    arguments), the image processor's settings."""
+    tokenizer = encoder.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return config_hash(type(processing_class).__name__, body, getattr(processing_class, "chat_template", None),
-                       tokenizer.all_special_tokens)
+    image_processor = getattr(encoder.processing_class, "image_processor", None)
+    return config_hash(
+        type(encoder.processing_class).__name__, body, getattr(encoder.processing_class, "chat_template", None),
+        tokenizer.all_special_tokens, encoder.chat_template_kwargs,
+        None if image_processor is None else json.dumps(image_processor.to_dict(), sort_keys=True, default=str),
+    )
 
 
 def check_prompt_ids(dataset: Dataset, vocab_size: int, where: str) -> None:
@@ -96,21 +180,18 @@ def check_prompt_ids(dataset: Dataset, vocab_size: int, where: str) -> None:
         return
     for row, ids in enumerate(dataset[PROMPT_IDS]):
         if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-            raise DatasetError(
+            raise DataError(
                 f"{where}: column '{PROMPT_IDS}' must hold non-empty lists of ints; row {row} has {ids!r:.80}"
             )
         bad = next((t for t in ids if not 0 <= t < vocab_size), None)
         if bad is not None:
-            raise DatasetError(
+            raise DataError(
                 f"{where}: row {row} of '{PROMPT_IDS}' has token id {bad} outside the model's vocabulary "
                 f"[0, {vocab_size}) (tokenizer_mode=ids with a dataset tokenized for another model?)"
             )
 
 
 def _arrow_ids_look_valid(dataset: Dataset, vocab_size: int) -> bool:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     column = dataset.data.column(PROMPT_IDS)
     kind = column.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
@@ -139,152 +220,49 @@ class RoundTrip:
     example: dict[str, Any] | None = None
     conversational: bool = False
     response_parser: bool = False
-    notes: list[str] = field(default_factory=list)
 
-    def caveats(self, split: str) -> list[str]:
-        """One line per reason the ids mode may differ from the text mode; empty when the modes match exactly."""
-        lines = []
+    def warn(self, split: str) -> None:
+        """One warning per reason the ids mode may differ from the text mode; silent when the modes match exactly."""
         if self.lossy_rows:
             example = self.example or {}
-            lines.append(
-                f"tokenizer_mode=ids: the tokenizer does not round-trip {self.lossy_rows} of {self.rows} {split} "
-                f"prompts (row {example.get('row')}: {example.get('text')!r:.60} decodes to "
-                f"{example.get('decoded')!r:.60}); prompt IDs, completions, losses and token rewards still match "
-                f"tokenizer_mode=text, but text rewards reading `prompts` and the completion log see the decoded "
-                f"prompt, not the original text"
-            )
+            log.warning(
+                "tokenizer_mode=ids: the tokenizer does not round-trip %d of %d %s prompts (row %s: %.60r decodes to "
+                "%.60r); prompt IDs, completions, losses and token rewards still match tokenizer_mode=text, but text "
+                "rewards reading `prompts` and the completion log see the decoded prompt, not the original text",
+                self.lossy_rows, self.rows, split, example.get("row"), example.get("text"), example.get("decoded"))
         if self.conversational:
-            lines.append(
-                f"tokenizer_mode=ids: {split} prompts are chat messages; text rewards reading `prompts` get the "
-                f"decoded chat-templated text in ids mode (the message list in text mode)"
-            )
+            log.warning("tokenizer_mode=ids: %s prompts are chat messages; text rewards reading `prompts` get the "
+                        "decoded chat-templated text in ids mode (the message list in text mode)", split)
         if self.response_parser:
-            lines.append(
-                "tokenizer_mode=ids: the tokenizer has a response schema, which TRL applies to completions of chat "
-                "prompts in text mode only; text rewards may see different completions in the two modes"
-            )
-        return lines
+            log.warning("tokenizer_mode=ids: the tokenizer has a response schema, which TRL applies to completions "
+                        "of chat prompts in text mode only; text rewards may see different completions in the two "
+                        "modes")
 
 
-def round_trip(
-    tokenizer: Any, prompts: Sequence[Any], prompt_ids: Sequence[Sequence[int]], chat_template_kwargs: Mapping | None
-) -> RoundTrip:
-    """Compare each prompt with the decode of its IDs (text prompts: the text TRL would tokenize; chat prompts: the
-    rendered template, special tokens kept)."""
-    report = RoundTrip(rows=len(prompts))
-    if not prompts:
+def round_trip(encoder: PromptEncoder, dataset: Dataset, prepared: Dataset) -> RoundTrip:
+    """Compare each text prompt with the decode of its IDs (chat prompts: the rendered template, special tokens
+    kept). Image rows are not compared: their IDs hold expanded image tokens the text never shows."""
+    report = RoundTrip(rows=len(dataset))
+    if not len(dataset) or image_column(dataset.column_names) is not None:
         return report
-    report.conversational = not isinstance(prompts[0], str)
-    if report.conversational:
-        texts = tokenizer.apply_chat_template(
-            [list(p) for p in prompts], add_generation_prompt=True, tokenize=False, **dict(chat_template_kwargs or {})
-        )
-        decoded = text_tokenizer(tokenizer).batch_decode(prompt_ids, skip_special_tokens=False)
-        report.response_parser = any(
-            getattr(text_tokenizer(tokenizer), name, None) is not None
-            for name in ("response_template", "response_schema")
-        )
-    else:
-        texts = list(prompts)
-        decoded = text_tokenizer(tokenizer).batch_decode(prompt_ids, skip_special_tokens=True)
-    for row, (text, back) in enumerate(zip(texts, decoded, strict=True)):
-        if text != back:
-            report.lossy_rows += 1
-            if report.example is None:
-                report.example = {"row": row, "text": text, "decoded": back}
+    tokenizer = encoder.tokenizer
+    report.conversational = not isinstance(dataset[0]["prompt"], str)
+    report.response_parser = report.conversational and any(
+        getattr(tokenizer, name, None) is not None for name in ("response_template", "response_schema"))
+    for start in range(0, len(dataset), ENCODE_BATCH):
+        prompts = dataset[start : start + ENCODE_BATCH]["prompt"]
+        ids = prepared[start : start + ENCODE_BATCH][PROMPT_IDS]
+        if report.conversational:
+            texts = tokenizer.apply_chat_template([list(p) for p in prompts], add_generation_prompt=True,
+                                                  tokenize=False, **encoder.chat_template_kwargs)
+            decoded = tokenizer.batch_decode(ids, skip_special_tokens=False)
+        else:
+            texts, decoded = list(prompts), tokenizer.batch_decode(ids, skip_special_tokens=True)
+        for row, (text, back) in enumerate(zip(texts, decoded, strict=True), start=start):
+            if text != back:
+                report.lossy_rows += 1
+                report.example = report.example or {"row": row, "text": text, "decoded": back}
     return report
-
-
-def _warn(report: RoundTrip, split: str) -> None:
-    for line in report.caveats(split):
-        log.warning(line)
-
-
-class TextPrompts:
-    """``tokenizer_mode=text``: TRL tokenizes the ``prompt`` text on every step (its stock behaviour)."""
-
-    mode = TokenizerMode.text
-
-    def prepare(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str], key: Mapping[str, Any],
-                split: str) -> Dataset:
-        if "prompt" not in dataset.column_names:
-            raise DatasetError(
-                f"tokenizer_mode=text needs a 'prompt' column, but the {split} split has {dataset.column_names}; "
-                f"a pre-tokenized dataset (with '{PROMPT_IDS}') needs tokenizer_mode=ids"
-            )
-        if PROMPT_IDS in dataset.column_names:
-            log.info("tokenizer_mode=text: the %s split's '%s' column is ignored (TRL tokenizes 'prompt')",
-                     split, PROMPT_IDS)
-            dataset = dataset.remove_columns(PROMPT_IDS)
-        return _add_answer_ids(dataset, tokenizer, needed_columns)
-
-
-class TokenIdPrompts:
-    """``tokenizer_mode=ids``: prompts become ``prompt_ids`` once, cached by tokenizer + data config.
-
-    A dataset that already has a ``prompt_ids`` column is used as is (validated, never re-tokenized; a ``prompt``
-    text column next to it is dropped, the IDs being what the model reads). ``chat_template_kwargs`` must be the
-    trainer's (``trainer.chat_template_kwargs``) so chat prompts render as TRL would render them.
-    """
-
-    mode = TokenizerMode.ids
-
-    def __init__(self, cache_dir: str | None, chat_template_kwargs: Mapping[str, Any] | None = None) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})
-
-    def prepare(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str], key: Mapping[str, Any],
-                split: str) -> Dataset:
-        if PROMPT_IDS in dataset.column_names:
-            return self._pretokenized(dataset, tokenizer, needed_columns, split)
-        if "prompt" not in dataset.column_names:
-            raise DatasetError(f"the {split} split has neither 'prompt' nor '{PROMPT_IDS}': {dataset.column_names}")
-        fingerprint = tokenizer_fingerprint(tokenizer)
-        cache_key = config_hash(dict(key), split, fingerprint, sorted(needed_columns), dataset._fingerprint,
-                                self.chat_template_kwargs)
-        cached = self.cache_dir / cache_key if self.cache_dir is not None else None
-        if cached is not None and cached.exists():
-            log.info("ids mode: loaded %s prompts from cache %s", split, cached)
-            report_file = cached / ROUND_TRIP_FILE
-            if report_file.exists():
-                _warn(RoundTrip(**json.loads(report_file.read_text(encoding="utf-8"))), split)
-            return load_from_disk(str(cached))
-        prepared, report = self._tokenize(dataset, tokenizer, needed_columns, split, fingerprint)
-        _warn(report, split)
-        if cached is None:
-            return prepared
-        save_atomically(prepared, cached, report)
-        log.info("ids mode: tokenized %d %s prompts, cached at %s", len(prepared), split, cached)
-        return load_from_disk(str(cached))  # memory-mapped, like a cache hit
-
-    def _tokenize(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str], split: str,
-                  fingerprint: str) -> tuple[Dataset, RoundTrip]:
-        prepared = dataset.map(
-            lambda rows: {PROMPT_IDS: encode_prompts(tokenizer, rows["prompt"], self.chat_template_kwargs)},
-            batched=True, batch_size=ENCODE_BATCH, remove_columns=["prompt"],
-            # An explicit fingerprint: datasets would otherwise hash (pickle) the tokenizer inside the closure.
-            new_fingerprint=config_hash(dataset._fingerprint, PROMPT_IDS, fingerprint, self.chat_template_kwargs),
-            desc=f"tokenizing {split} prompts",
-        )
-        report = RoundTrip(rows=len(dataset))
-        for start in range(0, len(dataset), ENCODE_BATCH):
-            part = round_trip(tokenizer, dataset[start : start + ENCODE_BATCH]["prompt"],
-                              prepared[start : start + ENCODE_BATCH][PROMPT_IDS], self.chat_template_kwargs)
-            if part.example is not None and report.example is None:
-                report.example = {**part.example, "row": part.example["row"] + start}
-            report.lossy_rows += part.lossy_rows
-            report.conversational |= part.conversational
-            report.response_parser |= part.response_parser
-        return _add_answer_ids(prepared, tokenizer, needed_columns, fingerprint), report
-
-    def _pretokenized(self, dataset: Dataset, tokenizer: Any, needed_columns: Collection[str],
-                      split: str) -> Dataset:
-        check_prompt_ids(dataset, len(text_tokenizer(tokenizer)), where=f"{split} split")
-        if "prompt" in dataset.column_names:
-            dataset = dataset.remove_columns("prompt")
-        log.info("ids mode: %s split carries '%s'; used as given, without tokenizing prompts (its equivalence with "
-                 "a text-mode run cannot be checked)", split, PROMPT_IDS)
-        return _add_answer_ids(dataset, tokenizer, needed_columns)
 
 
 def save_atomically(prepared: Dataset, cached: Path, report: RoundTrip | None = None) -> None:
@@ -301,11 +279,53 @@ def save_atomically(prepared: Dataset, cached: Path, report: RoundTrip | None = 
         shutil.rmtree(staging, ignore_errors=True)  # another job won the race with identical content
 
 
-def _add_answer_ids(dataset: Dataset, tokenizer: Any, needed_columns: Collection[str],
-                    fingerprint: str | None = None) -> Dataset:
-    if ANSWER_IDS not in needed_columns or ANSWER_IDS in dataset.column_names or "answer" not in dataset.column_names:
-        return dataset
-    fingerprint = fingerprint or tokenizer_fingerprint(tokenizer)
-    return dataset.map(lambda row: {ANSWER_IDS: encode_answer(tokenizer, str(row["answer"]))},
-                       new_fingerprint=config_hash(dataset._fingerprint, ANSWER_IDS, fingerprint),
-                       desc="tokenizing answers")
+def images_per_row(dataset: Dataset, column: str) -> list[int]:
+    """How many images each row has, read from Arrow without decoding (or copying) a single image."""
+    counts: list[int] = []
+    for chunk in dataset.with_format("arrow")[column].chunks:
+        if column.endswith("images"):
+            counts.extend(pc.fill_null(pc.list_value_length(chunk), 0).to_pylist())
+        else:
+            counts.extend((~chunk.is_null().to_numpy(zero_copy_only=False)).astype(int).tolist())
+    return counts
+
+
+def count_image_placeholders(prompt: str | Sequence[Mapping[str, Any]], num_images: int, image_token: str) -> int:
+    """Image slots the processor will see in one prompt, counted the way TRL 1.16 fills them.
+
+    Chat image parts without a payload are slots; a first user message given as a plain string gets one part per
+    image inserted by TRL (``prepare_multimodal_messages``); an image token typed into the text is one more slot.
+
+    >>> parts = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Q"}]}]
+    >>> count_image_placeholders(parts, 1, "<|image_pad|>"), count_image_placeholders([{"role": "user", "content": "Q"}], 1, "<|image_pad|>")
+    (2, 1)
+    """
+    if isinstance(prompt, str):
+        return prompt.count(image_token)
+    slots, string_user_seen = 0, False
+    for message in prompt:
+        content = message.get("content")
+        if isinstance(content, str):
+            slots += content.count(image_token)
+            if message.get("role") == "user" and not string_user_seen:
+                string_user_seen = True
+                slots += num_images
+        elif isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image" and part.get("image") is None:
+                    slots += 1
+                elif part.get("type") == "text":
+                    slots += (part.get("text") or "").count(image_token)
+    return slots
+
+
+def check_image_placeholders(dataset: Dataset, image_token: str, split: str) -> None:
+    """Every image slot of a prompt needs an image and every image a slot; fail naming the first bad row."""
+    column = image_column(dataset.column_names)
+    for row, (prompt, num_images) in enumerate(zip(dataset["prompt"], images_per_row(dataset, column), strict=True)):
+        slots = count_image_placeholders(prompt, num_images, image_token)
+        if slots != num_images:
+            raise DataError(
+                f"{split} split, row {row}: the prompt has {slots} image placeholder(s) but the row has {num_images} "
+                f"image(s) in '{column}'; every placeholder needs an image and every image a placeholder"
+            )

@@ -47,6 +47,9 @@ class BuiltRewards:
     required_columns: dict[str, set[str]]
     level: RewardLevel
 
+    def __str__(self) -> str:
+        return ", ".join(f"{name} x{weight:g}" for name, weight in zip(self.names, self.weights))
+
     @property
     def all_required_columns(self) -> set[str]:
         """Every dataset column some reward reads: what data preparation must provide (e.g. ``answer_ids``)."""

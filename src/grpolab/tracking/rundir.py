@@ -247,6 +247,16 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@contextmanager
+def failures_recorded(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Record an error raised in the block (a config error before the run is tracked) as ``status: failed``."""
+    try:
+        yield
+    except Exception as error:
+        RunDirectory(run_dir).mark_failed(error)
+        raise
+
+
 class RunDirectory:
     """Writer for one run directory (see the module docstring for the file formats).
 

@@ -36,6 +36,10 @@ class TrackedRun:
     callbacks: list[Any]
     summary: dict[str, Any] = field(default_factory=dict)
 
+    def record(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``summary.json`` (e.g. ``eval_before=...``) and return the whole summary."""
+        return self.run_dir.write_summary(**fields)
+
 
 @contextmanager
 def tracked_run(

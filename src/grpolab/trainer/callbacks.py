@@ -17,7 +17,7 @@ class ParameterChangeCallback(TrainerCallback):
     learning rate, every group with zero reward variance); this makes it visible in ``summary.json``.
     """
 
-    def __init__(self, report: Callable[[dict[str, Any]], None], sample: int = 1024) -> None:
+    def __init__(self, report: Callable[..., Any], sample: int = 1024) -> None:
         self.report = report
         self.sample = sample
         self._before: dict[str, torch.Tensor] = {}
@@ -36,10 +36,10 @@ class ParameterChangeCallback(TrainerCallback):
         after = self._fingerprint(model)
         changes = {name: (after[name] - before).abs().max().item() for name, before in self._before.items()}
         changed = sum(change > 0 for change in changes.values())
-        self.report({
-            "parameters": {
+        self.report(
+            parameters={
                 "tensors_checked": len(changes),
                 "tensors_changed": changed,
                 "max_abs_change": max(changes.values(), default=0.0),
             }
-        })
+        )

@@ -4,18 +4,17 @@ A prompt group whose completions all receive the same reward has advantages that
 policy gradient, yet it still fills a slot of the batch (and dilutes the token-mean normaliser). DAPO drops such
 groups and keeps sampling until the batch holds only informative groups. TRL 1.16 has no such option.
 
-``DynamicSamplingMixin`` hooks two private ``GRPOTrainer`` methods, both pinned by
-``tests/trainer/test_dynamic_sampling.py`` (which fails if TRL renames or reshapes them):
-
-* ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)``: unchanged, but the rewards it returns
-  (gathered over processes) are kept so the groups can be judged without re-scoring.
-* ``_generate_and_score_completions(inputs)``: in training, calls TRL's method once per *generation round*. After each
-  round the uninformative groups are set aside; while fewer informative groups than the round size have been
-  collected, another round is generated from freshly drawn prompts, up to ``max_generation_rounds`` rounds. The
-  rounds' scored batches are then concatenated (prompts re-padded on the left, completions and per-token tensors on
-  the right) into one batch of the usual size, which TRL shuffles and splits as always. When re-padding changed a
-  round's layout, the stored policy/reference log-probs are recomputed on the final layout (TRL's fused LM head is
-  layout-sensitive at the 1e-4 level, and an on-policy importance ratio must be exactly 1).
+``DynamicSampler`` is a hook of ``grpolab.trainer.grpo.GrpolabTrainer`` (the one module that overrides TRL's
+private methods): in training, the trainer hands it each generation batch and it scores one *generation round* at a
+time through ``trainer.score_round``, judging groups by the rewards the trainer kept (``last_rewards_per_func``,
+gathered over processes). After each round the uninformative groups are set aside; while fewer informative groups
+than the round size have been collected, another round is generated from freshly drawn prompts, up to
+``max_generation_rounds`` rounds. The rounds' scored batches are then concatenated (prompts re-padded on the left,
+completions and per-token tensors on the right) into one batch of the usual size, which TRL shuffles and splits as
+always. When re-padding changed a round's layout, the stored policy/reference log-probs are recomputed on the final
+layout (TRL's fused LM head is layout-sensitive at the 1e-4 level, and an on-policy importance ratio must be exactly
+1). The key tables below list what TRL's scored batch holds; ``tests/trainer/test_dynamic_sampling.py`` fails when
+TRL returns a key they do not know.
 
 Decisions, all visible in the metrics:
 
@@ -154,54 +153,44 @@ class _Round:
     uninformative: list[int]
 
 
-class DynamicSamplingMixin:
-    """Adds DAPO dynamic sampling to a ``trl.GRPOTrainer`` subclass; put it first among the bases.
+class DynamicSampler:
+    """DAPO dynamic sampling as a hook of ``GrpolabTrainer``: the trainer hands it each generation batch in training
+    (``sample``) and it calls ``trainer.score_round`` once per generation round.
 
-    ``dynamic_sampling`` is the ``dynamic_sampling`` config node (``enabled``, ``max_generation_rounds``, optional
-    ``filter_reward``) or None.
-
-    >>> class Trainer(DynamicSamplingMixin, GRPOTrainer): ...  # doctest: +SKIP
-    >>> Trainer(model=..., args=..., dynamic_sampling={"enabled": True, "max_generation_rounds": 4})  # doctest: +SKIP
+    >>> sampler = DynamicSampler.from_config({"enabled": True, "max_generation_rounds": 4})
+    >>> sampler.settings.max_generation_rounds
+    4
     """
 
-    def __init__(
-        self, *args: Any, dynamic_sampling: DynamicSamplingConfig | Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.dynamic_sampling = DynamicSamplingSettings.from_config(dynamic_sampling)
-        self._last_rewards_per_func: torch.Tensor | None = None
+    def __init__(self, settings: DynamicSamplingSettings) -> None:
+        self.settings = settings
         self._refill: RefillPrompts | None = None
-        if self.dynamic_sampling is not None:
-            name = self.dynamic_sampling.filter_reward
-            if name is not None and name not in self.reward_func_names:
-                raise ValueError(
-                    f"dynamic_sampling.filter_reward={name!r} is not one of the run's rewards: {self.reward_func_names}"
-                )
-            dataset = self.train_dataset
-            if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-                raise ValueError(
-                    "dynamic_sampling needs a map-style train dataset (indexable, with a length) to draw refill "
-                    f"prompts from; got {type(dataset).__name__}"
-                )
 
-    # --- hooked TRL methods ------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, node: DynamicSamplingConfig | Mapping[str, Any] | None) -> DynamicSampler | None:
+        """A sampler for the ``dynamic_sampling`` config node; None when it is absent or ``enabled`` is false."""
+        settings = DynamicSamplingSettings.from_config(node)
+        return None if settings is None else cls(settings)
 
-    def _calculate_rewards(
-        self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any], completion_ids_list: list[Any]
-    ) -> torch.Tensor:
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._last_rewards_per_func = rewards_per_func
-        return rewards_per_func
-
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.dynamic_sampling is None or not self.model.training:
-            return super()._generate_and_score_completions(inputs)
-        return self._dynamically_sampled_batch(inputs)
+    def check(self, trainer: Any) -> None:
+        """Refuse, when the trainer is built, what the sampler could only fail on mid-training."""
+        name = self.settings.filter_reward
+        if name is not None and name not in trainer.reward_func_names:
+            raise ValueError(
+                f"dynamic_sampling.filter_reward={name!r} is not one of the run's rewards: {trainer.reward_func_names}"
+            )
+        dataset = trainer.train_dataset
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ValueError(
+                "dynamic_sampling needs a map-style train dataset (indexable, with a length) to draw refill "
+                f"prompts from; got {type(dataset).__name__}"
+            )
 
     # --- the refill loop ---------------------------------------------------------------------------------------
 
-    def _dynamically_sampled_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        group_size = self.num_generations
+    def sample(self, trainer: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """One batch of the usual size holding informative groups, from as many generation rounds as allowed."""
+        group_size = trainer.num_generations
         if len(inputs) % group_size:
             raise ValueError(
                 f"dynamic sampling needs whole prompt groups on each process: the local generation batch has "
@@ -212,8 +201,8 @@ class DynamicSamplingMixin:
         rounds: list[_Round] = []
         round_inputs = inputs
         while True:
-            output = super()._generate_and_score_completions(round_inputs)
-            informative = self._informative_groups(len(round_inputs)).tolist()
+            output = trainer.score_round(round_inputs)
+            informative = self._informative_groups(trainer, len(round_inputs)).tolist()
             rounds.append(_Round(
                 batch=split_pixel_values_by_grid(output),
                 informative=[g for g, ok in enumerate(informative) if ok],
@@ -221,10 +210,10 @@ class DynamicSamplingMixin:
             ))
             collected = sum(len(r.informative) for r in rounds)
             # Every process generates in every round (generation and scoring gather across processes).
-            capped = len(rounds) >= self.dynamic_sampling.max_generation_rounds
-            if capped or not self._any_process(collected < wanted):
+            capped = len(rounds) >= self.settings.max_generation_rounds
+            if capped or not _any_process(trainer, collected < wanted):
                 break
-            round_inputs = self._refill_inputs(wanted)
+            round_inputs = self._refill_inputs(trainer, wanted)
 
         pieces, filled = [], 0
         for source in ("informative", "uninformative"):
@@ -235,90 +224,93 @@ class DynamicSamplingMixin:
                     rows = [g * group_size + i for g in groups for i in range(group_size)]
                     pieces.append(take_rows(scored.batch, rows))
                     filled += len(groups) if source == "uninformative" else 0
-        batch = concatenate_scored_batches(pieces, self._tokenizer.pad_token_id)
+        batch = concatenate_scored_batches(pieces, trainer._tokenizer.pad_token_id)
         loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
-        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        batch["num_items_in_batch"] = trainer.accelerator.gather(loss_mask.sum()).sum()
         batch = unsplit_pixel_values_by_grid(batch)
         widths = {(piece["prompt_ids"].size(1), piece["completion_ids"].size(1)) for piece in pieces}
         # Decided together: under FSDP/ZeRO-3 a forward pass needs every process.
-        if self._any_process(widths != {(batch["prompt_ids"].size(1), batch["completion_ids"].size(1))}):
-            self._rescore_stored_log_probs(batch)
-        self._log_dynamic_sampling(len(rounds), sum(len(r.uninformative) for r in rounds), filled)
+        if _any_process(trainer, widths != {(batch["prompt_ids"].size(1), batch["completion_ids"].size(1))}):
+            _rescore_stored_log_probs(trainer, batch)
+        _log_dynamic_sampling(trainer, len(rounds), sum(len(r.uninformative) for r in rounds), filled)
         return batch
 
-    def _informative_groups(self, local_samples: int) -> torch.Tensor:
+    def _informative_groups(self, trainer: Any, local_samples: int) -> torch.Tensor:
         """Which of this process's groups in the round just scored have unequal rewards (bool, one per group)."""
-        rewards = self._last_rewards_per_func
+        rewards = trainer.last_rewards_per_func
         if rewards is None:
             raise RuntimeError("dynamic sampling: TRL scored a batch without calling _calculate_rewards")
-        start = self.accelerator.process_index * local_samples
+        start = trainer.accelerator.process_index * local_samples
         local = rewards[start : start + local_samples]
-        grouped = local.view(-1, self.num_generations, local.size(-1))
-        if self.dynamic_sampling.filter_reward is not None:
-            column = self.reward_func_names.index(self.dynamic_sampling.filter_reward)
+        grouped = local.view(-1, trainer.num_generations, local.size(-1))
+        if self.settings.filter_reward is not None:
+            column = trainer.reward_func_names.index(self.settings.filter_reward)
             return reward_spread(grouped[..., column]).gt(_EQUAL_REWARD_ATOL)
-        if self.multi_objective_aggregation == "normalize_then_sum":
+        if trainer.multi_objective_aggregation == "normalize_then_sum":
             return reward_spread(grouped.transpose(1, 2)).gt(_EQUAL_REWARD_ATOL).any(dim=1)
-        weights = self.reward_weights.to(local.device)
+        weights = trainer.reward_weights.to(local.device)
         total = (grouped * weights).nansum(dim=-1)
         total[torch.isnan(grouped).all(dim=-1)] = torch.nan  # unscorable samples join no baseline in TRL either
         return reward_spread(total).gt(_EQUAL_REWARD_ATOL)
 
-    def _rescore_stored_log_probs(self, batch: dict[str, Any]) -> None:
-        """Recompute the stored policy and reference log-probs on the concatenated layout.
-
-        TRL's fused LM head returns log-probs that depend slightly (~1e-4 here) on how a row is padded, and TRL relies
-        on the stored ``old_per_token_logps`` and the loss forward seeing the same layout (ratio exactly 1 on the
-        first update). Re-padded rows would break that, so both are recomputed here, the way TRL computes them.
-        (A vLLM ``importance_sampling_ratio`` stays as computed in its round.)
-        """
-        needed = [key for key in ("old_per_token_logps", "ref_per_token_logps") if batch.get(key) is not None]
-        if not needed:
-            return
-        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        forward = {key: batch.get(key) for key in VISION_FORWARD_KEYS}
-
-        def log_probs(model: Any) -> torch.Tensor:
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, batch["completion_ids"].size(1),
-                batch_size=self.args.per_device_train_batch_size, **forward,
-            )
-            return logps
-
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            if "old_per_token_logps" in needed:
-                batch["old_per_token_logps"] = log_probs(self.model)
-            if "ref_per_token_logps" in needed:
-                if self.ref_model is not None:
-                    batch["ref_per_token_logps"] = log_probs(self.ref_model)
-                else:  # PEFT: TRL's reference is the model with the adapter disabled (or the "ref" adapter)
-                    model = self.accelerator.unwrap_model(self.model)
-                    with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
-                        batch["ref_per_token_logps"] = log_probs(self.model)
-
-    def _any_process(self, local: bool) -> bool:
-        flag = torch.tensor([int(local)], device=self.accelerator.device)
-        return bool(self.accelerator.gather(flag).max().item() > 0)
-
-    def _refill_inputs(self, num_prompts: int) -> list[dict[str, Any]]:
+    def _refill_inputs(self, trainer: Any, num_prompts: int) -> list[dict[str, Any]]:
         """``num_prompts`` fresh prompts from the train dataset, each repeated ``num_generations`` times."""
         if self._refill is None:
             self._refill = RefillPrompts(
-                len(self.train_dataset), seed=self.args.seed + 1,
-                num_processes=self.accelerator.num_processes, process_index=self.accelerator.process_index,
+                len(trainer.train_dataset), seed=trainer.args.seed + 1,
+                num_processes=trainer.accelerator.num_processes, process_index=trainer.accelerator.process_index,
             )
-        collate = self._get_collator_with_removed_columns(self.data_collator, description="dynamic sampling")
-        rows = [self.train_dataset[index] for index in self._refill.take(num_prompts)]
-        return collate([row for row in rows for _ in range(self.num_generations)])
+        collate = trainer._get_collator_with_removed_columns(trainer.data_collator, description="dynamic sampling")
+        rows = [trainer.train_dataset[index] for index in self._refill.take(num_prompts)]
+        return collate([row for row in rows for _ in range(trainer.num_generations)])
 
-    def _log_dynamic_sampling(self, rounds: int, dropped: int, filled: int) -> None:
-        totals = torch.tensor([float(dropped), float(filled)], device=self.accelerator.device)
-        dropped_all, filled_all = self.accelerator.gather(totals).view(-1, 2).sum(dim=0).tolist()
-        metrics = self._metrics["train"]
-        metrics["dynamic_sampling/generation_rounds"].append(float(rounds))
-        metrics["dynamic_sampling/groups_dropped"].append(dropped_all)
-        metrics["dynamic_sampling/groups_filled"].append(filled_all)
+
+def _rescore_stored_log_probs(trainer: Any, batch: dict[str, Any]) -> None:
+    """Recompute the stored policy and reference log-probs on the concatenated layout.
+
+    TRL's fused LM head returns log-probs that depend slightly (~1e-4 here) on how a row is padded, and TRL relies
+    on the stored ``old_per_token_logps`` and the loss forward seeing the same layout (ratio exactly 1 on the
+    first update). Re-padded rows would break that, so both are recomputed here, the way TRL computes them.
+    (A vLLM ``importance_sampling_ratio`` stays as computed in its round.)
+    """
+    needed = [key for key in ("old_per_token_logps", "ref_per_token_logps") if batch.get(key) is not None]
+    if not needed:
+        return
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    forward = {key: batch.get(key) for key in VISION_FORWARD_KEYS}
+
+    def log_probs(model: Any) -> torch.Tensor:
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, batch["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size, **forward,
+        )
+        return logps
+
+    with torch.no_grad(), disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
+        if "old_per_token_logps" in needed:
+            batch["old_per_token_logps"] = log_probs(trainer.model)
+        if "ref_per_token_logps" in needed:
+            if trainer.ref_model is not None:
+                batch["ref_per_token_logps"] = log_probs(trainer.ref_model)
+            else:  # PEFT: TRL's reference is the model with the adapter disabled (or the "ref" adapter)
+                model = trainer.accelerator.unwrap_model(trainer.model)
+                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                    batch["ref_per_token_logps"] = log_probs(trainer.model)
+
+
+def _any_process(trainer: Any, local: bool) -> bool:
+    flag = torch.tensor([int(local)], device=trainer.accelerator.device)
+    return bool(trainer.accelerator.gather(flag).max().item() > 0)
+
+
+def _log_dynamic_sampling(trainer: Any, rounds: int, dropped: int, filled: int) -> None:
+    totals = torch.tensor([float(dropped), float(filled)], device=trainer.accelerator.device)
+    dropped_all, filled_all = trainer.accelerator.gather(totals).view(-1, 2).sum(dim=0).tolist()
+    metrics = trainer._metrics["train"]
+    metrics["dynamic_sampling/generation_rounds"].append(float(rounds))
+    metrics["dynamic_sampling/groups_dropped"].append(dropped_all)
+    metrics["dynamic_sampling/groups_filled"].append(filled_all)
 
 
 def reward_spread(rewards: torch.Tensor) -> torch.Tensor:

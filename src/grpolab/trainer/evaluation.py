@@ -1,57 +1,103 @@
-"""Held-out evaluation: greedy decoding on prompt IDs, scored by a reward-style function."""
+"""Held-out evaluation: greedy decoding of every held-out prompt, scored by reward definitions at text level.
+
+Prompts go through the run's :class:`~grpolab.data.prompts.PromptEncoder` (the trainer's chat template arguments,
+image rows with their pixels), so the evaluation sees each prompt exactly as training renders it.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
+from datasets import Dataset
 from transformers import PreTrainedModel
+
+from grpolab.data.prompts import PIXEL_VALUES, PROMPT_IDS, SOURCE_PREFIX, PromptEncoder, select_rows
 
 log = logging.getLogger(__name__)
 
-Scorer = Callable[[list[list[int]], list[int]], dict[str, list[float]]]
 
+def text_level(metrics_cfg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``eval.metrics`` reward definitions pinned to text level: greedy completions are decoded anyway, and a
+    held-out figure must not change its meaning with the run's ``reward_level``.
 
-@torch.no_grad()
-def evaluate_greedy(
-    model: PreTrainedModel,
-    prompt_ids: Sequence[Sequence[int]],
-    score: Scorer,
-    pad_token_id: int,
-    max_new_tokens: int,
-    batch_size: int,
-) -> dict[str, float]:
-    """Greedy-decode every prompt and average the per-sample scores ``score(completion_ids, row_indices)`` returns.
-
-    Returns the mean of each scored metric (``accuracy`` among them) plus ``num_samples`` and ``wall_time_s``.
+    >>> text_level({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy", "level": "token"}})["accuracy"]
+    {'_target_': 'grpolab.rewards.accuracy.Accuracy', 'level': 'text'}
     """
-    started = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    totals: dict[str, float] = {}
-    device = next(model.parameters()).device
-    for start in range(0, len(prompt_ids), batch_size):
-        batch = [list(p) for p in prompt_ids[start : start + batch_size]]
-        width = max(len(p) for p in batch)
-        input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + p for p in batch], device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_token_id,
-        )
-        completions = [_strip_after_eos(row, model.generation_config.eos_token_id) for row in output[:, width:].tolist()]
-        for key, values in score(completions, list(range(start, start + len(batch)))).items():
-            totals[key] = totals.get(key, 0.0) + float(sum(values))
-    model.train(was_training)
-    n = len(prompt_ids)
-    metrics = {key: round(value / n, 4) for key, value in totals.items()}
-    metrics.update(num_samples=n, wall_time_s=round(time.perf_counter() - started, 2))
-    return metrics
+    return {name: {**spec, "level": "text"} if "level" in spec else dict(spec) for name, spec in metrics_cfg.items()}
+
+
+class HeldOutEvaluator:
+    """``evaluator(model)`` -> the mean of each metric over the held-out rows, plus ``num_samples`` and
+    ``wall_time_s``. Metrics are reward callables; the rows' other columns (``answer``, images, ...) reach them as
+    dataset columns reach rewards.
+    """
+
+    def __init__(self, rows: Dataset, encoder: PromptEncoder, metrics: Sequence[Callable[..., Any]],
+                 max_new_tokens: int, batch_size: int) -> None:
+        self.rows = rows
+        self.encoder = encoder
+        self.metrics = list(metrics)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        # Cached pixels are model input, not something a metric reads; ids-form images go back to TRL's names.
+        self.columns = {
+            name.removeprefix(SOURCE_PREFIX): rows[name]
+            for name in rows.column_names if name not in ("prompt", PROMPT_IDS, PIXEL_VALUES)
+        }
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any, rows: Dataset, encoder: PromptEncoder) -> HeldOutEvaluator:
+        """The ``eval`` node's evaluator: its first ``num_problems`` rows (all when null), its metrics."""
+        from omegaconf import OmegaConf
+
+        from grpolab.rewards import build_rewards
+
+        if eval_cfg.num_problems is not None:
+            rows = rows.select(range(min(eval_cfg.num_problems, len(rows))))
+        metrics = build_rewards(text_level(OmegaConf.to_container(eval_cfg.metrics, resolve=True)), "text").funcs
+        return cls(rows, encoder, metrics, eval_cfg.max_new_tokens, eval_cfg.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def __call__(self, model: PreTrainedModel) -> dict[str, float]:
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        pad_id = self.encoder.tokenizer.pad_token_id
+        device = next(model.parameters()).device
+        totals: dict[str, float] = {}
+        for start in range(0, len(self.rows), self.batch_size):
+            indices = list(range(start, min(start + self.batch_size, len(self.rows))))
+            prompts = self.encoder.encode(select_rows(self.rows, indices))
+            width = max(len(ids) for ids in prompts.prompt_ids)
+            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts.prompt_ids], device=device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts.prompt_ids],
+                                     device=device)
+            output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=self.max_new_tokens,
+                                    do_sample=False, pad_token_id=pad_id, **prompts.model_inputs(input_ids, model))
+            eos = model.generation_config.eos_token_id
+            completions = [_strip_after_eos(ids, eos) for ids in output[:, width:].tolist()]
+            for key, values in self._score(completions, indices).items():
+                totals[key] = totals.get(key, 0.0) + float(sum(values))
+        model.train(was_training)
+        metrics = {key: round(value / len(self.rows), 4) for key, value in totals.items()}
+        metrics.update(num_samples=len(self.rows), wall_time_s=round(time.perf_counter() - started, 2))
+        return metrics
+
+    def _score(self, completion_ids: list[list[int]], indices: list[int]) -> dict[str, list[float]]:
+        texts = self.encoder.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        columns = {name: [values[i] for i in indices] for name, values in self.columns.items()}
+        return {
+            metric.__name__: [0.0 if value is None else float(value) for value in metric(
+                prompts=[None] * len(texts), completions=texts, completion_ids=completion_ids, **columns)]
+            for metric in self.metrics
+        }
 
 
 def _strip_after_eos(ids: list[int], eos: int | list[int]) -> list[int]:
@@ -60,23 +106,3 @@ def _strip_after_eos(ids: list[int], eos: int | list[int]) -> list[int]:
         if token in eos_ids:
             return ids[: i + 1]
     return ids
-
-
-def reward_scorer(metrics: Sequence[Any], tokenizer: Any, rows: Any) -> Scorer:
-    """Score greedy completions with text-level reward callables; each metric keeps its reward's ``__name__``.
-
-    ``rows`` is the held-out dataset: its columns (``answer`` ...) reach the metrics like dataset columns reach rewards.
-    """
-    columns = {name: rows[name] for name in rows.column_names if name not in ("prompt", "prompt_ids")}
-
-    def score(completion_ids: list[list[int]], indices: list[int]) -> dict[str, list[float]]:
-        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        kwargs = {name: [values[i] for i in indices] for name, values in columns.items()}
-        return {
-            metric.__name__: [0.0 if v is None else float(v) for v in metric(
-                prompts=[None] * len(texts), completions=texts, completion_ids=completion_ids, **kwargs
-            )]
-            for metric in metrics
-        }
-
-    return score

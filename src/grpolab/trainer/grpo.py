@@ -1,47 +1,198 @@
-"""``GrpolabTrainer``: TRL's ``GRPOTrainer`` plus pre-tokenized prompts, lazy decoding and per-step cost metrics.
+"""``GrpolabTrainer``: grpolab's one point of contact with the private methods of TRL's ``GRPOTrainer``.
 
-TRL 1.16 tokenizes prompt text on every step and decodes every completion for the rewards. For ``tokenizer_mode=ids``
-this subclass changes a few private hooks, each small, calling ``super()`` and pinned by
-``tests/trainer/test_grpo_overrides.py`` (which fails if TRL renames or reshapes them):
+TRL 1.16 tokenizes prompt text on every step, decodes every completion for the rewards and processes images itself.
+grpolab's ids mode, lazy decoding, image rows in ids form, dynamic sampling and per-step cost metrics need a hand in
+that step. Every override of a ``GRPOTrainer`` private method lives in this class, listed below in the order TRL calls
+them within one generation batch; each calls ``super()`` and is pinned by ``tests/trainer/test_grpo.py`` (which fails
+when TRL renames or reshapes what it relies on):
 
-* ``_tokenize_prompts(prompts)``: a prompt that is already a list of token IDs is returned unchanged, so the
-  tokenizer is never called on prompt text during training.
-* ``_generate(prompts)``: while it runs (ids mode), the processing class's ``batch_decode`` returns a
-  ``LazyDecodedTexts`` sequence that decodes a completion only when something reads it (a text-level reward,
-  completion logging). With only token-level rewards and logging off, no completion is ever decoded. It also keeps
-  the batch's prompt IDs, which every reward then receives as the ``prompt_ids`` keyword (in both modes).
-* ``_calculate_rewards``: adds ``prompt_ids``; in ids mode hands rewards ``prompts`` as lazily decoded text (a text
-  reward reading ``prompts`` gets text, as in text mode; nothing is decoded unless one does); times the rewards.
-* ``log``: in ids mode, decodes the prompts kept for the completion log (only when ``log_completions`` is on, only at
-  log time) so TRL's console sample, parquet files and wandb tables show text; adds the per-step cost metrics.
+1. ``_generate_and_score_completions(inputs)``: hands the batch to the dynamic sampler (a hook, which calls back
+   ``score_round`` once per generation round) or scores it once. A round of ids-form image rows first collates their
+   cached images (``PromptEncoder.encode``) and adds the image fields TRL's loss forward reads to the result.
+2. ``_generate(prompts)``: in ids mode, the processing class's ``batch_decode`` returns lazily decoded text while it
+   runs, so a completion is decoded only if something reads it; keeps the batch's prompt IDs for the rewards.
+3. ``_tokenize_prompts(prompts)``: a prompt that is already token IDs passes through; the tokenizer never sees text.
+4. ``_generate_single_turn(...)``: passes the batch's cached image fields to generation (ids-form image rows).
+5. ``_calculate_rewards(...)``: rewards get ``prompt_ids`` (both modes) and the images under TRL's names; ids-mode
+   text rewards read ``prompts`` as decoded text; the time spent is measured; the rewards are kept for the sampler.
+6. ``_get_per_token_logps_and_entropies(...)``: the image fields for the forward passes TRL makes inside the step.
 
-Everything else (generation, advantages, loss, logging) is TRL's own code path, which is what lets the text and ids
-modes produce identical steps for the same seed.
-
-Per-step cost metrics (averaged over the logging window, so they land in ``metrics.jsonl``):
-``tokenizer/encode_calls``, ``tokenizer/decode_calls`` (sequences encoded/decoded per step, counted at the
-tokenizer's two funnels ``_encode_plus`` and ``_decode``), ``tokenizer/calls`` (their sum) and ``timing/rewards_s``
-(seconds per step inside ``_calculate_rewards``; in ids mode this includes the lazy decoding a text reward triggers).
-
-Extending: a mixin for other behaviour goes before ``GRPOTrainer`` in the bases; every override here calls ``super()``.
+Public overrides: ``train`` (counts tokenizer calls while training) and ``log`` (adds the per-step cost metrics
+``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``, ``timing/rewards_s``, and in ids mode
+decodes the logged prompts so completion tables show text). Everything else is TRL's own code path, which is what
+lets the text and ids modes take identical steps for the same seed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
+import torch
 from trl import GRPOTrainer
 
-from grpolab.trainer.dynamic_sampling import DynamicSamplingMixin
-from grpolab.trainer.vision_ids import VisionIdsMixin
+from grpolab.data.prompts import IMAGE_GRID, PIXEL_VALUES, SOURCE_PREFIX, ImageInputs, PromptEncoder, is_token_ids
 
 
-def is_token_ids(prompt: Any) -> bool:
-    """True for a pre-tokenized prompt: a non-empty list of ints."""
-    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)
+class GrpolabTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with token-ID prompts, lazy decoding, ids-form image rows and an optional dynamic sampler.
+
+    ``prompt_encoder`` is the run's encoder, the one the warm start and the evaluation use (None: one for TRL's
+    processing class and ``args.chat_template_kwargs``); ``lazy_decoding`` is on in ids mode; ``dynamic_sampling``
+    is a ``grpolab.trainer.dynamic_sampling.DynamicSampler`` or None.
+    """
+
+    def __init__(self, *args: Any, prompt_encoder: PromptEncoder | None = None, lazy_decoding: bool = False,
+                 dynamic_sampling: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_encoder = prompt_encoder or PromptEncoder(self.processing_class, self.chat_template_kwargs)
+        self.lazy_decoding = lazy_decoding
+        self.dynamic_sampling = dynamic_sampling
+        if dynamic_sampling is not None:
+            dynamic_sampling.check(self)
+        if lazy_decoding and not self.args.log_completions:
+            # TRL appends every completion to this deque and reads it only when log_completions is on.
+            self._logs["completion"] = _DiscardedLog()
+        self.tokenizer_calls = TokenizerCallCounter(self._tokenizer)
+        self.reward_seconds = 0.0
+        self.last_rewards_per_func: torch.Tensor | None = None
+        self._batch_prompt_ids: list[list[int]] | None = None
+        self._batch_images: ImageInputs | None = None
+        self._window = (0, 0, 0, 0.0)  # step, encoded, decoded, reward seconds at the last train log
+
+    # 1 ------------------------------------------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.dynamic_sampling is not None and self.model.training:
+            return self.dynamic_sampling.sample(self, inputs)
+        return self.score_round(inputs)
+
+    def score_round(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """One generation round, scored: TRL's step, with the cached images of ids-form image rows supplied."""
+        if not inputs or IMAGE_GRID not in inputs[0]:
+            return super()._generate_and_score_completions(inputs)
+        images = self.prompt_encoder.encode(inputs).images
+        self._batch_images = images.to(self.accelerator.device)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            output.update(self._image_fields(input_ids, output["completion_ids"].size(1)))
+            return output
+        finally:
+            self._batch_images = None
+
+    # 2 ------------------------------------------------------------------------------------------------------------
+
+    def _generate(self, prompts: list):
+        with lazy_batch_decode(self.processing_class) if self.lazy_decoding else nullcontext():
+            result = super()._generate(prompts)
+        self._batch_prompt_ids = [list(ids) for ids in result[0]]
+        return result
+
+    # 3 ------------------------------------------------------------------------------------------------------------
+
+    def _tokenize_prompts(self, prompts: list):
+        if prompts and all(is_token_ids(prompt) for prompt in prompts):
+            return [list(prompt) for prompt in prompts], None, {}
+        return super()._tokenize_prompts(prompts)
+
+    # 4 ------------------------------------------------------------------------------------------------------------
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+        if self._batch_images is not None and not multimodal_fields:
+            image_token_id = self.model.config.image_token_id
+            multimodal_fields = {
+                "pixel_values": self._batch_images.pixel_values,
+                "image_grid_thw": self._batch_images.image_grid_thw,
+                # A per-token field: TRL left-pads it like the prompt IDs.
+                "mm_token_type_ids": [[int(token == image_token_id) for token in ids] for ids in prompt_ids],
+            }
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+
+    # 5 ------------------------------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        inputs = self._reward_rows(inputs)
+        if self.lazy_decoding and prompts and is_token_ids(prompts[0]):
+            # Text rewards reading `prompts` get text, as in text mode; token rewards read `prompt_ids` instead.
+            prompts = LazyDecodedTexts(self.processing_class.decode, prompts, {"skip_special_tokens": True})
+        started = time.perf_counter()
+        try:
+            self.last_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self.reward_seconds += time.perf_counter() - started
+        return self.last_rewards_per_func
+
+    def _reward_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Dataset columns as rewards receive them: ``prompt_ids`` added; ids-form images back under TRL's names."""
+        ids = self._batch_prompt_ids if self._batch_prompt_ids and len(self._batch_prompt_ids) == len(inputs) else None
+        rows = []
+        for index, row in enumerate(inputs):
+            if IMAGE_GRID in row:
+                row = {key.removeprefix(SOURCE_PREFIX): value for key, value in row.items() if key != PIXEL_VALUES}
+            rows.append(row if ids is None else {**row, "prompt_ids": ids[index]})
+        return rows
+
+    # 6 ------------------------------------------------------------------------------------------------------------
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        if self._batch_images is not None and kwargs.get("pixel_values") is None:
+            kwargs.update(self._image_fields(input_ids, logits_to_keep))
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                          **kwargs)
+
+    def _image_fields(self, input_ids: torch.Tensor, completion_length: int) -> dict[str, Any]:
+        """What TRL's processor call adds for a forward pass over ``input_ids`` (the prompt, then the completion)."""
+        images = self._batch_images
+        fields = images.model_inputs(input_ids, self.model.config.image_token_id, images.pixel_values.dtype,
+                                     completion_length)
+        return {**fields, "num_images": images.num_images}
+
+    # public ------------------------------------------------------------------------------------------------------
+
+    def train(self, *args: Any, **kwargs: Any):
+        with self.tokenizer_calls.installed():
+            return super().train(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs.update(self._cost_metrics())
+            if self.lazy_decoding and self.log_completions:
+                self._decode_logged_prompts()
+        super().log(logs, start_time)
+
+    def _cost_metrics(self) -> dict[str, float]:
+        """Tokenizer calls and reward seconds per optimizer step since the previous train log."""
+        step, encoded, decoded, reward_s = self._window
+        steps = self.state.global_step - step
+        if steps <= 0:
+            return {}
+        counter = self.tokenizer_calls
+        self._window = (self.state.global_step, counter.encoded, counter.decoded, self.reward_seconds)
+        return {
+            "tokenizer/encode_calls": (counter.encoded - encoded) / steps,
+            "tokenizer/decode_calls": (counter.decoded - decoded) / steps,
+            "tokenizer/calls": (counter.total - encoded - decoded) / steps,
+            "timing/rewards_s": (self.reward_seconds - reward_s) / steps,
+        }
+
+    def _decode_logged_prompts(self) -> None:
+        """Prompts kept as IDs become the exact text the model saw (special tokens included), for the log only."""
+        kept = self._logs["prompt"]
+        if not any(is_token_ids(prompt) for prompt in kept):
+            return
+        decoded = [self.processing_class.decode(p) if is_token_ids(p) else p for p in kept]
+        kept.clear()
+        kept.extend(decoded)
+
+
+def trainer_dataset(dataset: Any) -> Any:
+    """TRL reads prompts from the ``prompt`` column; in ids mode that column carries the ``prompt_ids``."""
+    if "prompt_ids" in dataset.column_names:
+        return dataset.rename_column("prompt_ids", "prompt")
+    return dataset
 
 
 class LazyDecodedTexts(Sequence):
@@ -95,6 +246,24 @@ class _DiscardedLog:
         return 0
 
 
+@contextmanager
+def lazy_batch_decode(processing_class: Any) -> Iterator[None]:
+    """Make ``processing_class.batch_decode`` return a ``LazyDecodedTexts`` for the duration of the block."""
+
+    def batch_decode(sequences: Sequence[Sequence[int]], **kwargs: Any) -> LazyDecodedTexts:
+        return LazyDecodedTexts(processing_class.decode, sequences, kwargs)
+
+    shadowed = vars(processing_class).get("batch_decode")  # someone else's instance-level wrapper, if any
+    processing_class.batch_decode = batch_decode  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del processing_class.batch_decode
+        else:
+            processing_class.batch_decode = shadowed
+
+
 class TokenizerCallCounter:
     """Counts the sequences a tokenizer encodes and decodes while ``installed()`` is active.
 
@@ -145,112 +314,3 @@ class TokenizerCallCounter:
                     delattr(self.tokenizer, name)
                 else:
                     setattr(self.tokenizer, name, previous)
-
-
-class GrpolabTrainer(DynamicSamplingMixin, VisionIdsMixin, GRPOTrainer):
-    """``GRPOTrainer`` that accepts token-ID prompts (``prompt`` = list[int]) and decodes completions lazily.
-
-    ``lazy_decoding`` turns the lazy decode on (the ids mode does); text-mode runs keep TRL's behaviour (rewards get
-    an extra ``prompt_ids`` keyword and the cost metrics are logged, nothing else changes).
-    """
-
-    def __init__(self, *args: Any, lazy_decoding: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy_decoding = lazy_decoding
-        if lazy_decoding and not self.args.log_completions:
-            # TRL appends every completion to this deque and reads it only when log_completions is on.
-            self._logs["completion"] = _DiscardedLog()
-        self.tokenizer_calls = TokenizerCallCounter(self._tokenizer)
-        self.reward_seconds = 0.0
-        self._batch_prompt_ids: list[list[int]] | None = None
-        self._window = (0, 0, 0, 0.0)  # step, encoded, decoded, reward seconds at the last train log
-
-    # -- ids mode -------------------------------------------------------------------------------------------------
-
-    def _tokenize_prompts(self, prompts: list):
-        if prompts and all(is_token_ids(prompt) for prompt in prompts):
-            return [list(prompt) for prompt in prompts], None, {}
-        return super()._tokenize_prompts(prompts)
-
-    def _generate(self, prompts: list):
-        if self.lazy_decoding:
-            with _lazy_batch_decode(self.processing_class):
-                result = super()._generate(prompts)
-        else:
-            result = super()._generate(prompts)
-        self._batch_prompt_ids = [list(ids) for ids in result[0]]
-        return result
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        if self._batch_prompt_ids is not None and len(self._batch_prompt_ids) == len(inputs):
-            inputs = [{**row, "prompt_ids": ids} for row, ids in zip(inputs, self._batch_prompt_ids, strict=True)]
-        if self.lazy_decoding and prompts and is_token_ids(prompts[0]):
-            # Text rewards reading `prompts` get text, as in text mode; token rewards read `prompt_ids` instead.
-            prompts = LazyDecodedTexts(self.processing_class.decode, prompts, {"skip_special_tokens": True})
-        started = time.perf_counter()
-        try:
-            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        finally:
-            self.reward_seconds += time.perf_counter() - started
-
-    # -- logging --------------------------------------------------------------------------------------------------
-
-    def train(self, *args: Any, **kwargs: Any):
-        with self.tokenizer_calls.installed():
-            return super().train(*args, **kwargs)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training:
-            logs.update(self._cost_metrics())
-            if self.lazy_decoding and self.log_completions:
-                self._decode_logged_prompts()
-        super().log(logs, start_time)
-
-    def _cost_metrics(self) -> dict[str, float]:
-        """Tokenizer calls and reward seconds per optimizer step since the previous train log."""
-        step, encoded, decoded, reward_s = self._window
-        steps = self.state.global_step - step
-        if steps <= 0:
-            return {}
-        counter = self.tokenizer_calls
-        self._window = (self.state.global_step, counter.encoded, counter.decoded, self.reward_seconds)
-        return {
-            "tokenizer/encode_calls": (counter.encoded - encoded) / steps,
-            "tokenizer/decode_calls": (counter.decoded - decoded) / steps,
-            "tokenizer/calls": (counter.total - encoded - decoded) / steps,
-            "timing/rewards_s": (self.reward_seconds - reward_s) / steps,
-        }
-
-    def _decode_logged_prompts(self) -> None:
-        """Prompts kept as IDs become the exact text the model saw (special tokens included), for the log only."""
-        kept = self._logs["prompt"]
-        if not any(is_token_ids(prompt) for prompt in kept):
-            return
-        decoded = [self.processing_class.decode(p) if is_token_ids(p) else p for p in kept]
-        kept.clear()
-        kept.extend(decoded)
-
-
-@contextmanager
-def _lazy_batch_decode(processing_class: Any) -> Iterator[None]:
-    """Make ``processing_class.batch_decode`` return a ``LazyDecodedTexts`` for the duration of the block."""
-
-    def batch_decode(sequences: Sequence[Sequence[int]], **kwargs: Any) -> LazyDecodedTexts:
-        return LazyDecodedTexts(processing_class.decode, sequences, kwargs)
-
-    shadowed = vars(processing_class).get("batch_decode")  # someone else's instance-level wrapper, if any
-    processing_class.batch_decode = batch_decode  # instance attribute shadows the class method
-    try:
-        yield
-    finally:
-        if shadowed is None:
-            del processing_class.batch_decode
-        else:
-            processing_class.batch_decode = shadowed
-
-
-def trainer_dataset(dataset: Any) -> Any:
-    """TRL reads prompts from the ``prompt`` column; in ids mode that column carries the ``prompt_ids``."""
-    if "prompt_ids" in dataset.column_names:
-        return dataset.rename_column("prompt_ids", "prompt")
-    return dataset

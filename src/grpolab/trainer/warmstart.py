@@ -2,8 +2,10 @@
 
 GRPO only sharpens what the policy can already sample; a randomly initialised tiny model never samples a correct
 answer, so every group has zero reward variance and nothing is learned. A brief supervised pass gives it a foothold.
-The result is cached under a key derived from everything that determines the weights (model config, data config,
-warm-start config, seed), so sweeps over GRPO knobs pay for it once.
+Prompts go through the run's :class:`~grpolab.data.prompts.PromptEncoder`, so image rows are trained with their
+pixels and every prompt renders exactly as GRPO will render it. The result is cached under a key derived from
+everything that determines the weights (model and data config, prompt rendering, this node, seed), so sweeps over
+GRPO knobs pay for it once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from grpolab.config.hashing import config_hash
+from grpolab.data.prompts import PromptEncoder, select_rows
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,9 @@ log = logging.getLogger(__name__)
 class SupervisedWarmStart:
     """Teacher-forced training on the ``solution`` column, masked to completion tokens.
 
-    >>> ws = SupervisedWarmStart(steps=0, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=0, cache=False)
-    >>> ws.steps
-    0
+    >>> SupervisedWarmStart(steps=0, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=0, cache=False).run(
+    ...     None, None, None, None, {}, seed=0)
+    {'steps': 0, 'cached': False}
     """
 
     steps: int
@@ -42,20 +46,19 @@ class SupervisedWarmStart:
     cache: bool
     log_every: int = 50
 
-    def run(
-        self,
-        model: PreTrainedModel,
-        examples: Dataset,
-        eos_token_id: int,
-        pad_token_id: int,
-        cache_dir: Path | None,
-        key_parts: dict[str, Any],
-        seed: int,
-    ) -> dict[str, Any]:
-        """Train ``model`` in place (or load cached weights). ``examples`` has ``prompt_ids`` and ``solution_ids``."""
+    def checked(self, columns: Sequence[str]) -> SupervisedWarmStart:
+        """Itself, once the rows it will train on are known to hold the ``solution`` column it reads."""
+        if self.steps > 0 and "solution" not in columns:
+            raise ValueError(f"warmstart: the warm start trains on a 'solution' column, which the data lacks (it has "
+                             f"{', '.join(columns)}); add one or run with warmstart=none")
+        return self
+
+    def run(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder, cache_dir: Path | None,
+            key_parts: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Train ``model`` in place on ``rows`` (either form, with or without images), or load cached weights."""
         if self.steps <= 0:
             return {"steps": 0, "cached": False}
-        key = config_hash(key_parts, asdict(self), seed)
+        key = config_hash(key_parts, encoder.chat_template_kwargs, asdict(self), seed)
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
         if cached is not None and cached.exists():
             model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
@@ -63,22 +66,26 @@ class SupervisedWarmStart:
             return {"steps": self.steps, "cached": True, "cache_key": key}
 
         started = time.perf_counter()
-        losses = self._train(model, examples, eos_token_id, pad_token_id, seed)
+        losses, exact = self._train(model, rows, encoder, seed)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp")
             torch.save(model.state_dict(), tmp)
             tmp.replace(cached)
+        window = min(self.log_every, len(losses))
         return {
             "steps": self.steps,
             "cached": False,
             "cache_key": key,
-            "final_loss": losses[-1],
+            # What the last log line printed: means over the last `final_window` steps, not the last step alone.
+            "final_loss": sum(losses[-window:]) / window,
+            "final_exact_match": sum(exact[-window:]) / window,
+            "final_window": window,
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
 
-    def optimizer_and_schedule(self, model):
-        """AdamW with a linear warm-up and cosine decay over ``steps`` (shared with the vision warm start)."""
+    def optimizer_and_schedule(self, model: PreTrainedModel):
+        """AdamW with a linear warm-up and cosine decay over ``steps``."""
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
         def lr_at(step: int) -> float:
@@ -89,39 +96,59 @@ class SupervisedWarmStart:
 
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
-    def _train(self, model, examples: Dataset, eos_token_id: int, pad_token_id: int, seed: int) -> list[float]:
-        rows = [(p, s + [eos_token_id]) for p, s in zip(examples["prompt_ids"], examples["solution_ids"])]
+    def _train(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder,
+               seed: int) -> tuple[list[float], list[float]]:
+        tokenizer = encoder.tokenizer
+        solutions = [encoder.answer_ids(solution) + [tokenizer.eos_token_id] for solution in rows["solution"]]
+        device = next(model.parameters()).device
         rng = random.Random(seed)
         optimizer, scheduler = self.optimizer_and_schedule(model)
         model.train()
         losses: list[float] = []
+        exact: list[float] = []
         for step in range(self.steps):
-            batch = rng.sample(rows, min(self.batch_size, len(rows)))
-            input_ids, labels, attention = _collate(batch, pad_token_id)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
+            indices = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
+            prompts = encoder.encode(select_rows(rows, indices))
+            input_ids, labels, attention = (tensor.to(device) for tensor in _collate(
+                prompts.prompt_ids, [solutions[i] for i in indices], tokenizer.pad_token_id))
+            output = model(input_ids=input_ids, attention_mask=attention, labels=labels,
+                           **prompts.model_inputs(input_ids, model))
+            output.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(output.loss.item())
+            exact.append(_exact_match(output.logits.detach(), labels))
             if (step + 1) % self.log_every == 0 or step + 1 == self.steps:
-                recent = losses[-self.log_every :]
-                log.info("warm start step %d/%d loss %.4f", step + 1, self.steps, sum(recent) / len(recent))
+                window = slice(-self.log_every, None)
+                log.info("warm start step %d/%d: loss %.4f, exact match %.3f (means over the last %d steps)",
+                         step + 1, self.steps, sum(losses[window]) / len(losses[window]),
+                         sum(exact[window]) / len(exact[window]), len(losses[window]))
         model.eval()
-        return losses
+        return losses, exact
 
 
-def _collate(batch: list[tuple[list[int], list[int]]], pad_token_id: int):
-    # Right padding: positions are absolute from 0 for every row, matching how prompts start at generation time
-    # once left padding is removed by the attention mask.
-    length = max(len(p) + len(s) for p, s in batch)
-    input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(batch), length), -100, dtype=torch.long)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, (prompt, solution) in enumerate(batch):
+def _collate(prompt_ids: list[list[int]], solution_ids: list[list[int]], pad_token_id: int):
+    """Right-padded ``prompt + solution`` with labels on the solution only.
+
+    Right padding: positions are absolute from 0 for every row, matching how prompts start at generation time once
+    left padding is removed by the attention mask.
+    """
+    length = max(len(p) + len(s) for p, s in zip(prompt_ids, solution_ids, strict=True))
+    input_ids = torch.full((len(prompt_ids), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(prompt_ids), length), -100, dtype=torch.long)
+    attention = torch.zeros((len(prompt_ids), length), dtype=torch.long)
+    for i, (prompt, solution) in enumerate(zip(prompt_ids, solution_ids, strict=True)):
         sequence = prompt + solution
         input_ids[i, : len(sequence)] = torch.tensor(sequence)
         labels[i, len(prompt) : len(sequence)] = torch.tensor(solution)
         attention[i, : len(sequence)] = 1
     return input_ids, labels, attention
+
+
+def _exact_match(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose every solution token is the argmax given the true prefix (= greedy gets it right)."""
+    predicted, targets = logits[:, :-1].argmax(-1), labels[:, 1:]
+    wrong = ((predicted != targets) & (targets != -100)).any(dim=1)
+    return 1.0 - wrong.float().mean().item()

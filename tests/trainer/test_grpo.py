@@ -1,6 +1,9 @@
-"""``GrpolabTrainer``'s overrides: the TRL hooks they rely on still exist with the same shape (fails on a TRL change),
-and in a real tiny training run they deliver ID prompts, lazy decoding, ``prompt_ids`` for rewards, readable
-completion logs in ids mode, and the per-step cost metrics."""
+"""``GrpolabTrainer``, grpolab's one point of contact with TRL's private methods.
+
+The canaries fail when TRL renames or reshapes a method the trainer overrides, or stops doing what an override relies
+on; the real tiny runs show what the overrides deliver: ID prompts, lazy decoding, ``prompt_ids`` for rewards,
+readable completion logs in ids mode, per-step cost metrics, and ids-form image rows taking the text mode's steps.
+"""
 
 from __future__ import annotations
 
@@ -9,64 +12,85 @@ import json
 import pickle
 
 import pytest
+import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from grpolab.data.prepare import TokenIdPrompts
+from grpolab.data.prepare import TextPrompts, TokenIdPrompts
+from grpolab.data.prompts import PromptEncoder, is_token_ids
+from grpolab.models.tiny import build_tiny_qwen2, build_tiny_vlm
 from grpolab.models.tokenizer import build_char_tokenizer
+from grpolab.models.vision import build_vlm_processor
+from grpolab.rewards import Accuracy, GuardedReward
 from grpolab.trainer.grpo import (
     GrpolabTrainer,
     LazyDecodedTexts,
     TokenizerCallCounter,
-    _lazy_batch_decode,
-    is_token_ids,
+    lazy_batch_decode,
     trainer_dataset,
 )
+
+QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
+PROMPTS_PER_STEP, GENERATIONS = 2, 4
+OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts", "_generate_single_turn",
+              "_calculate_rewards", "_get_per_token_logps_and_entropies")
 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """The tiny model runs fastest on one thread; more only contend on a shared 2-core machine."""
-    import torch
-
+    """The tiny models run fastest on one thread; more only contend on a shared 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
-PROMPTS_PER_STEP, GENERATIONS = 2, 4
-
-
-# -- the TRL 1.16 hooks the overrides depend on ---------------------------------------------------------------------
+# -- canaries: what the overrides rely on in TRL 1.16 ---------------------------------------------------------------
 
 
 def parameters(function) -> list[str]:
     return list(inspect.signature(function).parameters)
 
 
-def test_overridden_trl_hooks_keep_their_signatures():
-    assert parameters(GRPOTrainer._tokenize_prompts) == ["self", "prompts"]
+def source(name: str) -> str:
+    return inspect.getsource(getattr(GRPOTrainer, name))
+
+
+def test_every_private_override_lives_in_grpolab_trainer_and_matches_trls_signature():
+    private = {name for name in vars(GrpolabTrainer) if name.startswith("_") and not name.startswith("__")
+               and callable(getattr(GRPOTrainer, name, None))}
+    assert private == set(OVERRIDDEN)  # a new override must be listed (and pinned) here
+    assert parameters(GRPOTrainer._generate_and_score_completions) == ["self", "inputs"]
     assert parameters(GRPOTrainer._generate) == ["self", "prompts"]
+    assert parameters(GRPOTrainer._tokenize_prompts) == ["self", "prompts"]
+    assert parameters(GRPOTrainer._generate_single_turn) == ["self", "prompt_ids", "images", "multimodal_fields",
+                                                            "num_generations", "has_tool_images"]
     assert parameters(GRPOTrainer._calculate_rewards) == ["self", "inputs", "prompts", "completions",
                                                           "completion_ids_list"]
+    logps = parameters(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert logps[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
+    assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(logps)
     assert parameters(GRPOTrainer.log) == ["self", "logs", "start_time"]
 
 
-def test_trl_still_decodes_through_processing_class_batch_decode_and_logs_through_deques():
-    # The lazy decode replaces processing_class.batch_decode for the duration of _generate; the discarded log
-    # replaces the completion deque. If TRL decodes or logs another way, these overrides silently stop working.
-    generate = inspect.getsource(GRPOTrainer._generate)
-    assert generate.count("self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)") == 2
+def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
+    generate = source("_generate")
     assert "prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)" in generate
+    assert "self._generate_single_turn(\n                prompt_ids, images, multimodal_fields, num_generations" in generate
+    # Lazy decoding replaces processing_class.batch_decode while _generate runs.
+    assert generate.count("self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)") == 2
     assert generate.rstrip().endswith(
         "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images")
-    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    score = source("_generate_and_score_completions")
+    assert "= self._generate(prompts)" in score
+    assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in score
     assert 'self._logs["completion"].extend(gather_object(completions))' in score
     assert 'self._logs["prompt"].extend(gather_object(prompts))' in score
-    assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in score
-    log = inspect.getsource(GRPOTrainer.log)
+    # ids-form image rows carry no `image(s)` column, so TRL takes its text-only path and the trainer supplies pixels.
+    assert 'if "images" in inputs[0]:' in score and 'elif "image" in inputs[0]:' in score
+    single_turn = source("_generate_single_turn")
+    assert "multimodal_fields" in single_turn
+    log = source("log")
     assert 'self._logs["prompt"]' in log and "if self.accelerator.is_main_process and self.log_completions" in log
 
 
@@ -95,7 +119,7 @@ def test_lazy_texts_decode_each_item_once_and_slice():
 
 def test_lazy_batch_decode_is_removed_even_after_an_error():
     tokenizer = build_char_tokenizer()
-    with pytest.raises(RuntimeError), _lazy_batch_decode(tokenizer):
+    with pytest.raises(RuntimeError), lazy_batch_decode(tokenizer):
         assert isinstance(tokenizer.batch_decode([[10]]), LazyDecodedTexts)
         raise RuntimeError
     assert tokenizer.batch_decode([[10]]) == [tokenizer.decode([10])]
@@ -123,7 +147,7 @@ def test_call_counter_counts_sequences_and_restores_earlier_wrappers():
     assert "_encode_plus" not in vars(tokenizer)
 
 
-# -- a real tiny training run ---------------------------------------------------------------------------------------
+# -- real tiny training runs ----------------------------------------------------------------------------------------
 
 
 class RecordingReward:
@@ -145,12 +169,10 @@ class RecordingReward:
 
 
 def tiny_trainer(tmp_path, ids_mode: bool, rewards, max_steps: int = 2, **config) -> GrpolabTrainer:
-    from grpolab.models.causal_lm import build_tiny_qwen2
-
     tokenizer = build_char_tokenizer()
     dataset = Dataset.from_dict({"prompt": QUESTIONS, "answer": ANSWERS})
     if ids_mode:
-        dataset = TokenIdPrompts(None).prepare(dataset, tokenizer, set(), {}, "train")
+        dataset = TokenIdPrompts(PromptEncoder(tokenizer), cache_dir=None).prepare(dataset, "train", set(), {})
     args = GRPOConfig(
         output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
         num_generations=GENERATIONS, max_completion_length=8, logging_steps=1, use_cpu=True, bf16=False,
@@ -230,3 +252,61 @@ def test_ids_mode_completion_log_shows_text_in_console_parquet_and_wandb(tmp_pat
         prompt_column = wandb_table["columns"].index("prompt")
         assert {row[prompt_column] for row in wandb_table["data"]} <= set(QUESTIONS)
     assert tokenizer.batch_decode is not None and "batch_decode" not in vars(tokenizer)
+
+
+# -- image rows in ids form -----------------------------------------------------------------------------------------
+
+
+def _vision_run(mode: str, tmp_path, cache_pixels: bool = True) -> dict:
+    from grpolab.data.image_tasks import ShapesTask
+
+    processor = build_vlm_processor(min_pixels=56 * 56, max_pixels=56 * 56)
+    encoder = PromptEncoder(processor)
+    train = ShapesTask(train_size=16, eval_size=2).load().train
+    if mode == "text":
+        dataset = TextPrompts(encoder).prepare(train, "train", {"answer"}, {"data": 1})
+    else:
+        preparation = TokenIdPrompts(encoder, cache_dir=str(tmp_path / "prompts"), cache_pixels=cache_pixels)
+        dataset = trainer_dataset(preparation.prepare(train, "train", {"answer"}, {"data": 1}))
+    seen: dict[str, list] = {"completion_ids": [], "image_sizes": []}
+
+    def distinct_tokens(prompts, completions, completion_ids, image, **_):
+        # Varies inside every group, so each step has a gradient; records what the rewards were handed.
+        seen["completion_ids"].append([list(ids) for ids in completion_ids])
+        seen["image_sizes"].append([picture.size for picture in image])
+        return [float(len(set(ids))) for ids in completion_ids]
+
+    model = build_tiny_vlm(processor, 64, 2, 4, 2, 128, 64, 2, 4, seed=0)
+    initial = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    args = GRPOConfig(
+        output_dir=str(tmp_path / mode), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+        max_steps=3, learning_rate=1e-3, beta=0.0, activation_checkpointing=False, use_cpu=True, report_to=[],
+        save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
+        # Two updates per rollout: TRL computes old log-probs inside the step, a forward pass the images must reach.
+        num_iterations=2,
+    )
+    trainer = GrpolabTrainer(model=model, reward_funcs=[GuardedReward(Accuracy(level="text")), distinct_tokens],
+                             args=args, train_dataset=dataset, processing_class=processor,
+                             prompt_encoder=encoder, lazy_decoding=mode == "ids")
+    trainer.train()
+    return {
+        "seen": seen,
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "initial": initial,
+        "final": {name: parameter.detach().clone() for name, parameter in model.named_parameters()},
+        "prompt_encodes": trainer.tokenizer_calls.encoded,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_pixels", [True, False])
+def test_ids_form_image_rows_repeat_the_text_mode_steps_exactly(tmp_path, cache_pixels):
+    text, ids = _vision_run("text", tmp_path), _vision_run("ids", tmp_path, cache_pixels)
+    assert len(text["seen"]["completion_ids"]) == 2  # 3 steps, one rollout per 2 updates
+    assert ids["seen"]["completion_ids"] == text["seen"]["completion_ids"]
+    assert ids["losses"] == text["losses"]
+    changed = [name for name in text["final"] if not torch.equal(text["final"][name], text["initial"][name])]
+    assert any(name.startswith("model.visual.") for name in changed)  # pixels reached the loss
+    assert all(torch.equal(ids["final"][name], text["final"][name]) for name in text["final"])
+    assert ids["seen"]["image_sizes"] == text["seen"]["image_sizes"] == [[(56, 56)] * 8] * 2
+    assert text["prompt_encodes"] > 0 and ids["prompt_encodes"] == 0

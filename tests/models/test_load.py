@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import TINY_RUN
-from grpolab.models.causal_lm import build_tiny_qwen2
+from grpolab.models.tiny import build_tiny_qwen2
 from grpolab.models.tokenizer import build_char_tokenizer
 
 HUB_PRESETS = ["qwen2_5_0_5b_instruct", "smollm2_135m_instruct", "qwen3_0_6b"]

@@ -1,0 +1,214 @@
+"""The one prompt encoder: dataset rows -> what the model reads (prompt IDs, and the processed images of image rows).
+
+The trainer (ids-form image rows), the supervised warm start and the held-out evaluation all turn rows into model
+inputs through :class:`PromptEncoder`, so a prompt renders the same way in all three (same call, same
+``chat_template_kwargs``). Rows come in two forms:
+
+* **text form**: ``prompt`` is text or chat messages; image rows add an ``image`` or ``images`` column (TRL's names)
+  and one image part per image in the messages. Text is encoded by the very call ``GRPOTrainer._tokenize_prompts``
+  (trl 1.16) makes, so the IDs equal the ones a text-mode step generates from.
+* **ids form** (``tokenizer_mode=ids``, made once by ``grpolab.data.prepare``): ``prompt_ids`` (or ``prompt`` holding
+  IDs, as the trainer sees it); image rows add ``image_grid_thw`` (one ``[t, h, w]`` per image, every image token
+  already expanded in the IDs), optionally ``pixel_values`` (the image processor's float32 output as raw bytes) and
+  the images themselves under ``source_image(s)``, a name TRL's image handling does not look for.
+
+Which form a row is in, and whether it carries images, is read from the row: the data says what it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+PROMPT_IDS = "prompt_ids"
+ANSWER_IDS = "answer_ids"
+IMAGE_COLUMNS = ("images", "image")  # TRL's names; "images" (a list per row) wins when both exist, as in TRL
+IMAGE_GRID = "image_grid_thw"
+PIXEL_VALUES = "pixel_values"
+SOURCE_PREFIX = "source_"  # ids form: source_image / source_images, invisible to TRL's image handling
+
+
+def text_tokenizer(processing_class: Any) -> Any:
+    """The text tokenizer inside a processor (vision-language models), or the tokenizer itself."""
+    return getattr(processing_class, "tokenizer", processing_class)
+
+
+def is_token_ids(prompt: Any) -> bool:
+    """True for a pre-tokenized prompt: a non-empty list of ints.
+
+    >>> is_token_ids([5, 6]), is_token_ids("56"), is_token_ids([])
+    (True, False, False)
+    """
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], int)
+
+
+def image_column(column_names: Collection[str]) -> str | None:
+    """The column holding a row's images in either form (``images``, ``image``, ``source_images``, ``source_image``).
+
+    >>> image_column(["prompt", "image", "answer"]), image_column(["prompt_ids", "source_images"]), image_column([])
+    ('image', 'source_images', None)
+    """
+    for name in (*IMAGE_COLUMNS, *(SOURCE_PREFIX + name for name in IMAGE_COLUMNS)):
+        if name in column_names:
+            return name
+    return None
+
+
+def row_images(row: Mapping[str, Any]) -> list[Any]:
+    """A row's images as a list (PIL images once ``datasets`` decoded them), in either form."""
+    column = image_column(row.keys())
+    if column is None:
+        return []
+    value = row[column]
+    if column.endswith("images"):
+        return list(value or [])
+    return [] if value is None else [value]
+
+
+def select_rows(dataset: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows ``indices`` of a ``datasets.Dataset`` as dicts, read in one Arrow take (images decode on access).
+
+    >>> from datasets import Dataset
+    >>> select_rows(Dataset.from_dict({"prompt": ["a", "b", "c"]}), [2, 0])
+    [{'prompt': 'c'}, {'prompt': 'a'}]
+    """
+    columns = dataset[list(indices)]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+@dataclass
+class ImageInputs:
+    """A batch's processed images: all patches of all images in row order, and one grid per image."""
+
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+    num_images: list[int]
+
+    def to(self, device: torch.device | str) -> ImageInputs:
+        return ImageInputs(self.pixel_values.to(device), self.image_grid_thw.to(device), self.num_images)
+
+    def model_inputs(self, input_ids: torch.Tensor, image_token_id: int, dtype: torch.dtype,
+                     completion_length: int = 0) -> dict[str, Any]:
+        """What a forward pass or ``generate`` over ``input_ids`` (prompt, then ``completion_length`` completion
+        tokens) needs besides the IDs; Qwen2-VL's M-RoPE reads ``mm_token_type_ids`` (1 at image tokens), which TRL
+        zeroes over the completion."""
+        token_types = (input_ids == image_token_id).long()
+        if completion_length:
+            token_types[:, input_ids.size(1) - completion_length :] = 0
+        return {"pixel_values": self.pixel_values.to(dtype), "image_grid_thw": self.image_grid_thw,
+                "mm_token_type_ids": token_types}
+
+    def per_row(self) -> list[tuple[list[list[int]], bytes]]:
+        """``(grids, float32 pixel bytes)`` per row: the ids form's cached columns."""
+        grids = self.image_grid_thw.tolist()
+        pixels = self.pixel_values.numpy().astype(np.float32)
+        image_starts = np.cumsum([0, *self.num_images])
+        patch_starts = np.cumsum([0, *(int(np.prod(grid)) for grid in grids)])
+        return [
+            (grids[a:b], pixels[patch_starts[a] : patch_starts[b]].tobytes())
+            for a, b in zip(image_starts[:-1], image_starts[1:])
+        ]
+
+
+@dataclass
+class EncodedPrompts:
+    """Unpadded prompt IDs of a batch of rows and, when the rows carry images, their processed images."""
+
+    prompt_ids: list[list[int]]
+    images: ImageInputs | None = None
+
+    def model_inputs(self, input_ids: torch.Tensor, model: Any, completion_length: int = 0) -> dict[str, Any]:
+        """Keyword arguments for ``model(input_ids=...)`` / ``model.generate(input_ids=...)`` beyond IDs and mask."""
+        if self.images is None:
+            return {}
+        images = self.images.to(input_ids.device)
+        return images.model_inputs(input_ids, model.config.image_token_id, model.dtype, completion_length)
+
+
+class PromptEncoder:
+    """Turns rows of either form into :class:`EncodedPrompts`, exactly as TRL would for text-form rows.
+
+    ``chat_template_kwargs`` must be the trainer's (``trainer.chat_template_kwargs``) so chat prompts render the same
+    during training, in the warm start and in the held-out evaluation.
+
+    >>> from grpolab.models.tokenizer import build_char_tokenizer
+    >>> encoder = PromptEncoder(build_char_tokenizer())
+    >>> encoder.encode([{"prompt": "1+2="}, {"prompt_ids": [9, 9]}]).prompt_ids == [encoder.encode_texts(["1+2="])[0],
+    ...                                                                         [9, 9]]
+    True
+    """
+
+    def __init__(self, processing_class: Any, chat_template_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.processing_class = processing_class
+        self.tokenizer = text_tokenizer(processing_class)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        # None for a text-only model: it cannot take image rows.
+        self.image_token: str | None = getattr(processing_class, "image_token", None)
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> EncodedPrompts:
+        """Prompt IDs (and images) of ``rows``; all rows of one call must be of one form, as in one dataset."""
+        if not rows:
+            return EncodedPrompts([])
+        first = rows[0]
+        if IMAGE_GRID in first:
+            return self._collate_ids_form(rows)
+        if PROMPT_IDS in first or is_token_ids(first.get("prompt")):
+            return EncodedPrompts([list(row[PROMPT_IDS] if PROMPT_IDS in row else row["prompt"]) for row in rows])
+        if image_column(first.keys()) is not None:
+            return self._encode_with_images(rows)
+        return EncodedPrompts(self.encode_texts([row["prompt"] for row in rows]))
+
+    def encode_texts(self, prompts: Sequence[str | Sequence[Mapping[str, Any]]]) -> list[list[int]]:
+        """Token IDs of text or chat prompts (all of one kind), by the call ``GRPOTrainer._tokenize_prompts`` makes."""
+        if not prompts:
+            return []
+        if isinstance(prompts[0], str):
+            return [list(ids) for ids in self.tokenizer(text=list(prompts))["input_ids"]]
+        encoded = self.tokenizer.apply_chat_template(
+            conversation=[list(prompt) for prompt in prompts], add_generation_prompt=True, tokenize=True,
+            return_dict=True, **self.chat_template_kwargs,
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """IDs of a gold answer or solution as it appears inside a completion (no BOS/EOS)."""
+        return list(self.tokenizer(str(answer), add_special_tokens=False)["input_ids"])
+
+    def _encode_with_images(self, rows: Sequence[Mapping[str, Any]]) -> EncodedPrompts:
+        if self.image_token is None:
+            raise ValueError(f"the rows carry images but {type(self.processing_class).__name__} cannot read them; "
+                             "use a vision-language model (model.modality=vision), e.g. model=tiny_vlm")
+        from trl.data_utils import prepare_multimodal_messages
+
+        conversations = [prepare_multimodal_messages(list(row["prompt"]), images=row_images(row)) for row in rows]
+        encoded = self.processing_class.apply_chat_template(
+            conversation=conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
+            **self.chat_template_kwargs,
+        )
+        return EncodedPrompts(
+            prompt_ids=[list(ids) for ids in encoded["input_ids"]],
+            images=ImageInputs(
+                pixel_values=torch.as_tensor(np.asarray(encoded[PIXEL_VALUES])),
+                image_grid_thw=torch.as_tensor(np.asarray(encoded[IMAGE_GRID])),
+                num_images=[len(row_images(row)) for row in rows],
+            ),
+        )
+
+    def _collate_ids_form(self, rows: Sequence[Mapping[str, Any]]) -> EncodedPrompts:
+        grids = [grid for row in rows for grid in row[IMAGE_GRID]]
+        if PIXEL_VALUES in rows[0]:
+            patches = sum(t * h * w for t, h, w in grids)
+            flat = np.concatenate([np.frombuffer(row[PIXEL_VALUES], dtype=np.float32) for row in rows])
+            pixels = torch.from_numpy(flat.reshape(patches, -1).copy())
+        else:  # cache_pixels=false: only the image processor runs, never the prompt text
+            images = [image for row in rows for image in row_images(row)]
+            pixels = torch.as_tensor(np.asarray(self.processing_class.image_processor(images=images)[PIXEL_VALUES]))
+        return EncodedPrompts(
+            prompt_ids=[list(row[PROMPT_IDS] if PROMPT_IDS in row else row["prompt"]) for row in rows],
+            images=ImageInputs(pixels, torch.tensor(grids, dtype=torch.long).reshape(-1, 3),
+                               [len(row[IMAGE_GRID]) for row in rows]),
+        )

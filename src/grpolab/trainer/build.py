@@ -1,0 +1,62 @@
+"""From the config and the built parts to a ready ``GrpolabTrainer``: its ``GRPOConfig``, optimizer, KL reference
+and hooks. Called by the composition root once the model, data and rewards exist."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from trl import GRPOConfig
+
+from grpolab.config.enums import TokenizerMode
+from grpolab.models.reference import pin_reference_policy
+from grpolab.rewards import GuardedReward
+from grpolab.trainer.args import build_grpo_config
+from grpolab.trainer.dynamic_sampling import DynamicSampler
+from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
+
+log = logging.getLogger(__name__)
+
+
+def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weights: Sequence[float],
+                   report_to: list[str], run_dir: Path) -> GRPOConfig:
+    """``GRPOConfig`` from the ``trainer`` node, the derived batch fields and the keys grpolab owns elsewhere."""
+    args = build_grpo_config(
+        {**OmegaConf.to_container(cfg.trainer, resolve=True), **batch_fields},
+        learning_rate=cfg.optimizer.lr,
+        lr_scheduler_type=cfg.scheduler.name,
+        warmup_steps=cfg.scheduler.warmup_steps,
+        reward_weights=list(reward_weights),
+        report_to=report_to,
+        output_dir=str(run_dir),
+        seed=cfg.seed,
+    )
+    log.info("GRPOConfig: %d steps, %d prompts x %d completions per generation batch on %d process(es), "
+             "loss_type=%s, beta=%g", args.max_steps, args.generation_batch_size // args.num_generations,
+             args.num_generations, args.world_size, args.loss_type, args.beta)
+    return args
+
+
+def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
+                  preparation: Any, callbacks: list[Any], run_dir: Path) -> GrpolabTrainer:
+    """The trainer, with the optimizer group's optimizer, the KL reference pinned to the starting policy (beta > 0)
+    and the dynamic sampler when ``dynamic_sampling.enabled``."""
+    if args.beta != 0:
+        pin_reference_policy(model, run_dir / "reference_policy",
+                             loadable_as_is=cfg.model.name_or_path is not None and not cfg.warmstart)
+    return GrpolabTrainer(
+        model=model,
+        reward_funcs=[GuardedReward(func) for func in rewards.funcs],
+        args=args,
+        train_dataset=trainer_dataset(train_set),
+        processing_class=encoder.processing_class,
+        callbacks=callbacks,
+        optimizers=(instantiate(cfg.optimizer)(params=model.parameters()), None),
+        prompt_encoder=encoder,
+        lazy_decoding=preparation.mode is TokenizerMode.ids,
+        dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
+    )
