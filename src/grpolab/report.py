@@ -61,7 +61,7 @@ class Stat:
 @dataclass(frozen=True)
 class Column:
     """One aggregated quantity: CSV name (``<name>_mean``/``<name>_std``), table title, how to read it from a run,
-    and digits to print (None: 4 below 10, else 1)."""
+    and digits to print (None: 4, or 1 when the column holds a mean of 10 or more)."""
 
     name: str
     title: str
@@ -194,12 +194,19 @@ def write_csv(report: Report, path: Path) -> None:
             writer.writerow(cells)
 
 
-def _fmt(stat: Stat, digits: int | None) -> str:
+def _fmt(stat: Stat, digits: int) -> str:
     if stat.mean is None:
         return "—"
-    digits = digits if digits is not None else (4 if abs(stat.mean) < 10 else 1)
     text = f"{stat.mean:.{digits}f}"
     return text + (f" ± {stat.std:.{digits}f}" if stat.std is not None else "")
+
+
+def _column_digits(column: Column, rows: Sequence[ConfigRow]) -> int:
+    """The column's digits; for an adaptive column, 4 unless some row's mean reaches 10 (then 1, for every row)."""
+    if column.digits is not None:
+        return column.digits
+    means = [abs(mean) for row in rows if (mean := row.stats[column.name].mean) is not None]
+    return 1 if means and max(means) >= 10 else 4
 
 
 def _md_row(cells: Sequence[Any]) -> str:
@@ -209,10 +216,11 @@ def _md_row(cells: Sequence[Any]) -> str:
 def markdown_table(report: Report) -> str:
     columns = [*(report.keys or ["config"]), "seeds", "failed", *(column.title for column in report.columns)]
     lines = [_md_row(columns), "|" + "---|" * len(columns)]
+    digits = [_column_digits(column, report.rows) for column in report.columns]
     for row in report.rows:
         key_cells = list(row.values.values()) if report.keys else [row.label]
         failed = f"**{len(row.failed)}**" if row.failed else "0"
-        stats = [_fmt(row.stats[column.name], column.digits) for column in report.columns]
+        stats = [_fmt(row.stats[column.name], places) for column, places in zip(report.columns, digits)]
         lines.append(_md_row([*key_cells, row.n_seeds, failed, *stats]))
     return "\n".join(lines)
 

@@ -90,7 +90,7 @@ def test_run_plot_has_a_titled_reward_panel_and_a_held_out_accuracy_panel(tmp_pa
                for line in accuracy_axes.get_lines()[1:]}
     assert markers == {"before": ([0], [0.1]), "after": ([40], [0.5])}
     assert [text.get_text() for text in accuracy_axes.texts] == ["before 0.100", "after 0.500"]
-    assert accuracy_axes.get_ylim() == pytest.approx((-0.02, 1.08))
+    assert accuracy_axes.get_ylim() == pytest.approx((-0.05, 1.08))
 
 
 def test_default_run_title_and_a_run_without_evaluation(tmp_path: Path) -> None:

@@ -154,13 +154,15 @@ def run_figure(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], ti
                 accuracy_axes.plot([point.step], [point.accuracy], linestyle="none", markersize=8,
                                    marker="s" if point.when == "before" else "D",
                                    color="tab:gray" if point.when == "before" else "tab:red", label=point.when)
+                # before sits at the left edge, after at the right one: align the text inwards
                 accuracy_axes.annotate(f"{point.when} {point.accuracy:.3f}", (point.step, point.accuracy),
-                                       textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
-        accuracy_axes.legend(fontsize=8, loc="lower right")
+                                       textcoords="offset points", xytext=(0, 8), fontsize=8,
+                                       ha="left" if point.when == "before" else "right")
+        accuracy_axes.legend(fontsize=8, loc="best")
     else:
         accuracy_axes.text(0.5, 0.5, "no held-out evaluation recorded", ha="center", va="center",
                            transform=accuracy_axes.transAxes)
-    accuracy_axes.set(xlabel="step", ylabel="held-out accuracy", title="held-out accuracy", ylim=(-0.02, 1.08))
+    accuracy_axes.set(xlabel="step", ylabel="held-out accuracy", title="held-out accuracy", ylim=(-0.05, 1.08))
     for axes in (reward_axes, accuracy_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
