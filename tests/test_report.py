@@ -35,7 +35,8 @@ def make_run(
     choices: dict[str, str | None] | None = None,
 ) -> Path:
     """A run directory as a real job leaves it: .hydra/overrides.yaml (and hydra.yaml with the config group
-    ``choices``), manifest (with ``config``), metrics.jsonl (``per_step(step)`` adds metrics to a train row), summary."""
+    ``choices``), manifest (with ``config``), metrics.jsonl (``per_step(step)`` adds metrics to a train row),
+    summary."""
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {override}\n" for override in overrides))
     if choices is not None:
@@ -248,7 +249,7 @@ def test_group_by_gives_one_row_per_group_with_the_per_step_metrics(study: Path)
             "accuracy before | wall time (s) | step time (s) | timing/rewards_s / step | tokenizer/calls / step | "
             "tokenizer/encode_calls / step | tokenizer/decode_calls / step |") in markdown
     assert ("| ids | token | 2 | **1** | 0.3500 ± 0.0707 | 0.3750 ± 0.1768 | 0.1000 ± 0.0000 | 10.0 ± 0.0 | "
-            "0.250 ± 0.071 | 0.0150 ± 0.0000 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |") in markdown  # digits per column
+            "0.250 ± 0.071 | 0.0150 ± 0.0000 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |") in markdown  # per column
     assert "| text | text | 2 | 0 | 0.3500 ± 0.0707 |" in markdown and "| 256.0 ± 0.0 | 128.0 ± 0.0 |" in markdown
     assert "| 8 | tokenizer_mode=ids, reward_level=token | 2 | FAILED | RewardError: boom |" in markdown
 

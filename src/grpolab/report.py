@@ -141,7 +141,8 @@ def check_request(runs: Sequence[RunRecord], group_by: Sequence[str], metrics: S
             overridden = sorted({name for run in runs for name in run.overrides})
             raise ValueError(f"group-by key {key!r} is set in no run (as an override, a config group or a config "
                              f"key); overridden keys: {', '.join(overridden) or 'none'}")
-    logged = {key for run in runs for row in run.train_rows for key, value in row.items() if as_number(value) is not None}
+    logged = {key for run in runs for row in run.train_rows
+              for key, value in row.items() if as_number(value) is not None}
     for metric in metrics:
         if logged and metric not in logged:
             raise ValueError(f"metric {metric!r} is in no run's train rows of {METRICS_FILE}; logged: "

@@ -180,7 +180,8 @@ def run_dir_figure(run_path: Path) -> Figure:
 def plot_run(run_path: Path, out_png: Path) -> Path:
     """The run plot (``reward_curve.png``, written at the end of every job) of a run directory.
 
-    >>> plot_run(Path("outputs/2024-05-01/12-00-00"), Path("outputs/2024-05-01/12-00-00/reward_curve.png"))  # doctest: +SKIP
+    >>> run = Path("outputs/2024-05-01/12-00-00")
+    >>> plot_run(run, run / "reward_curve.png")  # doctest: +SKIP
     """
     return save_png(run_dir_figure(run_path), out_png)
 
