@@ -23,6 +23,7 @@ from grpolab.sweeps import (
     comparable_overrides,
     find_previous_sweep,
     previous_completion,
+    reported_sweep,
     sweep_root,
 )
 from grpolab.tracking.rundir import RunDirectory, read_json, read_metrics
@@ -146,6 +147,35 @@ def test_callback_records_a_job_that_failed_before_it_was_tracked(tmp_path: Path
     # a completed job is left alone
     SweepCallback().on_job_end(config, JobReturn(overrides=["seed=4"], status=JobStatus.COMPLETED, _return_value=1))
     assert read_json(tmp_path / "4" / "summary.json")["status"] == "failed"
+
+
+def test_an_experiment_groups_the_sweep_report_through_the_callback_keys(compose_cfg: Any, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(["experiment=text_vs_token", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    callback = instantiate(cfg.hydra.callbacks.sweep)
+    assert callback.group_by == ("tokenizer_mode", "reward_level") and callback.last_k == 5
+    assert callback.metrics == ("timing/rewards_s", "tokenizer/calls", "tokenizer/encode_calls",
+                                "tokenizer/decode_calls")
+    cells = [(mode, level, seed) for mode in ("text", "ids") for level in ("text", "token") for seed in (0, 1)]
+    for job, (mode, level, seed) in enumerate(cells):  # what the report reads of the experiment's 8 jobs
+        run = RunDirectory(tmp_path / str(job))
+        run.write_manifest(seed=seed, config={}, overrides=[f"tokenizer_mode={mode}", f"reward_level={level}",
+                                                            f"seed={seed}"])
+        run.write_summary(status="completed", eval_after={"accuracy": 0.5})
+        decodes, encodes = (0 if level == "token" else 64), (0 if mode == "ids" else 64)
+        run.metrics_path.write_text(json.dumps({
+            "split": "train", "step": 1, "reward": 0.5 + seed / 10, "timing/rewards_s": 0.1, "tokenizer/calls":
+            encodes + decodes, "tokenizer/encode_calls": encodes, "tokenizer/decode_calls": decodes}) + "\n")
+
+    with reported_sweep():
+        callback.on_multirun_start(cfg)
+        callback.on_multirun_end(cfg)
+    assert [(row["tokenizer_mode"], row["reward_level"], row["n_seeds"], row["tokenizer/calls_mean"],
+             row["train_reward_final_mean"]) for row in report_rows(tmp_path)] == [
+        ("text", "text", "2", "128.0", "0.55"), ("text", "token", "2", "64.0", "0.55"),
+        ("ids", "text", "2", "64.0", "0.55"), ("ids", "token", "2", "0.0", "0.55")]
+    assert (tmp_path / "reward_curve_ids_token.png").exists()
 
 
 def test_submitit_slurm_launcher_takes_partition_gpus_time_and_nodes_as_keys(compose_cfg: Any) -> None:

@@ -3,81 +3,41 @@
 ``<dir>`` is a Hydra sweep dir (``outputs/multirun/<date>/<time>/`` with jobs ``0/``, ``1/``, ...) or any directory
 containing run directories at any depth (found by their ``summary.json``), or a single run directory.
 
-A *configuration* is the set of swept keys -- overrides whose value differs between the runs, ``seed`` excluded --
-and each table row aggregates the completed runs of one configuration over seeds: mean and sample std (n-1; empty
-with one seed) of the final train reward (mean of the last ``k`` logged rewards), the held-out accuracy after and
-before training, and the mean wall time and step time. Failed or unfinished runs are counted and listed with their
-reason, never averaged in. Reads only the files described in ``grpolab.tracking.rundir``; imports no torch.
+One table row per *configuration*: by default the swept keys -- overrides whose value differs between the runs,
+``seed`` excluded; with ``--group-by KEY,...`` the given keys instead, where a run's value of a key is its override,
+else the config group option it ran with (``.hydra/hydra.yaml``), else that dotted path of its recorded config
+(``manifest.json``). A row aggregates its completed runs over seeds: mean and sample std (n-1; empty with one seed)
+of the final train reward (mean of the last ``k`` logged rewards), the held-out accuracy after and before training,
+wall time, step time, and each ``--metrics`` column (a per-step metric of ``metrics.jsonl``, e.g.
+``timing/rewards_s``, averaged over the run's train rows). Failed or unfinished runs are counted and listed with their
+reason, never averaged in. Plots: the reward curves of all rows (mean over seeds, min-max band), held-out accuracy
+against each key and, with ``--group-by``, one reward curve per group with a line per seed. Reads only the files
+described in ``grpolab.tracking.rundir``; imports no torch.
 
     grpolab-report outputs/multirun/2024-05-01/12-00-00 --last-k 5
-    python -m grpolab.report outputs/
+    python -m grpolab.report outputs/multirun/2024-05-01/12-00-00 --group-by tokenizer_mode,reward_level \\
+        --metrics timing/rewards_s,tokenizer/calls,tokenizer/encode_calls,tokenizer/decode_calls
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from grpolab.tracking.rundir import (
-    FINAL_REWARD_WINDOW,
-    MANIFEST_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    mean_of_last,
-    read_json,
-    read_metrics,
-)
+from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, METRICS_FILE, SUMMARY_FILE
+from grpolab.tracking.runs import RunRecord, as_number, find_run_dirs, load_run
 
 DEFAULT_EXCLUDED_KEYS = ("seed",)
 NOT_OVERRIDDEN = "(default)"
-# Directories that can hold JSON files of their own but never a grpolab run.
-SKIPPED_DIRS = {"wandb", "tensorboard", ".hydra", "completions"}
+NOT_SET = "(not set)"
 REPORT_MD, REPORT_CSV, REWARD_CURVES_PNG = "report.md", "report.csv", "reward_curves.png"
-
-
-@dataclass
-class RunRecord:
-    """One run directory as read from disk."""
-
-    path: Path
-    name: str  # path relative to the report root, "." for the root itself
-    overrides: dict[str, str]
-    seed: Any
-    status: str
-    reason: str | None
-    summary: dict[str, Any]
-    train_rows: list[dict[str, Any]]
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
-
-    def final_reward(self, last_k: int) -> float | None:
-        """Mean of the last ``last_k`` logged train rewards; the summary's value when no metrics were kept."""
-        rewards = [row.get("reward") for row in self.train_rows]
-        value = mean_of_last(rewards, last_k)
-        return value if value is not None else _number(self.summary.get("train_reward_final"))
-
-    def accuracy(self, when: str) -> float | None:
-        evaluation = self.summary.get(when)
-        return _number(evaluation.get("accuracy")) if isinstance(evaluation, dict) else None
-
-    def step_time(self) -> float | None:
-        value = _number(self.summary.get("step_time_s"))
-        if value is None:
-            times = [row["step_time_s"] for row in self.train_rows if _number(row.get("step_time_s")) is not None]
-            value = statistics.fmean(times) if times else None
-        return value
 
 
 @dataclass(frozen=True)
@@ -98,18 +58,38 @@ class Stat:
         )
 
 
+@dataclass(frozen=True)
+class Column:
+    """One aggregated quantity: CSV name (``<name>_mean``/``<name>_std``), table title, how to read it from a run,
+    and digits to print (None: 4, or 1 when the column holds a mean of 10 or more)."""
+
+    name: str
+    title: str
+    read: Callable[[RunRecord], float | None]
+    digits: int | None = 4
+
+
+def report_columns(last_k: int, window: str, metrics: Sequence[str]) -> list[Column]:
+    """The fixed columns, then one per requested per-step metric."""
+    return [
+        Column("train_reward_final", f"final reward (last {window})", lambda run: run.final_reward(last_k)),
+        Column("eval_after_accuracy", "accuracy after", lambda run: run.accuracy("eval_after")),
+        Column("eval_before_accuracy", "accuracy before", lambda run: run.accuracy("eval_before")),
+        Column("wall_time_s", "wall time (s)", lambda run: as_number(run.summary.get("wall_time_s")), 1),
+        Column("step_time_s", "step time (s)", RunRecord.step_time, 3),
+        *(Column(metric, f"{metric} / step", lambda run, metric=metric: run.metric_mean(metric), None)
+          for metric in metrics),
+    ]
+
+
 @dataclass
 class ConfigRow:
-    """One configuration: its swept values, its completed and its failed runs, and the aggregates."""
+    """One configuration (or group): its key values, its completed and failed runs, and one Stat per column."""
 
     values: dict[str, str]
     completed: list[RunRecord] = field(default_factory=list)
     failed: list[RunRecord] = field(default_factory=list)
-    train_reward_final: Stat = Stat(None, None, 0)
-    eval_after_accuracy: Stat = Stat(None, None, 0)
-    eval_before_accuracy: Stat = Stat(None, None, 0)
-    wall_time_s: Stat = Stat(None, None, 0)
-    step_time_s: Stat = Stat(None, None, 0)
+    stats: dict[str, Stat] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -124,68 +104,24 @@ class ConfigRow:
 class Report:
     root: Path
     swept_keys: list[str]
+    group_by: list[str]  # empty: rows are the swept configurations
+    metrics: list[str]  # the per-step metric columns asked for
+    columns: list[Column]
     rows: list[ConfigRow]
     runs: list[RunRecord]
     last_k: int
+    window: str  # how many rewards the final reward averaged, e.g. "5" or "3-5"
     markdown: str = ""
     written: list[Path] = field(default_factory=list)
 
     @property
+    def keys(self) -> list[str]:
+        """The keys that make a row: ``group_by``, or the swept keys."""
+        return self.group_by or self.swept_keys
+
+    @property
     def unfinished(self) -> list[RunRecord]:
         return [run for run in self.runs if not run.completed]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _natural_key(path: Path) -> list[Any]:
-    """Order job dirs 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
-
-
-def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) holding a ``summary.json``, in natural order."""
-    found = [
-        summary.parent
-        for summary in root.rglob(SUMMARY_FILE)
-        if not SKIPPED_DIRS.intersection(summary.relative_to(root).parts[:-1])
-    ]
-    return sorted(found, key=lambda path: _natural_key(path.relative_to(root)))
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
-    """``["optimizer.lr=1e-3", "+x=1"]`` -> ``{"optimizer.lr": "1e-3", "x": "1"}`` (``~key`` -> ``""``).
-
-    >>> parse_overrides(["optimizer.lr=1e-3", "rewards=[accuracy,format]"])
-    {'optimizer.lr': '1e-3', 'rewards': '[accuracy,format]'}
-    """
-    parsed: dict[str, str] = {}
-    for override in overrides:
-        key, _, value = str(override).partition("=")
-        parsed[key.lstrip("+~")] = value
-    return parsed
-
-
-def load_run(path: Path, root: Path) -> RunRecord:
-    summary = read_json(path / SUMMARY_FILE) or {}
-    manifest = read_json(path / MANIFEST_FILE) or {}
-    overrides: Any = None
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    if overrides_file.exists():
-        overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8"))
-    if not isinstance(overrides, list):
-        overrides = manifest.get("overrides") or []
-    parsed = parse_overrides(overrides)
-    seed = manifest.get("seed", parsed.get("seed"))
-    status = summary.get("status") or "running"
-    reason = summary.get("reason")
-    if status == "running":
-        reason = reason or "no final status: the job was killed or is still running"
-    name = str(path.relative_to(root)) if path != root else "."
-    return RunRecord(path, name, parsed, seed, status, reason, summary, read_metrics(path / METRICS_FILE))
 
 
 def swept_keys(runs: Sequence[RunRecord], excluded: Sequence[str] = DEFAULT_EXCLUDED_KEYS) -> list[str]:
@@ -198,82 +134,123 @@ def swept_keys(runs: Sequence[RunRecord], excluded: Sequence[str] = DEFAULT_EXCL
     ]
 
 
-def _value_order(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
+def check_request(runs: Sequence[RunRecord], group_by: Sequence[str], metrics: Sequence[str]) -> None:
+    """A group-by key no run sets, or a metric no run logged, is a typo: say so rather than print a column of —."""
+    for key in group_by:
+        if all(run.value_of(key) is None for run in runs):
+            overridden = sorted({name for run in runs for name in run.overrides})
+            raise ValueError(f"group-by key {key!r} is set in no run (as an override, a config group or a config "
+                             f"key); overridden keys: {', '.join(overridden) or 'none'}")
+    logged = {key for run in runs for row in run.train_rows
+              for key, value in row.items() if as_number(value) is not None}
+    for metric in metrics:
+        if logged and metric not in logged:
+            raise ValueError(f"metric {metric!r} is in no run's train rows of {METRICS_FILE}; logged: "
+                             f"{', '.join(sorted(logged - {'step'}))}")
 
 
-def aggregate(runs: Sequence[RunRecord], keys: Sequence[str], last_k: int) -> list[ConfigRow]:
-    """Group runs by their swept values and aggregate the completed ones over seeds."""
+def aggregate(runs: Sequence[RunRecord], keys: Sequence[str], columns: Sequence[Column],
+              value_of: Callable[[RunRecord, str], str]) -> list[ConfigRow]:
+    """Group runs by their values of ``keys`` and aggregate the completed ones over seeds, one Stat per column.
+
+    Rows are ordered by their values: numbers by size, anything else in the order the runs first use it.
+    """
     rows: dict[tuple[str, ...], ConfigRow] = {}
     for run in runs:
-        values = tuple(run.overrides.get(key, NOT_OVERRIDDEN) for key in keys)
+        values = tuple(value_of(run, key) for key in keys)
         row = rows.setdefault(values, ConfigRow(values=dict(zip(keys, values))))
         (row.completed if run.completed else row.failed).append(run)
     for row in rows.values():
-        done = row.completed
-        row.train_reward_final = Stat.of([run.final_reward(last_k) for run in done])
-        row.eval_after_accuracy = Stat.of([run.accuracy("eval_after") for run in done])
-        row.eval_before_accuracy = Stat.of([run.accuracy("eval_before") for run in done])
-        row.wall_time_s = Stat.of([_number(run.summary.get("wall_time_s")) for run in done])
-        row.step_time_s = Stat.of([run.step_time() for run in done])
-    return [rows[values] for values in sorted(rows, key=lambda values: [_value_order(v) for v in values])]
+        row.stats = {column.name: Stat.of([column.read(run) for run in row.completed]) for column in columns}
+    first_seen = {value: index for index, value in enumerate(dict.fromkeys(v for values in rows for v in values))}
+
+    def order(value: str) -> tuple[int, float]:
+        try:
+            return (0, float(value))
+        except ValueError:
+            return (1, first_seen[value])
+
+    return [rows[values] for values in sorted(rows, key=lambda values: [order(value) for value in values])]
 
 
-CSV_STATS = ("train_reward_final", "eval_after_accuracy", "eval_before_accuracy", "wall_time_s", "step_time_s")
+def window_text(runs: Sequence[RunRecord], last_k: int) -> str:
+    """``"5"``; ``"3"`` or ``"3-5"`` when some runs logged fewer than ``last_k`` rewards (those average all)."""
+    windows = {window for run in runs if (window := run.final_reward_window(last_k)) is not None} or {last_k}
+    return str(min(windows)) if len(windows) == 1 else f"{min(windows)}-{max(windows)}"
 
 
 def write_csv(report: Report, path: Path) -> None:
-    header = [*report.swept_keys, "n_seeds", "n_failed", "seeds"]
-    for name in CSV_STATS:
-        header += [f"{name}_mean", f"{name}_std"]
+    header = [*report.keys, "n_seeds", "n_failed", "seeds"]
+    for column in report.columns:
+        header += [f"{column.name}_mean", f"{column.name}_std"]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in report.rows:
             cells: list[Any] = [*row.values.values(), row.n_seeds, len(row.failed)]
             cells.append(";".join(str(run.seed) for run in row.completed))
-            for name in CSV_STATS:
-                stat: Stat = getattr(row, name)
+            for column in report.columns:
+                stat = row.stats[column.name]
                 cells += ["" if stat.mean is None else repr(stat.mean), "" if stat.std is None else repr(stat.std)]
             writer.writerow(cells)
 
 
-def _fmt(stat: Stat, digits: int = 4, with_std: bool = True) -> str:
+def _fmt(stat: Stat, digits: int) -> str:
     if stat.mean is None:
         return "—"
     text = f"{stat.mean:.{digits}f}"
-    return text + (f" ± {stat.std:.{digits}f}" if with_std and stat.std is not None else "")
+    return text + (f" ± {stat.std:.{digits}f}" if stat.std is not None else "")
 
 
-def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _column_digits(column: Column, rows: Sequence[ConfigRow]) -> int:
+    """The column's digits; for an adaptive column, 4 unless some row's mean reaches 10 (then 1, for every row)."""
+    if column.digits is not None:
+        return column.digits
+    means = [abs(mean) for row in rows if (mean := row.stats[column.name].mean) is not None]
+    return 1 if means and max(means) >= 10 else 4
+
+
+def _md_row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
 
 
 def markdown_table(report: Report) -> str:
-    columns = [*(report.swept_keys or ["config"]), "seeds", "failed", f"final reward (last {report.last_k})",
-               "accuracy after", "accuracy before", "wall time (s)", "step time (s)"]
-    lines = ["| " + " | ".join(_md_cell(column) for column in columns) + " |", "|" + "---|" * len(columns)]
+    columns = [*(report.keys or ["config"]), "seeds", "failed", *(column.title for column in report.columns)]
+    lines = [_md_row(columns), "|" + "---|" * len(columns)]
+    digits = [_column_digits(column, report.rows) for column in report.columns]
     for row in report.rows:
-        key_cells = list(row.values.values()) if report.swept_keys else [row.label]
+        key_cells = list(row.values.values()) if report.keys else [row.label]
         failed = f"**{len(row.failed)}**" if row.failed else "0"
-        cells = [*key_cells, row.n_seeds, failed, _fmt(row.train_reward_final), _fmt(row.eval_after_accuracy),
-                 _fmt(row.eval_before_accuracy), _fmt(row.wall_time_s, 1, False), _fmt(row.step_time_s, 3, False)]
-        lines.append("| " + " | ".join(_md_cell(cell) for cell in cells) + " |")
+        stats = [_fmt(row.stats[column.name], places) for column, places in zip(report.columns, digits)]
+        lines.append(_md_row([*key_cells, row.n_seeds, failed, *stats]))
     return "\n".join(lines)
+
+
+def _keys_text(keys: Sequence[str]) -> str:
+    return ", ".join(f"`{key}`" for key in keys)
 
 
 def render_markdown(report: Report, plots: Sequence[Path]) -> str:
     completed = sum(run.completed for run in report.runs)
+    if report.group_by:
+        ungrouped = [key for key in report.swept_keys if key not in report.group_by]
+        rows_text = (f"Grouped by {_keys_text(report.group_by)} (a run's override, else its config group option, "
+                     "else its config value)" + (f"; also varying within groups: {_keys_text(ungrouped)}"
+                                                 if ungrouped else "") + ".")
+    else:
+        rows_text = f"Swept: {_keys_text(report.swept_keys) or 'nothing (one configuration)'}."
+    if report.window == str(report.last_k):
+        window = f"the last {report.last_k} logged train rewards"
+    else:
+        window = (f"the last {report.window} logged train rewards ({report.last_k} asked for; runs that logged "
+                  "fewer average all of theirs)")
     parts = [
         f"# grpolab report: `{report.root}`",
         "",
-        f"{len(report.runs)} runs: {completed} completed, {len(report.unfinished)} failed or unfinished. "
-        f"Swept: {', '.join(f'`{key}`' for key in report.swept_keys) or 'nothing (one configuration)'}. "
-        f"Final reward = mean of the last {report.last_k} logged train rewards; accuracy = held-out `accuracy`; "
-        "± = sample std over seeds; failed runs are not averaged in.",
+        f"{len(report.runs)} runs: {completed} completed, {len(report.unfinished)} failed or unfinished. {rows_text} "
+        f"Final reward = mean of {window}; accuracy = held-out `accuracy`"
+        + (f"; {_keys_text(report.metrics)} = mean over the run's train steps" if report.metrics else "")
+        + "; ± = sample std over seeds; failed runs are not averaged in.",
         "",
         markdown_table(report),
     ]
@@ -281,9 +258,8 @@ def render_markdown(report: Report, plots: Sequence[Path]) -> str:
         parts += ["", "## Failed or unfinished runs", "", "| run | configuration | seed | status | reason |",
                   "|---|---|---|---|---|"]
         for row in report.rows:
-            for run in row.failed:
-                cells = [run.name, row.label, run.seed, run.status.upper(), run.reason or ""]
-                parts.append("| " + " | ".join(_md_cell(cell) for cell in cells) + " |")
+            parts += [_md_row([run.name, row.label, run.seed, run.status.upper(), run.reason or ""])
+                      for run in row.failed]
     if plots:
         parts += ["", "## Plots", ""] + [f"![{plot.stem}]({plot.name})" for plot in plots]
     return "\n".join(parts) + "\n"
@@ -299,7 +275,7 @@ def write_plots(report: Report) -> list[Path]:
     bands = [aggregate_curves(row.label, [run.train_rows for run in row.completed]) for row in report.rows]
     title = "train reward: " + "/".join(report.root.resolve().parts[-2:])
     written = [plot_reward_bands(bands, report.root / REWARD_CURVES_PNG, title=title)]
-    for key in report.swept_keys:
+    for key in report.keys:
         points = []
         for row in report.rows:
             series = ", ".join(f"{other}={value}" for other, value in row.values.items() if other != key)
@@ -307,8 +283,16 @@ def write_plots(report: Report) -> list[Path]:
                        if (acc := run.accuracy("eval_after")) is not None]
         if points:
             written.append(plot_metric_vs_value(
-                points, report.root / f"accuracy_vs_{_safe_filename(key)}.png", xlabel=key,
+                points, report.root / f"accuracy_vs_{_safe_filename(key)}.png", key=key,
                 ylabel="held-out accuracy after training", title=f"accuracy vs {key}"))
+    if report.group_by:
+        for row in report.rows:
+            if row.completed:
+                seeds = [aggregate_curves(f"seed {run.seed} (run {run.name})", [run.train_rows])
+                         for run in row.completed]
+                slug = _safe_filename("_".join(row.values.values()))
+                written.append(plot_reward_bands(seeds, report.root / f"reward_curve_{slug}.png",
+                                                 title=f"train reward per seed: {row.label}", ylabel="train reward"))
     return written
 
 
@@ -317,12 +301,15 @@ def build_report(
     last_k: int = FINAL_REWARD_WINDOW,
     excluded_keys: Sequence[str] = DEFAULT_EXCLUDED_KEYS,
     plots: bool = True,
+    group_by: Sequence[str] = (),
+    metrics: Sequence[str] = (),
 ) -> Report:
     """Read every run under ``root``, write ``report.md``, ``report.csv`` and the PNGs into ``root``.
 
-    >>> report = build_report("outputs/multirun/2024-05-01/12-00-00", last_k=3)  # doctest: +SKIP
-    >>> report.rows[0].eval_after_accuracy.mean  # doctest: +SKIP
-    0.62
+    >>> report = build_report("outputs/multirun/2024-05-01/12-00-00", group_by=["tokenizer_mode"],
+    ...                       metrics=["tokenizer/calls"])  # doctest: +SKIP
+    >>> report.rows[0].stats["tokenizer/calls"].mean  # doctest: +SKIP
+    256.0
     """
     root = Path(root)
     if last_k < 1:
@@ -331,14 +318,27 @@ def build_report(
     if not run_dirs:
         raise FileNotFoundError(f"no run directories (with {SUMMARY_FILE}) under {root}")
     runs = [load_run(path, root) for path in run_dirs]
-    keys = swept_keys(runs, excluded_keys)
-    report = Report(root=root, swept_keys=keys, rows=aggregate(runs, keys, last_k), runs=runs, last_k=last_k)
+    group_by, metrics = list(group_by), list(metrics)
+    check_request(runs, group_by, metrics)
+    window = window_text([run for run in runs if run.completed], last_k)
+    columns = report_columns(last_k, window, metrics)
+    swept = swept_keys(runs, excluded_keys)
+    if group_by:
+        rows = aggregate(runs, group_by, columns, lambda run, key: run.value_of(key) or NOT_SET)
+    else:
+        rows = aggregate(runs, swept, columns, lambda run, key: run.overrides.get(key, NOT_OVERRIDDEN))
+    report = Report(root=root, swept_keys=swept, group_by=group_by, metrics=metrics, columns=columns, rows=rows,
+                    runs=runs, last_k=last_k, window=window)
     plot_paths = write_plots(report) if plots else []
     report.markdown = render_markdown(report, plot_paths)
     (root / REPORT_MD).write_text(report.markdown, encoding="utf-8")
     write_csv(report, root / REPORT_CSV)
     report.written = [root / REPORT_MD, root / REPORT_CSV, *plot_paths]
     return report
+
+
+def _key_list(text: str) -> list[str]:
+    return [key.strip() for key in text.split(",") if key.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,11 +348,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="final train reward = mean of the last K logged rewards (default: %(default)s)")
     parser.add_argument("--exclude", action="append", default=[], metavar="KEY",
                         help="another override key not to treat as a configuration key (repeatable; seed always is)")
+    parser.add_argument("--group-by", type=_key_list, default=[], metavar="KEY,...",
+                        help="one row per value combination of these keys instead of per swept configuration")
+    parser.add_argument("--metrics", type=_key_list, default=[], metavar="METRIC,...",
+                        help="per-step metrics of metrics.jsonl to add, each averaged over a run's train rows")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
     try:
         report = build_report(args.directory, args.last_k, (*DEFAULT_EXCLUDED_KEYS, *args.exclude),
-                              plots=not args.no_plots)
+                              plots=not args.no_plots, group_by=args.group_by, metrics=args.metrics)
     except (FileNotFoundError, ValueError) as error:
         print(f"grpolab-report: {error}", file=sys.stderr)
         return 1

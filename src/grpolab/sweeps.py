@@ -2,7 +2,8 @@
 
 - ``SweepCallback`` (registered under ``hydra.callbacks`` in ``conf/hydra/default.yaml``): records every failed job in
   its ``summary.json`` (``status: failed`` + reason, also for errors raised before the run was tracked) and logs its
-  traceback, then writes ``report.md``/``report.csv``/plots into the sweep dir when the multirun ends.
+  traceback, then writes ``report.md``/``report.csv``/plots into the sweep dir when the multirun ends (its ``group_by``
+  and ``metrics`` keys are ``grpolab.report``'s ``--group-by`` and ``--metrics``).
 - ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
   batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
@@ -158,6 +159,8 @@ class SweepRecord:
     sweep_dir: Path
     report_enabled: bool
     last_k: int | None = None
+    group_by: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
     report: Any = None  # grpolab.report.Report once written
     ended: bool = False
 
@@ -168,22 +171,29 @@ _ACTIVE_SWEEP: SweepRecord | None = None
 class SweepCallback(Callback):
     """Hydra callback: failed jobs are recorded and logged; the sweep report is written when the multirun ends.
 
-    ``conf/hydra/default.yaml``::
+    ``conf/hydra/default.yaml`` (an experiment sets ``group_by``/``metrics`` under ``hydra.callbacks.sweep``)::
 
         callbacks:
           sweep:
             _target_: grpolab.sweeps.SweepCallback
             report: true
+            last_k: 5
+            group_by: []       # e.g. [tokenizer_mode, reward_level]: rows per group instead of per swept config
+            metrics: []        # e.g. [timing/rewards_s, tokenizer/calls]: per-step metrics averaged per run
     """
 
-    def __init__(self, report: bool = True, last_k: int | None = None) -> None:
+    def __init__(self, report: bool = True, last_k: int | None = None, group_by: Sequence[str] = (),
+                 metrics: Sequence[str] = ()) -> None:
         self.report = report
         self.last_k = last_k
+        self.group_by = tuple(str(key) for key in group_by)
+        self.metrics = tuple(str(metric) for metric in metrics)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _ACTIVE_SWEEP
         # Resolving ${now:...} here caches it on this config, the same object the sweeper reads.
-        _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k)
+        _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k, self.group_by,
+                                    self.metrics)
         # Hydra's basic sweeper saves the sweep's config, the Optuna sweeper does not; resume looks sweeps up by it.
         _ACTIVE_SWEEP.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, _ACTIVE_SWEEP.sweep_dir / MULTIRUN_FILE)
@@ -204,15 +214,21 @@ class SweepCallback(Callback):
         if _ACTIVE_SWEEP is not None:
             _ACTIVE_SWEEP.ended = True
             if _ACTIVE_SWEEP.report_enabled:
-                _ACTIVE_SWEEP.report = write_sweep_report(_ACTIVE_SWEEP.sweep_dir, _ACTIVE_SWEEP.last_k)
+                _ACTIVE_SWEEP.report = write_sweep_report(_ACTIVE_SWEEP.sweep_dir, _ACTIVE_SWEEP.last_k,
+                                                          _ACTIVE_SWEEP.group_by, _ACTIVE_SWEEP.metrics)
 
 
-def write_sweep_report(sweep_dir: Path, last_k: int | None = None) -> Any:
-    """``grpolab.report.build_report(sweep_dir)``; a report error is logged, never raised over the sweep's result."""
+def write_sweep_report(sweep_dir: Path, last_k: int | None = None, group_by: Sequence[str] = (),
+                       metrics: Sequence[str] = ()) -> Any:
+    """``grpolab.report.build_report(sweep_dir, ...)``; a report error is logged, never raised over the sweep's result.
+
+    >>> write_sweep_report(Path("outputs/multirun/2024-05-01/12-00-00"), 5, ["tokenizer_mode"])  # doctest: +SKIP
+    """
     from grpolab.report import build_report
 
     try:
-        report = build_report(sweep_dir, **({"last_k": last_k} if last_k is not None else {}))
+        report = build_report(sweep_dir, group_by=group_by, metrics=metrics,
+                              **({"last_k": last_k} if last_k is not None else {}))
     except Exception as error:
         log.error("could not write the sweep report in %s: %s", sweep_dir, describe_exception(error))
         return None
@@ -240,7 +256,7 @@ def reported_sweep() -> Iterator[None]:
             if sweep.report is None and sweep.report_enabled and any(sweep.sweep_dir.glob(f"*/{SUMMARY_FILE}")):
                 if not sweep.ended:
                     log.info("the sweeper ended with an error (above); writing the report of the jobs that ran")
-                sweep.report = write_sweep_report(sweep.sweep_dir, sweep.last_k)
+                sweep.report = write_sweep_report(sweep.sweep_dir, sweep.last_k, sweep.group_by, sweep.metrics)
             failed = list(sweep.report.unfinished) if sweep.report is not None else []
             if failed:
                 print(f"grpolab: {len(failed)} of {len(sweep.report.runs)} jobs failed "

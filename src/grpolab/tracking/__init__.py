@@ -1,6 +1,7 @@
 """The run directory (metrics.jsonl, summary.json, manifest.json, plots) and the logger integrations.
 
 Modules are imported individually so that readers (``grpolab.report``) never pay for transformers or torch:
-``rundir`` (file formats, RunDirectory), ``plots`` (matplotlib only), ``loggers`` (wandb/TensorBoard/none),
-``callbacks`` (TrainerCallback, imports transformers), ``session`` (``tracked_run``, the job bracket).
+``rundir`` (file formats, RunDirectory), ``runs`` (reading run directories back), ``plots`` (matplotlib only),
+``loggers`` (wandb/TensorBoard/none), ``callbacks`` (TrainerCallback, imports transformers), ``session``
+(``tracked_run``, the job bracket).
 """

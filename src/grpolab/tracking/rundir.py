@@ -39,7 +39,8 @@ null, "root": str | null}`` for the grpolab checkout), ``versions`` (``{"python"
 Readers must tolerate a truncated last line (a job killed mid-write) and, after a resume, repeated steps: the last row
 for a (split, step) wins. ``read_metrics`` implements both.
 
-``reward_curve.png`` -- written by ``grpolab.tracking.plots.plot_reward_curve`` at the end of a job.
+``reward_curve.png`` -- written by ``grpolab.tracking.plots.plot_run`` at the end of a job: train reward per step and
+held-out accuracy (``eval_before`` at step 0, ``split: eval`` rows with ``accuracy``, ``eval_after`` at the last step).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
@@ -172,6 +175,42 @@ def read_metrics(path: Path, split: str | None = "train") -> list[dict[str, Any]
         if split is None or row_split == split:
             by_key[(row_split, row["step"])] = row
     return [by_key[key] for key in sorted(by_key, key=lambda key: (key[1], key[0]))]
+
+
+def read_overrides(run_path: Path) -> list[str] | None:
+    """The job's overrides: ``.hydra/overrides.yaml`` (written before the job starts, so also there for a job that
+    failed before it was tracked), else ``manifest.json``'s; None when neither is there.
+
+    >>> read_overrides(Path("outputs/multirun/2024-05-01/12-00-00/3"))  # doctest: +SKIP
+    ['optimizer.lr=0.0003', 'seed=1']
+    """
+    try:
+        overrides = yaml.safe_load((run_path / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        overrides = None
+    if not isinstance(overrides, list):
+        overrides = (read_json(run_path / MANIFEST_FILE) or {}).get("overrides")
+    return [str(override) for override in overrides] if isinstance(overrides, list) else None
+
+
+def read_hydra_choices(run_path: Path) -> dict[str, str]:
+    """The config group options the job ran with (``hydra.runtime.choices`` in ``.hydra/hydra.yaml``), without Hydra's
+    own groups (``hydra/...``) and unselected ones; empty when the run was not started by Hydra.
+
+    >>> read_hydra_choices(Path("outputs/2024-05-01/12-00-00"))  # doctest: +SKIP
+    {'model': 'tiny', 'data': 'arithmetic', 'tokenizer_mode': 'text', ...}
+    """
+    try:
+        hydra_file = yaml.safe_load((run_path / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    node: Any = hydra_file
+    for key in ("hydra", "runtime", "choices"):
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return {}
+    return {str(group): str(option) for group, option in node.items()
+            if option is not None and not str(group).startswith("hydra")}
 
 
 def mean_of_last(values: list[float | None], k: int) -> float | None:

@@ -53,7 +53,7 @@ def tracked_run(
     console_every: int | None = None,
     plot: bool = True,
 ) -> Iterator[TrackedRun]:
-    """Write the manifest, start the logger, yield; then record the outcome, finish the logger, plot the reward curve.
+    """Write the manifest, start the logger, yield; then record the outcome, finish the logger, plot the run.
 
     ``job_info`` defaults to ``JobInfo.from_hydra()`` (overrides, sweep id). The yielded ``callbacks`` contain the
     ``MetricsFileCallback`` that fills ``metrics.jsonl`` and the training fields of ``summary.json``.
@@ -89,14 +89,15 @@ def tracked_run(
         if logger_started:
             _run_cleanup(lambda: logger.finish(summary), "finish the logger", failing)
         if plot and directory.metrics_path.exists():
-            title = ", ".join(job_info.overrides) or directory.path.name
-            _run_cleanup(lambda: _plot(directory, title), "plot the reward curve", failing)
+            _run_cleanup(lambda: _plot(directory), "plot the reward curve", failing)
 
 
-def _plot(directory: RunDirectory, title: str) -> None:
-    from grpolab.tracking.plots import plot_reward_curve
+def _plot(directory: RunDirectory) -> None:
+    """``reward_curve.png``: train reward and held-out accuracy, titled from the run's config choices and overrides
+    (read back from the run directory, like every other reader of it)."""
+    from grpolab.tracking.plots import plot_run
 
-    plot_reward_curve(directory.metrics_path, directory.reward_curve_path, title=title)
+    plot_run(directory.path, directory.reward_curve_path)
 
 
 def _run_cleanup(action: Any, what: str, failing: bool) -> None:
