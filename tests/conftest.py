@@ -14,7 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from grpolab.train import CONF_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TEST = REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+#: Real data vendored with the tests (MIT; see tests/fixtures/gsm8k/README.md): the 1,319-problem GSM8K test split.
+GSM8K_TEST = REPO_ROOT / "tests" / "fixtures" / "gsm8k" / "test.jsonl"
 
 #: The cheapest settings that still run the whole real pipeline (warm start, eval, GRPO, run directory).
 TINY_RUN = [

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import GSM8K_TEST
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, gsm8k_final_answer
 from grpolab.rewards.answers import extract_final_answer, last_number
 
-GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
-pytestmark = pytest.mark.skipif(not GSM8K_TEST.exists(), reason="the shared GSM8K copy is not on this machine")
 
 
 @pytest.fixture(scope="module")
