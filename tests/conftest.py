@@ -11,9 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from grpolab.train import CONF_DIR
+from grpolab.config.paths import CONF_DIR
+from grpolab.config.schema import register_schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+register_schemas()  # train.yaml's defaults start with grpolab_schema; grpolab.train registers it when imported
 #: Real data vendored with the tests (MIT; see tests/fixtures/gsm8k/README.md): the 1,319-problem GSM8K test split.
 GSM8K_TEST = REPO_ROOT / "tests" / "fixtures" / "gsm8k" / "test.jsonl"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.config.validate import validate
-from grpolab.train import CONF_DIR
 
 # Options that need a value the option file leaves as ??? (required): supplied here.
 REQUIRED = {
