@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 
@@ -34,6 +35,11 @@ def test_tiny_run_trains_and_fills_the_run_directory(run_cli, tmp_path):
         assert {"loss", "reward", "rewards/accuracy/mean", "rewards/format/mean", "rewards/length/mean"} <= row.keys()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["hostname"] and "trl" in manifest["versions"]
+    assert manifest["command"] == result.args  # as typed: python -m grpolab.train ..., not the path of train.py
+    assert manifest["command"][1:3] == ["-m", "grpolab.train"]
+    # the JSON files are as readable as the run's other files (not tempfile's private 0600)
+    modes = {name: stat.S_IMODE((run_dir / name).stat().st_mode) for name in ("summary.json", "manifest.json")}
+    assert modes == dict.fromkeys(modes, stat.S_IMODE((run_dir / "metrics.jsonl").stat().st_mode))
     assert "held-out accuracy" in result.stderr + result.stdout
 
 
