@@ -32,6 +32,12 @@ TINY_RUN = [
 ]
 
 
+@pytest.fixture(scope="session")
+def gsm8k_test_split() -> Path:
+    """The GSM8K test split vendored in tests/fixtures/gsm8k (a fixture: ``from conftest import`` is order-fragile)."""
+    return GSM8K_TEST
+
+
 @pytest.fixture
 def compose_cfg():
     """compose(overrides) -> the composed config, with Hydra's global state reset around each call."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, TINY_RUN
+from conftest import TINY_RUN
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.preflight import preflight
 
@@ -115,8 +115,9 @@ def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
 
 
 @pytest.mark.slow
-def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path):
-    result = run_cli(*[o for o in TINY_RUN if not o.startswith("data.")], "data=gsm8k", f"data.path={GSM8K_TEST}",
+def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path, gsm8k_test_split):
+    without_data = [override for override in TINY_RUN if not override.startswith("data.")]
+    result = run_cli(*without_data, "data=gsm8k", f"data.path={gsm8k_test_split}",
                      "data.train_size=32", "data.eval_size=8", "trainer.max_completion_length=16")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(tmp_path)

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from conftest import GSM8K_TEST
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, gsm8k_final_answer
 from grpolab.rewards.answers import extract_final_answer, last_number
@@ -14,8 +13,8 @@ from grpolab.rewards.answers import extract_final_answer, last_number
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict[str, str]]:
-    return [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()]
+def rows(gsm8k_test_split) -> list[dict[str, str]]:
+    return [json.loads(line) for line in gsm8k_test_split.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
