@@ -11,10 +11,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from grpolab.train import CONF_DIR
+from grpolab.config.paths import CONF_DIR
+from grpolab.config.schema import register_schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TEST = REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+register_schemas()  # train.yaml's defaults start with grpolab_schema; grpolab.train registers it when imported
+#: Real data vendored with the tests (MIT; see tests/fixtures/gsm8k/README.md): the 1,319-problem GSM8K test split.
+GSM8K_TEST = REPO_ROOT / "tests" / "fixtures" / "gsm8k" / "test.jsonl"
 
 #: The cheapest settings that still run the whole real pipeline (warm start, eval, GRPO, run directory).
 TINY_RUN = [
@@ -27,6 +30,12 @@ TINY_RUN = [
     "batch.prompts_per_step=4",
     "batch.generations_per_prompt=4",
 ]
+
+
+@pytest.fixture(scope="session")
+def gsm8k_test_split() -> Path:
+    """The GSM8K test split vendored in tests/fixtures/gsm8k (a fixture: ``from conftest import`` is order-fragile)."""
+    return GSM8K_TEST
 
 
 @pytest.fixture

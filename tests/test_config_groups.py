@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.config.validate import validate
-from grpolab.train import CONF_DIR
 
 # Options that need a value the option file leaves as ??? (required): supplied here.
 REQUIRED = {

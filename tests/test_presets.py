@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.config.validate import validate
-from grpolab.train import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 # A paper preset names its source on its first header line (an arXiv id or a code repository); the other experiments

@@ -287,6 +287,8 @@ def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path) -
         assert hydra_cfg["job"]["id"] == f"train_{num}"  # set by the joblib worker (the basic launcher uses num)
         assert hydra_cfg["launcher"]["n_jobs"] == 2
         assert read_json(sweep_dir / str(num) / "summary.json")["status"] == "completed"
+        # written in a worker process, which knows the launching command's arguments but not its interpreter options
+        assert read_json(sweep_dir / str(num) / "manifest.json")["command"] == result.args
     assert (sweep_dir / "report.md").exists()
 
 

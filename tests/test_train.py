@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, TINY_RUN
+from conftest import TINY_RUN
+from grpolab.config.paths import CONF_DIR
+from grpolab.config.preflight import preflight
 
 
 def _summary(tmp_path):
@@ -34,6 +40,11 @@ def test_tiny_run_trains_and_fills_the_run_directory(run_cli, tmp_path):
         assert {"loss", "reward", "rewards/accuracy/mean", "rewards/format/mean", "rewards/length/mean"} <= row.keys()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["hostname"] and "trl" in manifest["versions"]
+    assert manifest["command"] == result.args  # as typed: python -m grpolab.train ..., not the path of train.py
+    assert manifest["command"][1:3] == ["-m", "grpolab.train"]
+    # the JSON files are as readable as the run's other files (not tempfile's private 0600)
+    modes = {name: stat.S_IMODE((run_dir / name).stat().st_mode) for name in ("summary.json", "manifest.json")}
+    assert modes == dict.fromkeys(modes, stat.S_IMODE((run_dir / "metrics.jsonl").stat().st_mode))
     assert "held-out accuracy" in result.stderr + result.stdout
 
 
@@ -104,8 +115,9 @@ def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
 
 
 @pytest.mark.slow
-def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path):
-    result = run_cli(*[o for o in TINY_RUN if not o.startswith("data.")], "data=gsm8k", f"data.path={GSM8K_TEST}",
+def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path, gsm8k_test_split):
+    without_data = [override for override in TINY_RUN if not override.startswith("data.")]
+    result = run_cli(*without_data, "data=gsm8k", f"data.path={gsm8k_test_split}",
                      "data.train_size=32", "data.eval_size=8", "trainer.max_completion_length=16")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(tmp_path)
@@ -118,3 +130,26 @@ def test_learning_rate_is_owned_by_the_optimizer(run_cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["learning_rate"] == pytest.approx(0.0123)
+
+
+def test_help_shows_the_groups_with_their_options_and_examples_that_compose(tmp_path, monkeypatch):
+    result = subprocess.run([sys.executable, "-m", "grpolab.train", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("grpolab: configuration-driven GRPO")
+    assert "optimized_metric" not in text and len(text.splitlines()) < 50  # not the whole composed config
+    sections = {block.partition(" ==\n")[0]: block.partition(" ==\n")[2] for block in text.split("\n== ")[1:]}
+    groups_section = next(body for title, body in sections.items() if title.startswith("Config groups"))
+    listed = dict(line.split(": ", 1) for line in groups_section.strip().splitlines())
+    expected = {group.name: ", ".join(sorted(option.stem for option in group.glob("*.yaml")))
+                for group in Path(CONF_DIR).iterdir() if group.is_dir() and group.name != "hydra"}
+    assert listed == expected
+    examples = [line.split("#")[0].split() for line in sections["Examples"].split("\n\n")[0].strip().splitlines()]
+    assert len(examples) == 5 and all(example[:3] == ["python", "-m", "grpolab.train"] for example in examples)
+    # every example is a valid command: its options and keys exist (the user's own folder made for the last one)
+    (tmp_path / "my_conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "my_conf" / "experiment" / "my_study.yaml").write_text("# @package _global_\nseed: 1\n")
+    monkeypatch.chdir(tmp_path)
+    for example in examples:
+        assert preflight(["grpolab-train", *example[3:]]) == ["grpolab-train", *example[3:]]

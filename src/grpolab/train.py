@@ -21,11 +21,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import ConfigError, config_errors, validate
 
 log = logging.getLogger("grpolab.train")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_schemas()
 
 

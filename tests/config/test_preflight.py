@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.config.preflight import PreflightError, preflight, run_preflight
-from grpolab.train import CONF_DIR
 
 MODEL_OPTIONS = ", ".join(sorted(path.stem for path in (Path(CONF_DIR) / "model").glob("*.yaml")))
 
@@ -62,6 +62,20 @@ def test_keys_are_looked_up_in_every_swept_group_option() -> None:
     assert preflight(command, CONF_DIR) == command
     assert error_of("-m", "optimizer=adamw", "optimizer.momentum=0.5").startswith(
         "optimizer.momentum=0.5: no such key optimizer.momentum; valid keys under optimizer: optimizer._target_")
+
+
+def test_options_from_the_users_config_folders_are_valid_choices(tmp_path) -> None:
+    """``--config-dir`` and ``hydra.searchpath`` together: both folders' options exist, each key is checked."""
+    for folder, group, option in (("one", "experiment", "study"), ("two's", "rewards", "short")):
+        (tmp_path / folder / group).mkdir(parents=True)
+        body = "# @package _global_\nseed: 3\n" if group == "experiment" else "short: {_target_: x.S, weight: 0.5}\n"
+        (tmp_path / folder / group / f"{option}.yaml").write_text(body)
+    command = ["grpolab-train", "--config-dir", str(tmp_path / "one"),
+               f"hydra.searchpath=['file://{tmp_path}/two\\'s']",  # a quote in the path: quoted and escaped
+               "experiment=study", "rewards=[accuracy,short]", "rewards.short.weight=1"]
+    assert preflight(command, CONF_DIR) == command
+    assert error_of(*command[1:], "rewards.short.wieght=1").startswith("rewards.short.wieght=1: no such key")
+    assert error_of("experiment=study").startswith("experiment=study: no such option; valid choices: dapo,")
 
 
 def test_numeric_range_over_a_non_numeric_key_is_refused() -> None:

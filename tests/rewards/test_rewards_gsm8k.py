@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,13 +10,11 @@ from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, gsm8k_final_answer
 from grpolab.rewards.answers import extract_final_answer, last_number
 
-GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
-pytestmark = pytest.mark.skipif(not GSM8K_TEST.exists(), reason="the shared GSM8K copy is not on this machine")
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict[str, str]]:
-    return [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()]
+def rows(gsm8k_test_split) -> list[dict[str, str]]:
+    return [json.loads(line) for line in gsm8k_test_split.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+from grpolab.config.paths import CONF_DIR
 from grpolab.models.vision import build_vlm_processor
 from grpolab.rewards import Accuracy, build_rewards
 from grpolab.rewards.vision import IoU, box_iou, parse_box, resized_size
-from grpolab.train import CONF_DIR
 
 TOKENIZER = build_vlm_processor().tokenizer
 ENCODE = dict(encode=lambda text: TOKENIZER.encode(text, add_special_tokens=False),

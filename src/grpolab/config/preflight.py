@@ -1,8 +1,9 @@
 """Command-line checks that run before Hydra starts any job, so a typo in a sweep costs one line, not a sweep.
 
-``grpolab.train.main`` calls ``run_preflight(sys.argv, CONF_DIR)`` before ``hydra_entry()``. It parses the overrides
-with Hydra's own parsers, composes the config with Hydra's compose API (the non-sweep group choices plus the first
-value of every swept group) and fails with one line on stderr and exit status 2 when
+``grpolab.train.main`` calls ``run_preflight(sys.argv, CONF_DIR)`` before ``hydra_entry()`` (``CONF_DIR`` from
+``grpolab.config.paths``, the directory ``@hydra.main`` reads, so both compose the same configs). It parses the
+overrides with Hydra's own parsers, composes the config with Hydra's compose API (the non-sweep group choices plus the
+first value of every swept group) and fails with one line on stderr and exit status 2 when
 
 - a config group option does not exist: ``model=foo: no such option; valid choices: qwen2_5_0_5b_instruct, ..., tiny``
 - a key does not exist: ``optimizer.lrr=1`` or, in a sweep, ``trainer.bta=0,0.1`` (named, with the closest keys)
@@ -33,11 +34,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import AnyNode, FloatNode, IntegerNode, ValueNode
 
+from grpolab.config.paths import CONF_DIR, PACKAGE_DIR
+from grpolab.config.schema import register_schemas
+
 PROGRAM = "grpolab"
 PREFLIGHT_EXIT_CODE = 2
 # Each swept config group value is composed once to learn its keys; beyond this many, the rest are not composed.
 MAX_COMPOSED_VARIANTS = 16
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 class PreflightError(ValueError):
@@ -71,7 +74,7 @@ class CommandLine:
         )
 
 
-def run_preflight(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
+def run_preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train") -> list[str]:
     """Check ``argv``; return it (with ``hydra.sweep.dir=`` added for a resumed sweep), or exit 2 with one line.
 
     >>> sys.argv = run_preflight(sys.argv, CONF_DIR)  # doctest: +SKIP
@@ -87,7 +90,7 @@ def run_preflight(argv: Sequence[str], config_dir: str, config_name: str = "trai
         return list(argv)
 
 
-def preflight(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
+def preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train") -> list[str]:
     """``run_preflight`` without the exit: raises ``PreflightError``.
 
     >>> preflight(["train", "-m", "trainer.bta=0,0.1"], "conf")  # doctest: +SKIP
@@ -101,7 +104,8 @@ def preflight(argv: Sequence[str], config_dir: str, config_name: str = "train") 
     overrides = _parse(command.overrides)
     if overrides is None:
         return list(argv)  # unparsable: Hydra's own message is the better one
-    extra = [f"hydra.searchpath=[file://{Path(command.config_dir).resolve()}]"] if command.config_dir else []
+    extra = _search_path(overrides, command.config_dir)
+    register_schemas()  # train.yaml's defaults start with grpolab_schema
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         groups = _ConfigGroups(command.config_name or config_name, extra)
         group_overrides = [o for o in overrides if groups.is_group_override(o)]
@@ -185,6 +189,24 @@ def _first_value_override(override: Override) -> str:
     if not override.is_sweep_override():
         return str(override.input_line)
     return f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
+
+
+def _search_path(overrides: Sequence[Override], config_dir: str | None) -> list[str]:
+    """The user's config folders (``hydra.searchpath=[...]`` and ``--config-dir``) as one override, or none.
+
+    Their options (``experiment=my_study`` from ``<dir>/experiment/my_study.yaml``) must be valid choices here too.
+    """
+    paths = []
+    for override in overrides:
+        if override.key_or_group == "hydra.searchpath" and not override.is_sweep_override():
+            value = override.value()
+            paths += [str(path) for path in value] if isinstance(value, list) else [str(value)]
+    if config_dir:
+        paths.append(f"file://{Path(config_dir).resolve()}")
+    if not paths:
+        return []
+    quoted = ("'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'" for path in paths)
+    return [f"hydra.searchpath=[{','.join(quoted)}]"]
 
 
 def _compose_variants(config_name: str, groups: Sequence[Override], extra: Sequence[str]) -> list[DictConfig]:

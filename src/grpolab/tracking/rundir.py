@@ -24,8 +24,9 @@ filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` unti
 config as a dict), ``overrides`` (list[str], Hydra task overrides), ``git`` (``{"commit": str | null, "dirty": bool |
 null, "root": str | null}`` for the grpolab checkout), ``versions`` (``{"python": str, "torch": str | null,
 "transformers": ..., "trl", "accelerate", "datasets", "hydra-core", "omegaconf", "wandb", "math-verify", "grpolab"}``,
-``null`` when not installed), ``hostname``, ``platform``, ``command`` (list[str], ``sys.argv``), ``command_line``
-(shell-quoted str), ``started_at`` (ISO-8601 UTC).
+``null`` when not installed), ``hostname``, ``platform``, ``command`` (list[str], the command as typed:
+``python -m grpolab.train ...`` or ``grpolab-train ...``, see ``typed_command``), ``command_line`` (the same,
+shell-quoted), ``started_at`` (ISO-8601 UTC).
 
 ``metrics.jsonl`` -- one JSON object per line, appended per Trainer log call (never the end-of-training summary log):
 
@@ -49,11 +50,12 @@ import json
 import math
 import os
 import platform
+import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -127,18 +129,23 @@ def to_json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON so that readers see either the old or the new file, never a partial one."""
+    """Write ``data`` as JSON so that readers see either the old or the new file, never a partial one.
+
+    The file gets the permissions of any other new file (0644 under the usual umask 022): the temporary file is
+    created with mode 0666 and the umask, not with ``tempfile.mkstemp``'s private 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_json_safe(data), indent=2, allow_nan=False) + "\n"
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_path, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
 
 
@@ -275,6 +282,62 @@ def git_state(start: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty, "root": root}
 
 
+def typed_command() -> list[str]:
+    """The command as the user typed it, e.g. ``['python', '-m', 'grpolab.train', 'model=tiny']``.
+
+    ``sys.orig_argv`` holds the interpreter and its options as given, where ``sys.argv[0]`` is only the path of
+    ``train.py`` (and ``sys.argv`` may carry what preflight added, such as a resumed sweep's directory). A console
+    script is named as found on PATH (``grpolab-train model=tiny``), not by the interpreter and path its ``#!`` line
+    expands to. A sweep's worker process (joblib's loky) inherits the launching process's ``sys.argv`` but has its own
+    ``orig_argv``: its command is rebuilt from ``sys.argv`` and ``sys.executable`` (interpreter options are lost there).
+    """
+    argv = list(sys.argv)
+    started_here = _started_with(argv[0])
+    if _is_console_script(argv[0]):
+        orig = list(sys.orig_argv)
+        arguments = orig[orig.index(argv[0]) + 1:] if started_here and argv[0] in orig else argv[1:]
+        return [_name_on_path(argv[0]), *arguments]
+    if started_here:
+        return list(sys.orig_argv)
+    module = _grpolab_module(argv[0])
+    return [sys.executable, *(["-m", module] if module else argv[:1]), *argv[1:]]
+
+
+def _started_with(argv0: str) -> bool:
+    """Whether this process runs ``argv0`` itself, rather than being a worker that inherited ``sys.argv``."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is None:
+        return True  # python -c / an interactive session
+    return Path(main_file).resolve() == Path(argv0).resolve()
+
+
+def _is_console_script(path: str) -> bool:
+    """An entry-point script such as ``grpolab-train``: no ``.py`` suffix, run through its ``#!`` line."""
+    try:
+        with open(path, "rb") as handle:
+            return not path.endswith(".py") and handle.read(2) == b"#!"
+    except OSError:
+        return False
+
+
+def _name_on_path(path: str) -> str:
+    """``grpolab-train`` when that name on PATH is this script; the path otherwise."""
+    found = shutil.which(Path(path).name)
+    return Path(path).name if found and Path(found).resolve() == Path(path).resolve() else path
+
+
+def _grpolab_module(path: str) -> str | None:
+    """``grpolab.train`` for the path of ``grpolab/train.py``; None for a file outside the grpolab package."""
+    import grpolab
+
+    package_parent = Path(grpolab.__file__).resolve().parents[1]
+    try:
+        relative = Path(path).resolve().relative_to(package_parent)
+    except ValueError:
+        return None
+    return ".".join(relative.with_suffix("").parts) if relative.suffix == ".py" else None
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions from package metadata (importing torch just to ask its version would cost seconds)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -351,6 +414,7 @@ class RunDirectory:
         """
         import grpolab  # the checkout whose commit matters is the one the code was imported from
 
+        command = typed_command()
         manifest = {
             "seed": seed,
             "config": dict(config),
@@ -359,8 +423,8 @@ class RunDirectory:
             "versions": package_versions(),
             "hostname": socket.gethostname(),
             "platform": platform.platform(),
-            "command": list(sys.argv),
-            "command_line": shlex.join(sys.argv),
+            "command": command,
+            "command_line": shlex.join(command),
             "started_at": utc_now_iso(),
         }
         write_json_atomic(self.manifest_path, manifest)
