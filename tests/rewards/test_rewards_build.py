@@ -56,8 +56,7 @@ def compose(names, level="text", overrides=None, max_completion_length=16):
 
 
 def build(cfg, tokenizer):
-    return build_rewards(cfg.rewards, cfg.reward_level, encode=lambda s: tokenizer.encode(s, add_special_tokens=False),
-                         special_ids=tokenizer.all_special_ids)
+    return build_rewards(cfg.rewards, cfg.reward_level, tokenizer=tokenizer)
 
 
 def one_line_error(excinfo) -> str:
@@ -226,8 +225,8 @@ def test_malformed_specs_fail_in_one_line(tokenizer, spec, expected):
     assert one_line_error(excinfo).startswith(expected)
 
 
-def test_token_level_needs_the_encoder():
-    with pytest.raises(ValueError, match=r"rewards\.format runs at level=token but build_rewards got no encode"):
+def test_token_level_needs_the_tokenizer():
+    with pytest.raises(ValueError, match=r"rewards\.format runs at level=token but build_rewards got no tokenizer"):
         build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "token")
     built = build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "text")
     assert isinstance(built.funcs[0], Reward) and built.funcs[0].level is RewardLevel.text

@@ -57,9 +57,7 @@ def test_rewards_log_under_their_yaml_names(tmp_path, level, names, conversation
         "prompt": prompts, "answer": answers,
         "answer_ids": [tokenizer.encode(a, add_special_tokens=False) for a in answers],
     })
-    built = build_rewards(rewards_config(names, level).rewards, level,
-                          encode=lambda s: tokenizer.encode(s, add_special_tokens=False),
-                          special_ids=tokenizer.all_special_ids)
+    built = build_rewards(rewards_config(names, level).rewards, level, tokenizer=tokenizer)
     check_columns(built, dataset.column_names)
     history = train_one_step(tmp_path, tokenizer, dataset, [GuardedReward(f) for f in built.funcs], built.weights)
     logged = {key for entry in history for key in entry}

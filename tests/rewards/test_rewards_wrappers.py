@@ -10,6 +10,7 @@ import pytest
 import trl.rewards
 
 from grpolab.rewards import Accuracy, Format, GuardedReward, NamedReward, RewardError
+from grpolab.rewards.vocabulary import Vocabulary
 
 
 class LazyCompletions(Sequence):
@@ -102,7 +103,8 @@ def test_good_outputs_pass_through_unchanged():
 def test_guard_does_not_decode_at_token_level_when_all_is_well():
     lazy = LazyCompletions(["x"] * 3, broken=True)
     reward = Format(level="token")
-    reward.bind_tokens(lambda s: {"<think>": [2], "</think>": [3], "<answer>": [4], "</answer>": [5]}[s], {0, 1})
+    reward.bind_tokens(Vocabulary(special_ids=frozenset({0, 1}), whitespace_ids=frozenset({6}),
+                                  encodings={"<think>": (2,), "</think>": (3,), "<answer>": (4,), "</answer>": (5,)}))
     assert call(GuardedReward(reward), completions=lazy) == [0.0, 0.0, 0.0]
 
 

@@ -9,6 +9,7 @@ from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError, completi
 from grpolab.rewards.build import BUILTIN_REWARDS, TOKEN_LEVEL_REWARDS, BuiltRewards, build_rewards, check_columns
 from grpolab.rewards.format import Format
 from grpolab.rewards.length import Length, Overlong
+from grpolab.rewards.vocabulary import Vocabulary, describe_vocabulary
 from grpolab.rewards.wrappers import GuardedReward, NamedReward, RewardError
 
 __all__ = [
@@ -25,10 +26,12 @@ __all__ = [
     "RewardError",
     "RewardLevel",
     "RewardLevelError",
+    "Vocabulary",
     "answers_match",
     "build_rewards",
     "check_columns",
     "completion_text",
+    "describe_vocabulary",
     "extract_final_answer",
     "gsm8k_final_answer",
     "strip_trailing_special",

@@ -2,7 +2,8 @@
 
 Each entry of ``rewards`` is ``<name>: {_target_: ..., weight: ..., **kwargs}``. The builder pops ``weight`` (and
 ``completions_as`` for plain callables), instantiates the rest with Hydra, names the result after ``<name>`` (so TRL
-logs ``rewards/<name>/mean`` at either level) and binds token-level rewards to the tokenizer's IDs.
+logs ``rewards/<name>/mean`` at either level) and binds the rewards to one description of the tokenizer's vocabulary
+(``describe_vocabulary``), so no reward holds the tokenizer.
 
 A ``Reward`` runs at its own ``level`` key when it has one (the option files interpolate ``${reward_level}``, so a
 per-reward override such as ``rewards.accuracy.level=text`` is possible), else at the run's level. Plain callables
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
+from grpolab.rewards.vocabulary import describe_vocabulary
 from grpolab.rewards.wrappers import NamedReward
 
 # The conf/rewards options; a test keeps these in step with the yaml files.
@@ -54,12 +56,12 @@ class BuiltRewards:
 
 
 def build_rewards(
-    rewards_cfg: Mapping[str, Mapping[str, Any]],
-    level: RewardLevel | str,
-    encode: Callable[[str], list[int]] | None = None,
-    special_ids: Collection[int] = (),
+    rewards_cfg: Mapping[str, Mapping[str, Any]], level: RewardLevel | str, tokenizer: Any = None
 ) -> BuiltRewards:
-    """Instantiate every reward in ``rewards_cfg``; ``encode``/``special_ids`` are required for token-level rewards.
+    """Instantiate every reward in ``rewards_cfg``; ``tokenizer`` (the policy's) is required for token-level rewards.
+
+    The tokenizer is read once (``describe_vocabulary``: special IDs, whitespace-only IDs, the rewards' tag IDs) and
+    not kept. Without it, every reward must be text-level.
 
     >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy", "weight": 1.0}}, "text")
     >>> built.names, built.weights, built.required_columns
@@ -80,7 +82,6 @@ def build_rewards(
         if isinstance(func, Reward):
             if completions_as != "as_is":
                 raise ValueError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
-            _bind(key, func, encode, special_ids)
         else:
             qualified = f"{type(func).__module__}.{type(func).__qualname__}"
             reads_only_ids = qualified in IDS_ONLY_CALLABLES
@@ -91,6 +92,7 @@ def build_rewards(
         weights.append(weight)
         names.append(key)
         required[key] = set(func.required_columns)
+    _bind([func for func in funcs if isinstance(func, Reward)], tokenizer)
     return BuiltRewards(funcs=funcs, weights=weights, names=names, required_columns=required, level=level)
 
 
@@ -181,17 +183,22 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
     return func
 
 
-def _bind(
-    key: str, reward: Reward, encode: Callable[[str], list[int]] | None, special_ids: Collection[int]
-) -> None:
-    if encode is not None:
-        reward.bind_tokens(encode, special_ids)
-    elif reward.level is RewardLevel.token:
-        raise ValueError(
-            f"rewards.{key} runs at level=token but build_rewards got no encode/special_ids to resolve its tags; "
-            f"pass encode=lambda s: tokenizer.encode(s, add_special_tokens=False), "
-            f"special_ids=tokenizer.all_special_ids"
-        )
+def _bind(rewards: list[Reward], tokenizer: Any) -> None:
+    """Bind every ``Reward`` to one description of the tokenizer's vocabulary (text-level ones too: a tag that is a
+    special token would be invisible in decoded text as well)."""
+    if tokenizer is None:
+        token_level = [reward.__name__ for reward in rewards if reward.level is RewardLevel.token]
+        if token_level:
+            raise ValueError(
+                f"rewards.{token_level[0]} runs at level=token but build_rewards got no tokenizer to resolve its "
+                f"tags; pass tokenizer=<the policy's tokenizer>"
+            )
+        return
+    if not rewards:
+        return
+    vocabulary = describe_vocabulary(tokenizer, dict.fromkeys(s for reward in rewards for s in reward.token_strings()))
+    for reward in rewards:
+        reward.bind_tokens(vocabulary)
 
 
 def _locate(path: str) -> Any:
