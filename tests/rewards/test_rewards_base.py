@@ -148,8 +148,8 @@ def test_importing_rewards_loads_no_heavy_libraries():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "tags", "vocabulary",
-                                    "wrappers"])
+@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "reasoning",
+                                    "repetition", "tags", "vocabulary", "wrappers"])
 def test_docstring_examples_hold(module):
     result = doctest.testmod(importlib.import_module(f"grpolab.rewards.{module}"))
     assert result.attempted > 0 and result.failed == 0

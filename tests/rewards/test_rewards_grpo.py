@@ -16,7 +16,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "rewards"
 def rewards_config(names, level):
     cfg = OmegaConf.create({"reward_level": level, "trainer": {"max_completion_length": 8}})
     cfg.rewards = OmegaConf.merge(*(OmegaConf.load(CONF / f"{name}.yaml") for name in names))
-    required = {"length": ("target", 6), "soft_overlong": ("soft_punish_cache", 4)}
+    required = {"length": ("target", 6), "soft_overlong": ("soft_punish_cache", 4), "cosine_length": ("max_length", 8)}
     for name in set(names) & required.keys():
         field, value = required[name]
         cfg.rewards[name][field] = value
@@ -42,8 +42,9 @@ def train_one_step(tmp_path, tokenizer, dataset, reward_funcs, weights):
 
 @pytest.mark.parametrize(
     ("level", "names", "conversational"),
-    [("text", ["accuracy", "format", "think_format", "soft_overlong"], True),
-     ("token", ["accuracy", "format", "length", "soft_overlong"], False)],
+    [("text", ["accuracy", "format", "think_format", "soft_overlong", "reasoning_steps", "cosine_length",
+               "repetition"], True),
+     ("token", ["accuracy", "format", "length", "soft_overlong", "cosine_length", "repetition"], False)],
 )
 def test_rewards_log_under_their_yaml_names(tmp_path, level, names, conversational):
     from datasets import Dataset

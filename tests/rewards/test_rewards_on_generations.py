@@ -13,7 +13,7 @@ import torch
 from grpolab.data.arithmetic import ArithmeticTask
 from grpolab.models.causal_lm import build_tiny_qwen2
 from grpolab.models.tokenizer import build_char_tokenizer
-from grpolab.rewards import Accuracy, Format, Length, Overlong
+from grpolab.rewards import Accuracy, CosineLength, Format, Length, Overlong
 from grpolab.rewards.answers import answers_match
 from grpolab.rewards.tags import ALL_TAGS, last_answer, split_text
 from grpolab.rewards.vocabulary import describe_vocabulary
@@ -185,3 +185,22 @@ def _tag_chars(text: str) -> int:
     """Characters a text-level length counts beyond the token count: each tag is one token of len(tag) characters."""
     return sum(text.count(tag) * (len(tag) - 1) for tag in ALL_TAGS)
 
+
+def test_cosine_length_variants_agree_where_accuracy_does_once_tags_are_counted(sampled):
+    tokenizer, completion_ids, texts, answers = sampled
+    answer_ids = [tokenizer.encode(a, add_special_tokens=False) for a in answers]
+    columns = dict(answer=answers, answer_ids=answer_ids)
+    text_values, token_values = both(lambda level: CosineLength(max_length=8, fallbacks=False, level=level),
+                                     tokenizer, completion_ids, texts, **columns)
+    text_correct, token_correct = both(lambda level: Accuracy(level=level, fallbacks=False), tokenizer,
+                                       completion_ids, texts, **columns)
+    reward = CosineLength(max_length=8)
+    compared = 0
+    for text, ids, by_text, by_token, correct, same in zip(texts, completion_ids, text_values, token_values,
+                                                           text_correct, token_correct, strict=True):
+        if inner_special(tokenizer, ids) or correct != same:
+            continue  # accuracy's documented differences (spellings, inner special tokens) carry over
+        compared += 1
+        assert by_text == reward.reward_for(correct == 1.0, len(text))
+        assert by_token == reward.reward_for(correct == 1.0, len(text) - _tag_chars(text)), text
+    assert compared > len(texts) // 2 and 1.0 in token_correct

@@ -8,7 +8,9 @@ from grpolab.rewards.answers import answers_match, extract_final_answer, gsm8k_f
 from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError, completion_text, strip_trailing_special
 from grpolab.rewards.build import BUILTIN_REWARDS, TOKEN_LEVEL_REWARDS, BuiltRewards, build_rewards, check_columns
 from grpolab.rewards.format import Format
-from grpolab.rewards.length import Length, Overlong
+from grpolab.rewards.length import CosineLength, Length, Overlong
+from grpolab.rewards.reasoning import ReasoningSteps
+from grpolab.rewards.repetition import Repetition
 from grpolab.rewards.vocabulary import Vocabulary, describe_vocabulary
 from grpolab.rewards.wrappers import GuardedReward, NamedReward, RewardError
 
@@ -17,11 +19,14 @@ __all__ = [
     "TOKEN_LEVEL_REWARDS",
     "Accuracy",
     "BuiltRewards",
+    "CosineLength",
     "Format",
     "GuardedReward",
     "Length",
     "NamedReward",
     "Overlong",
+    "ReasoningSteps",
+    "Repetition",
     "Reward",
     "RewardError",
     "RewardLevel",

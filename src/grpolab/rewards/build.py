@@ -27,8 +27,11 @@ from grpolab.rewards.vocabulary import describe_vocabulary
 from grpolab.rewards.wrappers import NamedReward
 
 # The conf/rewards options; a test keeps these in step with the yaml files.
-BUILTIN_REWARDS = ("accuracy", "format", "length", "overlong", "think_format", "soft_overlong")
-TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong")
+BUILTIN_REWARDS = (
+    "accuracy", "format", "length", "overlong", "think_format", "soft_overlong", "reasoning_steps", "cosine_length",
+    "repetition",
+)
+TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong", "cosine_length", "repetition")
 # Options that need a task of their own (a box answer for iou), kept apart from the text-task rewards above.
 VISION_REWARDS = ("iou",)
 
@@ -147,10 +150,11 @@ def _weight(key: str, weight: Any) -> float:
     return float(weight)
 
 
-def _no_token_variant(key: str) -> RewardLevelError:
+def _no_token_variant(key: str, has_level_key: bool = False) -> RewardLevelError:
+    alternative = f"set rewards.{key}.level=text, " if has_level_key else ""
     return RewardLevelError(
-        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; use reward_level=text, or "
-        f"only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
+        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; {alternative}use "
+        f"reward_level=text, or only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
     )
 
 
@@ -166,7 +170,7 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
         # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
         reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
         if reward_level is RewardLevel.token and not target.has_token_variant():
-            raise _no_token_variant(key)
+            raise _no_token_variant(key, has_level_key=True)
         spec["level"] = reward_level.value
         spec.setdefault("name", key)
     try:
