@@ -148,7 +148,7 @@ def test_importing_rewards_loads_no_heavy_libraries():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "reasoning",
+@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "model", "reasoning",
                                     "repetition", "tags", "vocabulary", "wrappers"])
 def test_docstring_examples_hold(module):
     result = doctest.testmod(importlib.import_module(f"grpolab.rewards.{module}"))

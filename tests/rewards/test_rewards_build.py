@@ -68,9 +68,9 @@ def one_line_error(excinfo) -> str:
 
 
 def test_builtin_names_match_the_option_files():
-    from grpolab.rewards.build import VISION_REWARDS
+    from grpolab.rewards.build import MODEL_REWARDS, VISION_REWARDS
 
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS + MODEL_REWARDS)
 
 
 def test_token_level_list_is_exactly_what_builds_at_token_level(tokenizer):
@@ -97,6 +97,7 @@ def test_all_options_build_at_text_level_with_yaml_names_and_weights(tokenizer):
     assert built.required_columns == {
         name: ({"answer"} if name in ("accuracy", "cosine_length") else set()) for name in BUILTIN_REWARDS
     }
+    assert built.reward_processing_classes == [None] * len(BUILTIN_REWARDS)
 
 
 def test_text_and_token_builds_log_under_the_same_names(tokenizer):

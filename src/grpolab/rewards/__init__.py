@@ -9,15 +9,17 @@ from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError, completi
 from grpolab.rewards.build import BUILTIN_REWARDS, TOKEN_LEVEL_REWARDS, BuiltRewards, build_rewards, check_columns
 from grpolab.rewards.format import Format
 from grpolab.rewards.length import CosineLength, Length, Overlong
+from grpolab.rewards.model import RewardModel
 from grpolab.rewards.reasoning import ReasoningSteps
 from grpolab.rewards.repetition import Repetition
 from grpolab.rewards.vocabulary import Vocabulary, describe_vocabulary
-from grpolab.rewards.wrappers import GuardedReward, NamedReward, RewardError
+from grpolab.rewards.wrappers import AsyncGuardedReward, GuardedReward, NamedReward, RewardError, guard_reward
 
 __all__ = [
     "BUILTIN_REWARDS",
     "TOKEN_LEVEL_REWARDS",
     "Accuracy",
+    "AsyncGuardedReward",
     "BuiltRewards",
     "CosineLength",
     "Format",
@@ -31,6 +33,7 @@ __all__ = [
     "RewardError",
     "RewardLevel",
     "RewardLevelError",
+    "RewardModel",
     "Vocabulary",
     "answers_match",
     "build_rewards",
@@ -38,6 +41,7 @@ __all__ = [
     "completion_text",
     "describe_vocabulary",
     "extract_final_answer",
+    "guard_reward",
     "gsm8k_final_answer",
     "strip_trailing_special",
 ]

@@ -5,9 +5,20 @@ Each entry of ``rewards`` is ``<name>: {_target_: ..., weight: ..., **kwargs}``.
 logs ``rewards/<name>/mean`` at either level) and binds the rewards to one description of the tokenizer's vocabulary
 (``describe_vocabulary``), so no reward holds the tokenizer.
 
+Three kinds of reward reach TRL: synchronous callables, async callables (TRL awaits them together) and reward models
+(``RewardModel``: TRL runs the model itself, with its own tokenizer). ``BuiltRewards.trainer_reward_funcs`` and
+``reward_processing_classes`` are what ``GRPOTrainer`` takes, each entry guarded so that a failure names the reward
+and the sample, and each kind still seen by TRL as what it is.
+
 A ``Reward`` runs at its own ``level`` key when it has one (the option files interpolate ``${reward_level}``, so a
 per-reward override such as ``rewards.accuracy.level=text`` is possible), else at the run's level. Plain callables
 (TRL's functions) are text-level unless they read ``completion_ids`` only.
+
+>>> from grpolab.models.tokenizer import build_char_tokenizer
+>>> built = build_rewards({"format": {"_target_": "grpolab.rewards.format.Format", "weight": 0.5}}, "token",
+...                       tokenizer=build_char_tokenizer())
+>>> built.trainer_reward_funcs, built.reward_processing_classes, built.weights
+([GuardedReward(Format(name='format', level='token'))], [None], [0.5])
 """
 
 from __future__ import annotations
@@ -23,8 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
+from grpolab.rewards.model import RewardModel
 from grpolab.rewards.vocabulary import describe_vocabulary
-from grpolab.rewards.wrappers import NamedReward
+from grpolab.rewards.wrappers import AsyncNamedReward, NamedReward, guard_reward, is_async_reward
 
 # The conf/rewards options; a test keeps these in step with the yaml files.
 BUILTIN_REWARDS = (
@@ -32,8 +44,10 @@ BUILTIN_REWARDS = (
     "repetition",
 )
 TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong", "cosine_length", "repetition")
-# Options that need a task of their own (a box answer for iou), kept apart from the text-task rewards above.
+# Options that need a task of their own (a box answer for iou) or a checkpoint (reward_model), kept apart from the
+# rule-based text-task rewards above.
 VISION_REWARDS = ("iou",)
+MODEL_REWARDS = ("reward_model",)
 
 # Third-party rewards that read completion_ids only (never completions), so they are valid at level=token as they are.
 IDS_ONLY_CALLABLES = frozenset(
@@ -44,9 +58,10 @@ MISSING = "???"
 
 @dataclass(frozen=True)
 class BuiltRewards:
-    """Reward callables in config order with their weights (for ``GRPOConfig.reward_weights``) and needs."""
+    """Rewards in config order (callables, or ``RewardModel``s) with their weights (for ``GRPOConfig.reward_weights``)
+    and the dataset columns they read."""
 
-    funcs: list[Callable[..., list[float | None]]]
+    funcs: list[Callable[..., list[float | None]] | RewardModel]
     weights: list[float]
     names: list[str]
     required_columns: dict[str, set[str]]
@@ -56,6 +71,17 @@ class BuiltRewards:
     def all_required_columns(self) -> set[str]:
         """Every dataset column some reward reads: what data preparation must provide (e.g. ``answer_ids``)."""
         return set().union(*self.required_columns.values())
+
+    @property
+    def trainer_reward_funcs(self) -> list[Any]:
+        """``GRPOTrainer(reward_funcs=...)``: each function guarded (async ones by an async guard, so TRL still awaits
+        them), each reward model as the model itself (its guard is its ``forward``), so TRL runs it as a model."""
+        return [func.model if isinstance(func, RewardModel) else guard_reward(func) for func in self.funcs]
+
+    @property
+    def reward_processing_classes(self) -> list[Any]:
+        """``GRPOTrainer(reward_processing_classes=...)``: a reward model's tokenizer, None for every function."""
+        return [func.processing_class if isinstance(func, RewardModel) else None for func in self.funcs]
 
 
 def build_rewards(
@@ -82,7 +108,7 @@ def build_rewards(
         weight = _weight(key, spec.pop("weight", 1.0))
         completions_as = spec.pop("completions_as", "as_is")
         func = _instantiate(key, spec, level)
-        if isinstance(func, Reward):
+        if isinstance(func, (Reward, RewardModel)):
             if completions_as != "as_is":
                 raise ValueError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
         else:
@@ -90,7 +116,8 @@ def build_rewards(
             reads_only_ids = qualified in IDS_ONLY_CALLABLES
             if level is RewardLevel.token and not reads_only_ids:
                 raise _no_token_variant(key)
-            func = NamedReward(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
+            named = AsyncNamedReward if is_async_reward(func) else NamedReward
+            func = named(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
         funcs.append(func)
         weights.append(weight)
         names.append(key)
@@ -166,7 +193,7 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
         target = _locate(target_path)
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"rewards.{key}._target_ {target_path!r} cannot be imported: {_one_line(error)}") from error
-    if isinstance(target, type) and issubclass(target, Reward):
+    if isinstance(target, type) and issubclass(target, (Reward, RewardModel)):
         # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
         reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
         if reward_level is RewardLevel.token and not target.has_token_variant():
@@ -180,10 +207,10 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
         message = _one_line(cause) or repr(cause)
         prefix = "" if message.startswith(f"rewards.{key}") else f"rewards.{key}: cannot build {target_path}: "
         raise ValueError(f"{prefix}{message}") from error
-    if not callable(func):
-        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
-    if isinstance(func, Reward):
+    if isinstance(func, (Reward, RewardModel)):
         func.__name__ = key  # the metric key, even if a subclass ignored `name`
+    elif not callable(func):
+        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
     return func
 
 
