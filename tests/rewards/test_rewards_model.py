@@ -73,7 +73,8 @@ def test_the_yaml_option_builds_a_model_and_its_tokenizer_for_trl(built, checkpo
     assert processing_class.encode("12 + 7\n") == build_char_tokenizer().encode("12 + 7\n")
     # How TRL names an nn.Module reward (GRPOTrainer.__init__): the yaml key, like every other reward.
     assert get_config_model_id(model.config).split("/")[-1] == "reward_model" == reward.__name__
-    assert built.names == ["reward_model"] and built.weights == [1.0] and built.required_columns == {"reward_model": set()}
+    assert built.names == ["reward_model"] and built.weights == [1.0]
+    assert built.required_columns == {"reward_model": set()}
     assert model.config.pad_token_id == processing_class.pad_token_id
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     check_columns(built, ["prompt"])

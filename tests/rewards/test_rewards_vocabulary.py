@@ -1,4 +1,4 @@
-"""describe_vocabulary: special and whitespace-only IDs and tag encodings, read once through public tokenizer methods."""
+"""describe_vocabulary: special and whitespace-only IDs and tag encodings, read once through public tokenizer calls."""
 
 from __future__ import annotations
 

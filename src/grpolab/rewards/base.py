@@ -101,7 +101,7 @@ class Reward:
         return self.token_columns if self.level is RewardLevel.token else self.text_columns
 
     def token_strings(self) -> tuple[str, ...]:
-        """Fixed strings whose IDs the token variant needs; ``describe_vocabulary`` encodes them. The tags by default."""
+        """Fixed strings whose IDs the token variant needs (encoded by ``describe_vocabulary``); the tags by default."""
         return self.tags
 
     def bind_tokens(self, vocabulary: Vocabulary) -> None:

@@ -159,9 +159,10 @@ class CosineLength(Reward):
         self.accuracy.bind_tokens(vocabulary)
 
     def reward_for(self, correct: bool, length: int) -> float:
-        start, end = (
-            (self.max_value_correct, self.min_value_correct) if correct else (self.min_value_wrong, self.max_value_wrong)
-        )
+        if correct:
+            start, end = self.max_value_correct, self.min_value_correct
+        else:
+            start, end = self.min_value_wrong, self.max_value_wrong
         cosine = math.cos(math.pi * min(length / self.max_length, 1.0))
         return end + 0.5 * (start - end) * (1.0 + cosine)
 
@@ -174,5 +175,6 @@ class CosineLength(Reward):
     ) -> list[float | None]:
         correct = self.accuracy.score_tokens(completion_ids, answer_ids=answer_ids)
         return [
-            self.reward_for(c == 1.0, len(self.content_ids(ids))) for c, ids in zip(correct, completion_ids, strict=True)
+            self.reward_for(c == 1.0, len(self.content_ids(ids)))
+            for c, ids in zip(correct, completion_ids, strict=True)
         ]

@@ -131,7 +131,8 @@ class RewardModelGuard:
             try:
                 forward(self.model, **_one(inputs, index, size))
             except Exception as sample_error:
-                return f"{self.label} raised {sample_error!r} on sample {index} of {size}: {self._describe(inputs, index)}"
+                sample = self._describe(inputs, index)
+                return f"{self.label} raised {sample_error!r} on sample {index} of {size}: {sample}"
         return f"{self.label} raised {error!r} on a batch of {size} (no single sample reproduces it)"
 
     def _check_output(self, output: Any, inputs: dict[str, Any]) -> None:
