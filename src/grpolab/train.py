@@ -63,8 +63,7 @@ def train(cfg: DictConfig) -> float | None:
             splits = instantiate(cfg.data).load()
         log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
         with config_errors("rewards"):
-            rewards = build_rewards(cfg.rewards, cfg.reward_level, encode=encoder.answer_ids,
-                                    special_ids=encoder.tokenizer.all_special_ids)
+            rewards = build_rewards(cfg.rewards, cfg.reward_level, tokenizer=encoder.tokenizer)
         log.info("rewards (%s level): %s", rewards.level.value, rewards)
         with config_errors("tokenizer_mode"):
             preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)

@@ -12,6 +12,7 @@ import pytest
 
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, Length, Overlong, Reward, RewardLevel, RewardLevelError
+from grpolab.rewards.vocabulary import describe_vocabulary
 from grpolab.rewards.base import completion_text, strip_trailing_special
 
 
@@ -40,8 +41,8 @@ def tokenizer():
     return build_char_tokenizer()
 
 
-def encode_fn(tokenizer):
-    return lambda s: tokenizer.encode(s, add_special_tokens=False)
+def bind(reward, tokenizer):
+    reward.bind_tokens(describe_vocabulary(tokenizer, reward.token_strings()))
 
 
 def test_string_and_chat_completions_score_the_same():
@@ -75,7 +76,7 @@ def test_strip_trailing_special_keeps_inner_ids():
      Overlong(max_length=4, cache=2, level="token")],
 )
 def test_token_level_never_touches_completions(tokenizer, reward):
-    reward.bind_tokens(encode_fn(tokenizer), tokenizer.all_special_ids)
+    bind(reward, tokenizer)
     ids = [tokenizer.encode("<answer>19</answer>", add_special_tokens=False) + [tokenizer.eos_token_id]]
     result = reward(prompts=["q"], completions=Untouchable(), completion_ids=ids,
                     answer_ids=[tokenizer.encode("19", add_special_tokens=False)], trainer_state=None)
@@ -113,24 +114,26 @@ def test_required_columns_follow_the_level():
     assert Format().required_columns == frozenset()
 
 
-def test_bind_tokens_resolves_tags_without_keeping_the_encoder(tokenizer):
+def test_bind_tokens_resolves_tags_without_keeping_the_tokenizer(tokenizer):
     reward = Accuracy(level="token")
-    reward.bind_tokens(encode_fn(tokenizer), tokenizer.all_special_ids)
+    bind(reward, tokenizer)
     assert reward.tag_ids["<answer>"] == tuple(tokenizer.convert_tokens_to_ids(["<answer>"]))
-    assert not any(callable(value) for value in vars(reward).values())
+    assert reward.special_ids == set(tokenizer.all_special_ids)
+    assert {tokenizer.decode([i]) for i in reward.whitespace_ids} == {" ", "\t", "\n", "\r", "\x0b", "\x0c"}
+    assert not any(callable(value) or value is tokenizer for value in vars(reward).values())
 
 
 def test_bind_tokens_rejects_tags_that_are_special_tokens():
     tokenizer = build_char_tokenizer(special_tokens=("<|im_start|>", "<answer>"), tag_tokens=("</answer>",))
     with pytest.raises(ValueError, match=r"tag '<answer>' encodes to special IDs"):
-        Accuracy(level="token").bind_tokens(encode_fn(tokenizer), tokenizer.all_special_ids)
+        bind(Accuracy(level="token"), tokenizer)
 
 
 def test_bind_tokens_accepts_multi_id_tags():
     """A tokenizer without tag tokens spells tags character by character; the token variants still find them."""
     tokenizer = build_char_tokenizer(tag_tokens=())
     reward = Format(level="token")
-    reward.bind_tokens(encode_fn(tokenizer), tokenizer.all_special_ids)
+    bind(reward, tokenizer)
     assert len(reward.tag_ids["</answer>"]) == len("</answer>")
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in ["<answer>19</answer>", "<answer>19</answer>x"]]
     assert reward(prompts=["q"] * 2, completions=Untouchable(), completion_ids=ids) == [1.0, 0.0]
@@ -145,7 +148,8 @@ def test_importing_rewards_loads_no_heavy_libraries():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "tags", "wrappers"])
+@pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "model", "reasoning",
+                                    "repetition", "tags", "vocabulary", "wrappers"])
 def test_docstring_examples_hold(module):
     result = doctest.testmod(importlib.import_module(f"grpolab.rewards.{module}"))
     assert result.attempted > 0 and result.failed == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ REQUIRED = {
     "length": {"target": 12},
     "overlong": {"max_length": 16, "cache": 4},
     "soft_overlong": {"soft_punish_cache": 4},
+    "cosine_length": {"max_length": 38},
 }
 
 
@@ -56,8 +58,7 @@ def compose(names, level="text", overrides=None, max_completion_length=16):
 
 
 def build(cfg, tokenizer):
-    return build_rewards(cfg.rewards, cfg.reward_level, encode=lambda s: tokenizer.encode(s, add_special_tokens=False),
-                         special_ids=tokenizer.all_special_ids)
+    return build_rewards(cfg.rewards, cfg.reward_level, tokenizer=tokenizer)
 
 
 def one_line_error(excinfo) -> str:
@@ -67,9 +68,9 @@ def one_line_error(excinfo) -> str:
 
 
 def test_builtin_names_match_the_option_files():
-    from grpolab.rewards.build import VISION_REWARDS
+    from grpolab.rewards.build import MODEL_REWARDS, VISION_REWARDS
 
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS + MODEL_REWARDS)
 
 
 def test_token_level_list_is_exactly_what_builds_at_token_level(tokenizer):
@@ -88,12 +89,15 @@ def test_all_options_build_at_text_level_with_yaml_names_and_weights(tokenizer):
 
     built = build(compose(BUILTIN_REWARDS), tokenizer)
     assert built.names == list(BUILTIN_REWARDS)
-    assert built.weights == [1.0, 0.2, 0.2, 1.0, 0.2, 1.0]
+    assert built.weights == [1.0, 0.2, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0, 1.0]
     assert built.level is RewardLevel.text
     # TRL logs rewards/<get_callable_name(func)>/mean: the yaml key, also for TRL's own functions and when guarded.
     assert [get_callable_name(f) for f in built.funcs] == list(BUILTIN_REWARDS)
     assert [get_callable_name(GuardedReward(f)) for f in built.funcs] == list(BUILTIN_REWARDS)
-    assert built.required_columns == {name: ({"answer"} if name == "accuracy" else set()) for name in BUILTIN_REWARDS}
+    assert built.required_columns == {
+        name: ({"answer"} if name in ("accuracy", "cosine_length") else set()) for name in BUILTIN_REWARDS
+    }
+    assert built.reward_processing_classes == [None] * len(BUILTIN_REWARDS)
 
 
 def test_text_and_token_builds_log_under_the_same_names(tokenizer):
@@ -102,12 +106,12 @@ def test_text_and_token_builds_log_under_the_same_names(tokenizer):
     assert text.names == token.names
     assert [f.__name__ for f in text.funcs] == [f.__name__ for f in token.funcs]
     assert all(f.level is RewardLevel.token for f in token.funcs)
-    assert token.required_columns["accuracy"] == {"answer_ids"}
+    assert token.required_columns["accuracy"] == token.required_columns["cosine_length"] == {"answer_ids"}
     assert token.all_required_columns == {"answer_ids"}
 
 
 def test_built_rewards_score_a_batch_at_both_levels(tokenizer):
-    texts = ["<think>12+7</think><answer>19</answer>", "<answer>18</answer>", "x" * 13, "x" * 20]
+    texts = ["<think>12+7</think><answer>19</answer>", "<answer>18</answer>", "x" * 13, "x x x x x x x x x x"]
     ids = [tokenizer.encode(t, add_special_tokens=False) + [tokenizer.eos_token_id] for t in texts]
     n = len(texts)
     columns = {"answer": ["19"] * n, "answer_ids": [tokenizer.encode("19", add_special_tokens=False)] * n,
@@ -120,6 +124,11 @@ def test_built_rewards_score_a_batch_at_both_levels(tokenizer):
     assert scores["think_format"] == [1.0, 0.0, 0.0, 0.0]
     # TRL counts tokens including EOS: 11, 5, 14 and 21 against L_max 16, cache 4.
     assert scores["soft_overlong"] == [0.0, 0.0, -0.5, -1.0]
+    assert scores["reasoning_steps"] == [0.0] * 4
+    # 38 characters is max_length: the correct answer earns min_value_correct; wrong ones at 19 characters, -0.75.
+    assert scores["cosine_length"] == [0.5, -0.75, pytest.approx(-0.5 - 0.25 * (1 + math.cos(math.pi * 13 / 38))),
+                                       -0.75]
+    assert scores["repetition"] == [0.0, 0.0, 0.0, -(1 - 1 / 8)]  # ten "x" words: 8 trigrams, one distinct
 
     token = build(compose(TOKEN_LEVEL_REWARDS, level="token"), tokenizer)
     token_scores = {name: f(prompts=["q"] * n, completions=Untouchable(), completion_ids=ids, **columns)
@@ -128,6 +137,12 @@ def test_built_rewards_score_a_batch_at_both_levels(tokenizer):
     assert token_scores["format"] == scores["format"]
     assert token_scores["soft_overlong"] == scores["soft_overlong"]
     assert token_scores["overlong"] == [0.0, 0.0, -0.25, -1.0]  # our overlong does not count the EOS: 13 tokens
+    # Tokens, not characters: 10 and 4 tokens for the tagged answers (a tag is one token).
+    assert token_scores["cosine_length"] == [pytest.approx(0.75 + 0.25 * math.cos(math.pi * 10 / 38)),
+                                             pytest.approx(-0.75 - 0.25 * math.cos(math.pi * 4 / 38)),
+                                             scores["cosine_length"][2], -0.75]
+    # Token trigrams: "xxx..." repeats one trigram; "x x x ..." alternates two of its 17.
+    assert token_scores["repetition"] == [0.0, 0.0, -(1 - 1 / 11), -(1 - 2 / 17)]
 
 
 @pytest.mark.parametrize("level", ["text", "token"])
@@ -148,8 +163,21 @@ def test_think_format_at_token_level_lists_the_alternatives(tokenizer):
         build(compose(["accuracy", "think_format"], level="token"), tokenizer)
     assert one_line_error(excinfo) == (
         "rewards.think_format has no token variant, so it cannot run with reward_level=token; use reward_level=text, "
-        "or only rewards with a token variant: accuracy, format, length, overlong, soft_overlong"
+        "or only rewards with a token variant: accuracy, format, length, overlong, soft_overlong, cosine_length, "
+        "repetition"
     )
+
+
+def test_a_text_only_reward_with_a_level_key_suggests_the_per_reward_override(tokenizer):
+    with pytest.raises(RewardLevelError) as excinfo:
+        build(compose(["accuracy", "reasoning_steps"], level="token"), tokenizer)
+    assert one_line_error(excinfo).startswith(
+        "rewards.reasoning_steps has no token variant, so it cannot run with reward_level=token; set "
+        "rewards.reasoning_steps.level=text, use reward_level=text"
+    )
+    built = build(compose(["accuracy", "reasoning_steps"], level="token",
+                          overrides={"reasoning_steps": {"level": "text"}}), tokenizer)
+    assert [f.level for f in built.funcs] == [RewardLevel.token, RewardLevel.text]
 
 
 def test_a_reward_may_override_the_run_level(tokenizer):
@@ -176,7 +204,7 @@ def test_empty_rewards_fail_with_the_options(tokenizer):
         build(compose([]), tokenizer)
     assert one_line_error(excinfo) == (
         "rewards is empty: select at least one, e.g. rewards=[accuracy,format] (options: accuracy, format, length, "
-        "overlong, think_format, soft_overlong)"
+        "overlong, think_format, soft_overlong, reasoning_steps, cosine_length, repetition)"
     )
 
 
@@ -226,8 +254,8 @@ def test_malformed_specs_fail_in_one_line(tokenizer, spec, expected):
     assert one_line_error(excinfo).startswith(expected)
 
 
-def test_token_level_needs_the_encoder():
-    with pytest.raises(ValueError, match=r"rewards\.format runs at level=token but build_rewards got no encode"):
+def test_token_level_needs_the_tokenizer():
+    with pytest.raises(ValueError, match=r"rewards\.format runs at level=token but build_rewards got no tokenizer"):
         build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "token")
     built = build_rewards({"format": {"_target_": "grpolab.rewards.format.Format"}}, "text")
     assert isinstance(built.funcs[0], Reward) and built.funcs[0].level is RewardLevel.text

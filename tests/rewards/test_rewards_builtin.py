@@ -8,6 +8,7 @@ import pytest
 
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, Length, Overlong, Reward
+from grpolab.rewards.vocabulary import describe_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def tokenizer():
 
 
 def bound(reward: Reward, tokenizer) -> Reward:
-    reward.bind_tokens(lambda s: tokenizer.encode(s, add_special_tokens=False), tokenizer.all_special_ids)
+    reward.bind_tokens(describe_vocabulary(tokenizer, reward.token_strings()))
     return reward
 
 
@@ -99,7 +100,7 @@ def test_accuracy_word_answers_compare_as_strings():
     assert result == [1.0, 0.0]
 
 
-FORMAT_CASES = {  # completion -> (reward without think required, reward with think required)
+FORMAT_CASES = {  # completion without whitespace between blocks -> (reward without think required, with), any mode
     "<answer>19</answer>": (1.0, 0.0),
     "<think>12+7</think><answer>19</answer>": (1.0, 1.0),
     "<think></think><answer>19</answer>": (1.0, 1.0),
@@ -107,8 +108,6 @@ FORMAT_CASES = {  # completion -> (reward without think required, reward with th
     "<answer></answer>": (0.0, 0.0),
     "x<answer>19</answer>": (0.0, 0.0),
     "<answer>19</answer>x": (0.0, 0.0),
-    "<answer>19</answer>\n": (0.0, 0.0),
-    "<think>a</think>\n<answer>19</answer>": (0.0, 0.0),
     "<think><think>a</think><answer>19</answer>": (0.0, 0.0),
     "<think>a<answer>19</answer>": (0.0, 0.0),
     "<answer>1</answer><answer>2</answer>": (0.0, 0.0),
@@ -118,14 +117,45 @@ FORMAT_CASES = {  # completion -> (reward without think required, reward with th
     "": (0.0, 0.0),
 }
 
+WHITESPACE_CASES = {  # completion with whitespace -> (default, strict), with or without think required
+    "<answer>19</answer>\n": (1.0, 0.0),
+    "<think>a</think>\n<answer>19</answer>\n": (1.0, 0.0),
+    "\n<think>a</think> <answer>19</answer>": (1.0, 0.0),
+    "  \t<think>a</think>\r\n\n<answer>19</answer>\x0b\x0c ": (1.0, 0.0),
+    "<think> </think><answer>19</answer>": (1.0, 1.0),  # a whitespace-only think block is an empty one
+    "<think>a</think><answer> 19 </answer>": (1.0, 1.0),  # whitespace inside a non-empty answer is content
+    "<think>a</think><answer> </answer>": (0.0, 1.0),  # a whitespace-only answer is empty, unless strict
+    "<think>a</think><answer>\n</answer>\n": (0.0, 0.0),
+    "<think>a</think>\nx<answer>19</answer>": (0.0, 0.0),  # not whitespace between the blocks
+    "<think>a</think>\n<answer>19</answer>\n.": (0.0, 0.0),
+    "<answer>1</answer>\n<answer>2</answer>": (0.0, 0.0),
+    " \n ": (0.0, 0.0),
+}
 
+
+@pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("require_think", [False, True])
-def test_format_variants_agree(tokenizer, require_think):
+def test_format_variants_agree(tokenizer, require_think, strict):
     texts = list(FORMAT_CASES)
     text_rewards, token_rewards = both_levels(
-        lambda level: Format(level=level, require_think=require_think), tokenizer, texts
+        lambda level: Format(level=level, require_think=require_think, strict=strict), tokenizer, texts
     )
     assert text_rewards == [expected[require_think] for expected in FORMAT_CASES.values()]
+    assert token_rewards == text_rewards
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("require_think", [False, True])
+def test_format_whitespace_variants_agree(tokenizer, require_think, strict):
+    texts = list(WHITESPACE_CASES)
+    text_rewards, token_rewards = both_levels(
+        lambda level: Format(level=level, require_think=require_think, strict=strict), tokenizer, texts
+    )
+    expected = [
+        values[strict] if "<think>" in text or not require_think else 0.0
+        for text, values in WHITESPACE_CASES.items()
+    ]
+    assert text_rewards == expected
     assert token_rewards == text_rewards
 
 

@@ -9,6 +9,7 @@ import pytest
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards import Accuracy, Format, gsm8k_final_answer
 from grpolab.rewards.answers import extract_final_answer, last_number
+from grpolab.rewards.vocabulary import describe_vocabulary
 
 
 
@@ -87,7 +88,7 @@ def test_token_accuracy_on_gsm8k(sample):
     tokenizer = build_char_tokenizer()
     golds = [gsm8k_final_answer(row["answer"]) for row in sample]
     reward = Accuracy(level="token")
-    reward.bind_tokens(lambda s: tokenizer.encode(s, add_special_tokens=False), tokenizer.all_special_ids)
+    reward.bind_tokens(describe_vocabulary(tokenizer, reward.token_strings()))
     answer_ids = [tokenizer.encode(gold, add_special_tokens=False) for gold in golds]
 
     def token_score(texts):

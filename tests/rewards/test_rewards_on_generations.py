@@ -13,10 +13,11 @@ import torch
 from grpolab.data.arithmetic import ArithmeticTask
 from grpolab.models.tiny import build_tiny_qwen2
 from grpolab.models.tokenizer import build_char_tokenizer
-from grpolab.rewards import Accuracy, Format, Length, Overlong
+from grpolab.rewards import Accuracy, CosineLength, Format, Length, Overlong
 from grpolab.rewards.answers import answers_match
 from grpolab.rewards.tags import ALL_TAGS, last_answer, split_text
 from grpolab.data.prompts import PromptEncoder
+from grpolab.rewards.vocabulary import describe_vocabulary
 from grpolab.trainer.warmstart import SupervisedWarmStart
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def inner_special(tokenizer, ids) -> bool:
 
 def both(make, tokenizer, completion_ids, texts, **columns):
     text_reward, token_reward = make("text"), make("token")
-    token_reward.bind_tokens(lambda s: tokenizer.encode(s, add_special_tokens=False), tokenizer.all_special_ids)
+    token_reward.bind_tokens(describe_vocabulary(tokenizer, token_reward.token_strings()))
     prompts = ["q"] * len(texts)
     text_values = text_reward(prompts=prompts, completions=texts, completion_ids=completion_ids,
                               **{k: v for k, v in columns.items() if k in text_reward.required_columns})
@@ -91,6 +92,38 @@ def test_format_variants_agree_on_every_sample_without_inner_special_tokens(samp
     kept = [i for i, ids in enumerate(completion_ids) if not inner_special(tokenizer, ids)]
     assert len(kept) > len(texts) // 2
     assert [text_values[i] for i in kept] == [token_values[i] for i in kept]
+
+
+def with_think_block(tokenizer, ids, spaced):
+    """``<think>7+12</think>`` and the sampled completion (before its EOS), with whitespace around and between the two
+    blocks when ``spaced``: " <think>7+12</think>\\n<completion> \\n"."""
+    space, newline = tokenizer.encode(" \n", add_special_tokens=False)
+    think = tokenizer.encode("<think>7+12</think>", add_special_tokens=False)
+    end = len(ids)
+    while end and ids[end - 1] in tokenizer.all_special_ids:
+        end -= 1
+    if not spaced:
+        return think + list(ids)
+    return [space, *think, newline, *ids[:end], space, newline, *ids[end:]]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("require_think", [False, True])
+def test_format_variants_agree_on_samples_with_whitespace_around_and_between_blocks(sampled, strict, require_think):
+    tokenizer, completion_ids, _, _ = sampled
+    kept = [ids for ids in completion_ids if not inner_special(tokenizer, ids)]
+    plain_ids = [with_think_block(tokenizer, ids, spaced=False) for ids in kept]
+    spaced_ids = [with_think_block(tokenizer, ids, spaced=True) for ids in kept]
+    plain_texts = tokenizer.batch_decode(plain_ids, skip_special_tokens=True)
+    spaced_texts = tokenizer.batch_decode(spaced_ids, skip_special_tokens=True)
+    assert all(t.startswith(" <think>7+12</think>\n") and t.endswith(" \n") for t in spaced_texts)
+    make = lambda level: Format(level=level, require_think=require_think, strict=strict)  # noqa: E731
+    text_values, token_values = both(make, tokenizer, spaced_ids, spaced_texts)
+    assert text_values == token_values
+    if strict:  # something now surrounds every completion
+        assert set(text_values) == {0.0}
+    else:  # whitespace is not content: the scores without it, and some samples are well formed
+        assert text_values == both(make, tokenizer, plain_ids, plain_texts)[0] and 1.0 in text_values
 
 
 def test_variants_agree_on_completions_with_inner_special_tokens(sampled):
@@ -148,3 +181,23 @@ def test_length_variants_agree_once_tags_are_counted_in_their_unit(sampled, make
 def _tag_chars(text: str) -> int:
     """Characters a text-level length counts beyond the token count: each tag is one token of len(tag) characters."""
     return sum(text.count(tag) * (len(tag) - 1) for tag in ALL_TAGS)
+
+
+def test_cosine_length_variants_agree_where_accuracy_does_once_tags_are_counted(sampled):
+    tokenizer, completion_ids, texts, answers = sampled
+    answer_ids = [tokenizer.encode(a, add_special_tokens=False) for a in answers]
+    columns = dict(answer=answers, answer_ids=answer_ids)
+    text_values, token_values = both(lambda level: CosineLength(max_length=8, fallbacks=False, level=level),
+                                     tokenizer, completion_ids, texts, **columns)
+    text_correct, token_correct = both(lambda level: Accuracy(level=level, fallbacks=False), tokenizer,
+                                       completion_ids, texts, **columns)
+    reward = CosineLength(max_length=8)
+    compared = 0
+    for text, ids, by_text, by_token, correct, same in zip(texts, completion_ids, text_values, token_values,
+                                                           text_correct, token_correct, strict=True):
+        if inner_special(tokenizer, ids) or correct != same:
+            continue  # accuracy's documented differences (spellings, inner special tokens) carry over
+        compared += 1
+        assert by_text == reward.reward_for(correct == 1.0, len(text))
+        assert by_token == reward.reward_for(correct == 1.0, len(text) - _tag_chars(text)), text
+    assert compared > len(texts) // 2 and 1.0 in token_correct

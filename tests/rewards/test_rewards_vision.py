@@ -12,10 +12,10 @@ from grpolab.config.paths import CONF_DIR
 from grpolab.models.vision import build_vlm_processor
 from grpolab.rewards import Accuracy, build_rewards
 from grpolab.rewards.vision import IoU, box_iou, parse_box, resized_size
+from grpolab.rewards.vocabulary import describe_vocabulary
 
 TOKENIZER = build_vlm_processor().tokenizer
-ENCODE = dict(encode=lambda text: TOKENIZER.encode(text, add_special_tokens=False),
-              special_ids=TOKENIZER.all_special_ids)
+VOCABULARY = describe_vocabulary(TOKENIZER, IoU(level="token").token_strings())
 
 
 def _ids(text: str) -> list[int]:
@@ -29,7 +29,7 @@ def _score(reward, completions, **columns):
 
 def _token_iou(**kwargs) -> IoU:
     reward = IoU(level="token", **kwargs)
-    reward.bind_tokens(**ENCODE)
+    reward.bind_tokens(VOCABULARY)
     return reward
 
 
@@ -125,7 +125,7 @@ def test_iou_mistakes_are_named():
 @pytest.mark.parametrize("level", ["text", "token"])
 def test_accuracy_scores_image_rows_and_receives_the_images(level):
     reward = Accuracy(level=level)
-    reward.bind_tokens(**ENCODE)
+    reward.bind_tokens(VOCABULARY)
     images = [Image.new("RGB", (56, 56))] * 3
     completions = ["<answer>3</answer>", "<answer>4</answer>", "<answer>red</answer>"]
     columns = {"answer": ["3", "3", "red"], "image": images}
@@ -143,7 +143,7 @@ def test_the_iou_option_builds_at_both_levels():
                 cfg = compose("train", overrides=overrides)
         finally:
             GlobalHydra.instance().clear()
-        built = build_rewards(cfg.rewards, level, **ENCODE)
+        built = build_rewards(cfg.rewards, level, tokenizer=TOKENIZER)
         (reward,) = built.funcs
         assert isinstance(reward, IoU) and reward.level.value == level and reward.threshold == 0.5
         assert built.required_columns == {"iou": {"answer"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import pickle
 from collections.abc import Sequence
@@ -9,7 +10,9 @@ from collections.abc import Sequence
 import pytest
 import trl.rewards
 
-from grpolab.rewards import Accuracy, Format, GuardedReward, NamedReward, RewardError
+from grpolab.rewards import Accuracy, AsyncGuardedReward, Format, GuardedReward, NamedReward, RewardError, guard_reward
+from grpolab.rewards.wrappers import AsyncNamedReward, is_async_reward
+from grpolab.rewards.vocabulary import Vocabulary
 
 
 class LazyCompletions(Sequence):
@@ -102,7 +105,8 @@ def test_good_outputs_pass_through_unchanged():
 def test_guard_does_not_decode_at_token_level_when_all_is_well():
     lazy = LazyCompletions(["x"] * 3, broken=True)
     reward = Format(level="token")
-    reward.bind_tokens(lambda s: {"<think>": [2], "</think>": [3], "<answer>": [4], "</answer>": [5]}[s], {0, 1})
+    reward.bind_tokens(Vocabulary(special_ids=frozenset({0, 1}), whitespace_ids=frozenset({6}),
+                                  encodings={"<think>": (2,), "</think>": (3,), "<answer>": (4,), "</answer>": (5,)}))
     assert call(GuardedReward(reward), completions=lazy) == [0.0, 0.0, 0.0]
 
 
@@ -143,3 +147,75 @@ def test_named_reward_leaves_chat_completions_alone_and_wraps_strings():
     as_is = NamedReward(functools.partial(trl.rewards.think_format_reward), "think_format")
     with pytest.raises(RewardError, match=r"rewards\.think_format \(text\) raised TypeError"):
         GuardedReward(as_is)(prompts=["q"], completions=["<think>a</think>b"], completion_ids=[[]])
+
+
+class AsyncJudge:
+    """A picklable async reward (an LLM judge stand-in): awaits, then fails on one specific sample."""
+
+    __name__ = "judge"
+
+    async def __call__(self, completions, answer, **kwargs):
+        await asyncio.sleep(0)
+        return [1.0 / (int(a) - 7) for a in answer]
+
+
+def test_async_rewards_stay_async_for_trl_and_are_guarded():
+    from trl.trainer.utils import is_async_callable
+
+    guarded = guard_reward(AsyncJudge())
+    assert isinstance(guarded, AsyncGuardedReward) and is_async_callable(guarded)
+    assert asyncio.run(call(guarded, answer=["8", "9", "11"])) == [1.0, 0.5, 0.25]
+    with pytest.raises(RewardError) as excinfo:
+        asyncio.run(call(guarded, answer=["5", "7", "9"]))
+    assert str(excinfo.value).startswith("rewards.judge raised ZeroDivisionError")
+    assert "on sample 1 of 3: prompt='prompt 1', completion='<answer>1</answer>'" in str(excinfo.value)
+    with pytest.raises(RewardError, match=r"^rewards\.judge returned 2 rewards for 3 completions"):
+        asyncio.run(call(guard_reward(ReturnsWhatAsync([1.0, 0.0], "judge"))))
+
+
+class ReturnsWhatAsync:
+    def __init__(self, output, name):
+        self.output, self.__name__ = output, name
+
+    async def __call__(self, **kwargs):
+        return self.output
+
+
+def test_sync_rewards_get_the_sync_guard():
+    from trl.trainer.utils import is_async_callable
+
+    guarded = guard_reward(FailsOnSeven())
+    assert type(guarded) is GuardedReward and not is_async_callable(guarded)
+
+
+@pytest.mark.parametrize(
+    "func",
+    [AsyncJudge(), functools.partial(AsyncJudge()), FailsOnSeven(), functools.partial(FailsOnSeven()),
+     trl.rewards.think_format_reward],
+    ids=["async object", "partial of async object", "object", "partial", "function"],
+)
+def test_async_detection_is_trls(func):
+    from trl.trainer.utils import is_async_callable
+
+    assert is_async_reward(func) is is_async_callable(func)
+    named = NamedReward(func, "named") if not is_async_reward(func) else AsyncNamedReward(func, "named")
+    assert is_async_callable(named) is is_async_callable(func)
+    assert is_async_callable(guard_reward(func)) is is_async_callable(func)
+
+
+def test_guards_refuse_what_they_would_hide_from_trl():
+    with pytest.raises(TypeError, match=r"rewards\.judge is an async reward, so GuardedReward would hide that"):
+        GuardedReward(AsyncJudge())
+    with pytest.raises(TypeError, match=r"rewards\.fails_on_seven is a synchronous reward, so AsyncGuardedReward"):
+        AsyncGuardedReward(FailsOnSeven())
+    import torch
+
+    module = torch.nn.Linear(2, 1)
+    with pytest.raises(TypeError, match=r"is a model: TRL must receive it as a model"):
+        GuardedReward(module)
+
+
+def test_async_guard_pickles():
+    clone = pickle.loads(pickle.dumps(guard_reward(AsyncJudge())))
+    assert isinstance(clone, AsyncGuardedReward) and clone.__name__ == "judge"
+    assert asyncio.run(call(clone, answer=["8"] * 3)) == [1.0, 1.0, 1.0]

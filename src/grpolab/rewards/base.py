@@ -11,10 +11,11 @@ every access costs a decode, so the token path must never touch it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from grpolab.config.enums import RewardLevel
+from grpolab.rewards.vocabulary import Vocabulary
 
 # Keyword arguments TRL adds on top of the dataset columns; never treated as dataset columns.
 TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
@@ -68,7 +69,8 @@ class Reward:
 
     Both variants compute the same quantity and log under the same name. Subclasses declare which dataset columns each
     variant reads (``text_columns`` / ``token_columns``) and which fixed strings the token variant must resolve to IDs
-    (``tags``); the composition root calls ``bind_tokens`` once so no tokenizer object is ever held by a reward.
+    (``tags``); the composition root describes the tokenizer once (``describe_vocabulary``) and calls ``bind_tokens``
+    with that description, so no tokenizer object is ever held by a reward.
     """
 
     default_name: ClassVar[str] = "reward"
@@ -85,6 +87,7 @@ class Reward:
                 f"level=token; use level=text"
             )
         self.special_ids: frozenset[int] = frozenset()
+        self.whitespace_ids: frozenset[int] = frozenset()
         self.tag_ids: dict[str, tuple[int, ...]] = {}
         self.bound = False
 
@@ -97,16 +100,21 @@ class Reward:
         """Dataset columns this reward reads at its level."""
         return self.token_columns if self.level is RewardLevel.token else self.text_columns
 
-    def bind_tokens(self, encode: Callable[[str], list[int]], special_ids: Collection[int]) -> None:
-        """Resolve ``tags`` to ID sequences and remember which IDs are special; ``encode`` itself is not kept.
+    def token_strings(self) -> tuple[str, ...]:
+        """Fixed strings whose IDs the token variant needs (encoded by ``describe_vocabulary``); the tags by default."""
+        return self.tags
 
-        ``encode`` must not add BOS/EOS (e.g. ``lambda s: tok.encode(s, add_special_tokens=False)``); ``special_ids``
-        should be every special ID (``tok.all_special_ids``) so trailing EOS/pad/end-of-turn IDs are ignored.
+    def bind_tokens(self, vocabulary: Vocabulary) -> None:
+        """Resolve ``tags`` to ID sequences and remember the special and whitespace-only IDs; no tokenizer is kept.
+
+        ``vocabulary`` comes from ``describe_vocabulary(tokenizer, reward.token_strings())``; its special IDs should be
+        every special ID (``tok.all_special_ids``) so trailing EOS/pad/end-of-turn IDs are ignored.
         """
-        self.special_ids = frozenset(int(i) for i in special_ids)
+        self.special_ids = vocabulary.special_ids
+        self.whitespace_ids = vocabulary.whitespace_ids
         tag_ids = {}
         for tag in self.tags:
-            ids = tuple(int(i) for i in encode(tag))
+            ids = vocabulary.ids(tag)
             if not ids:
                 raise ValueError(f"rewards.{self.__name__}: the tokenizer encodes the tag {tag!r} to no IDs")
             if self.special_ids.intersection(ids):
@@ -144,7 +152,7 @@ class Reward:
             if not self.bound:
                 raise RuntimeError(
                     f"rewards.{self.__name__} (token) was never bound to a tokenizer: call "
-                    f"bind_tokens(encode, special_ids) first (build_rewards does)"
+                    f"bind_tokens(describe_vocabulary(tokenizer, reward.token_strings())) first (build_rewards does)"
                 )
             return self.score_tokens(list(completion_ids), **kwargs)
         return self.score_text([completion_text(c) for c in completions], **kwargs)

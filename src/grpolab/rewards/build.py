@@ -2,11 +2,23 @@
 
 Each entry of ``rewards`` is ``<name>: {_target_: ..., weight: ..., **kwargs}``. The builder pops ``weight`` (and
 ``completions_as`` for plain callables), instantiates the rest with Hydra, names the result after ``<name>`` (so TRL
-logs ``rewards/<name>/mean`` at either level) and binds token-level rewards to the tokenizer's IDs.
+logs ``rewards/<name>/mean`` at either level) and binds the rewards to one description of the tokenizer's vocabulary
+(``describe_vocabulary``), so no reward holds the tokenizer.
+
+Three kinds of reward reach TRL: synchronous callables, async callables (TRL awaits them together) and reward models
+(``RewardModel``: TRL runs the model itself, with its own tokenizer). ``BuiltRewards.trainer_reward_funcs`` and
+``reward_processing_classes`` are what ``GRPOTrainer`` takes, each entry guarded so that a failure names the reward
+and the sample, and each kind still seen by TRL as what it is.
 
 A ``Reward`` runs at its own ``level`` key when it has one (the option files interpolate ``${reward_level}``, so a
 per-reward override such as ``rewards.accuracy.level=text`` is possible), else at the run's level. Plain callables
 (TRL's functions) are text-level unless they read ``completion_ids`` only.
+
+>>> from grpolab.models.tokenizer import build_char_tokenizer
+>>> built = build_rewards({"format": {"_target_": "grpolab.rewards.format.Format", "weight": 0.5}}, "token",
+...                       tokenizer=build_char_tokenizer())
+>>> built.trainer_reward_funcs, built.reward_processing_classes, built.weights
+([GuardedReward(Format(name='format', level='token'))], [None], [0.5])
 """
 
 from __future__ import annotations
@@ -22,13 +34,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
-from grpolab.rewards.wrappers import NamedReward
+from grpolab.rewards.model import RewardModel
+from grpolab.rewards.vocabulary import describe_vocabulary
+from grpolab.rewards.wrappers import AsyncNamedReward, NamedReward, guard_reward, is_async_reward
 
 # The conf/rewards options; a test keeps these in step with the yaml files.
-BUILTIN_REWARDS = ("accuracy", "format", "length", "overlong", "think_format", "soft_overlong")
-TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong")
-# Options that need a task of their own (a box answer for iou), kept apart from the text-task rewards above.
+BUILTIN_REWARDS = (
+    "accuracy", "format", "length", "overlong", "think_format", "soft_overlong", "reasoning_steps", "cosine_length",
+    "repetition",
+)
+TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong", "cosine_length", "repetition")
+# Options that need a task of their own (a box answer for iou) or a checkpoint (reward_model), kept apart from the
+# rule-based text-task rewards above.
 VISION_REWARDS = ("iou",)
+MODEL_REWARDS = ("reward_model",)
 
 # Third-party rewards that read completion_ids only (never completions), so they are valid at level=token as they are.
 IDS_ONLY_CALLABLES = frozenset(
@@ -39,9 +58,10 @@ MISSING = "???"
 
 @dataclass(frozen=True)
 class BuiltRewards:
-    """Reward callables in config order with their weights (for ``GRPOConfig.reward_weights``) and needs."""
+    """Rewards in config order (callables, or ``RewardModel``s) with their weights (for ``GRPOConfig.reward_weights``)
+    and the dataset columns they read."""
 
-    funcs: list[Callable[..., list[float | None]]]
+    funcs: list[Callable[..., list[float | None]] | RewardModel]
     weights: list[float]
     names: list[str]
     required_columns: dict[str, set[str]]
@@ -55,14 +75,25 @@ class BuiltRewards:
         """Every dataset column some reward reads: what data preparation must provide (e.g. ``answer_ids``)."""
         return set().union(*self.required_columns.values())
 
+    @property
+    def trainer_reward_funcs(self) -> list[Any]:
+        """``GRPOTrainer(reward_funcs=...)``: each function guarded (async ones by an async guard, so TRL still awaits
+        them), each reward model as the model itself (its guard is its ``forward``), so TRL runs it as a model."""
+        return [func.model if isinstance(func, RewardModel) else guard_reward(func) for func in self.funcs]
+
+    @property
+    def reward_processing_classes(self) -> list[Any]:
+        """``GRPOTrainer(reward_processing_classes=...)``: a reward model's tokenizer, None for every function."""
+        return [func.processing_class if isinstance(func, RewardModel) else None for func in self.funcs]
+
 
 def build_rewards(
-    rewards_cfg: Mapping[str, Mapping[str, Any]],
-    level: RewardLevel | str,
-    encode: Callable[[str], list[int]] | None = None,
-    special_ids: Collection[int] = (),
+    rewards_cfg: Mapping[str, Mapping[str, Any]], level: RewardLevel | str, tokenizer: Any = None
 ) -> BuiltRewards:
-    """Instantiate every reward in ``rewards_cfg``; ``encode``/``special_ids`` are required for token-level rewards.
+    """Instantiate every reward in ``rewards_cfg``; ``tokenizer`` (the policy's) is required for token-level rewards.
+
+    The tokenizer is read once (``describe_vocabulary``: special IDs, whitespace-only IDs, the rewards' tag IDs) and
+    not kept. Without it, every reward must be text-level.
 
     >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy", "weight": 1.0}}, "text")
     >>> built.names, built.weights, built.required_columns
@@ -80,20 +111,21 @@ def build_rewards(
         weight = _weight(key, spec.pop("weight", 1.0))
         completions_as = spec.pop("completions_as", "as_is")
         func = _instantiate(key, spec, level)
-        if isinstance(func, Reward):
+        if isinstance(func, (Reward, RewardModel)):
             if completions_as != "as_is":
                 raise ValueError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
-            _bind(key, func, encode, special_ids)
         else:
             qualified = f"{type(func).__module__}.{type(func).__qualname__}"
             reads_only_ids = qualified in IDS_ONLY_CALLABLES
             if level is RewardLevel.token and not reads_only_ids:
                 raise _no_token_variant(key)
-            func = NamedReward(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
+            named = AsyncNamedReward if is_async_reward(func) else NamedReward
+            func = named(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
         funcs.append(func)
         weights.append(weight)
         names.append(key)
         required[key] = set(func.required_columns)
+    _bind([func for func in funcs if isinstance(func, Reward)], tokenizer)
     return BuiltRewards(funcs=funcs, weights=weights, names=names, required_columns=required, level=level)
 
 
@@ -148,10 +180,11 @@ def _weight(key: str, weight: Any) -> float:
     return float(weight)
 
 
-def _no_token_variant(key: str) -> RewardLevelError:
+def _no_token_variant(key: str, has_level_key: bool = False) -> RewardLevelError:
+    alternative = f"set rewards.{key}.level=text, " if has_level_key else ""
     return RewardLevelError(
-        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; use reward_level=text, or "
-        f"only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
+        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; {alternative}use "
+        f"reward_level=text, or only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
     )
 
 
@@ -163,11 +196,11 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
         target = _locate(target_path)
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"rewards.{key}._target_ {target_path!r} cannot be imported: {_one_line(error)}") from error
-    if isinstance(target, type) and issubclass(target, Reward):
+    if isinstance(target, type) and issubclass(target, (Reward, RewardModel)):
         # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
         reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
         if reward_level is RewardLevel.token and not target.has_token_variant():
-            raise _no_token_variant(key)
+            raise _no_token_variant(key, has_level_key=True)
         spec["level"] = reward_level.value
         spec.setdefault("name", key)
     try:
@@ -177,24 +210,29 @@ def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
         message = _one_line(cause) or repr(cause)
         prefix = "" if message.startswith(f"rewards.{key}") else f"rewards.{key}: cannot build {target_path}: "
         raise ValueError(f"{prefix}{message}") from error
-    if not callable(func):
-        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
-    if isinstance(func, Reward):
+    if isinstance(func, (Reward, RewardModel)):
         func.__name__ = key  # the metric key, even if a subclass ignored `name`
+    elif not callable(func):
+        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
     return func
 
 
-def _bind(
-    key: str, reward: Reward, encode: Callable[[str], list[int]] | None, special_ids: Collection[int]
-) -> None:
-    if encode is not None:
-        reward.bind_tokens(encode, special_ids)
-    elif reward.level is RewardLevel.token:
-        raise ValueError(
-            f"rewards.{key} runs at level=token but build_rewards got no encode/special_ids to resolve its tags; "
-            f"pass encode=lambda s: tokenizer.encode(s, add_special_tokens=False), "
-            f"special_ids=tokenizer.all_special_ids"
-        )
+def _bind(rewards: list[Reward], tokenizer: Any) -> None:
+    """Bind every ``Reward`` to one description of the tokenizer's vocabulary (text-level ones too: a tag that is a
+    special token would be invisible in decoded text as well)."""
+    if tokenizer is None:
+        token_level = [reward.__name__ for reward in rewards if reward.level is RewardLevel.token]
+        if token_level:
+            raise ValueError(
+                f"rewards.{token_level[0]} runs at level=token but build_rewards got no tokenizer to resolve its "
+                f"tags; pass tokenizer=<the policy's tokenizer>"
+            )
+        return
+    if not rewards:
+        return
+    vocabulary = describe_vocabulary(tokenizer, dict.fromkeys(s for reward in rewards for s in reward.token_strings()))
+    for reward in rewards:
+        reward.bind_tokens(vocabulary)
 
 
 def _locate(path: str) -> Any:

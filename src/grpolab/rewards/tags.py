@@ -12,7 +12,7 @@ token variant will not see it; the text variant would.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -77,6 +77,15 @@ def split_ids(ids: Sequence[int], tag_ids: Mapping[str, tuple[int, ...]]) -> lis
     if position > content_start:
         pieces.append(Piece(None, ids[content_start:position]))
     return pieces
+
+
+def drop_blank(pieces: Sequence[Piece], is_blank: Callable[[str | tuple[int, ...]], bool]) -> list[Piece]:
+    """The pieces without content pieces that are whitespace only (``is_blank``); tags are always kept.
+
+    >>> [p.tag or p.content for p in drop_blank(split_text("<answer>1</answer>\\n "), str.isspace)]
+    ['<answer>', '1', '</answer>']
+    """
+    return [piece for piece in pieces if piece.tag is not None or not is_blank(piece.content)]
 
 
 def last_answer(pieces: Sequence[Piece]) -> str | tuple[int, ...] | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from grpolab.rewards.base import Reward, RewardLevel
 from grpolab.rewards.tags import ALL_TAGS, last_answer, split_ids, split_text
+from grpolab.rewards.vocabulary import Vocabulary
 
 Box = tuple[float, float, float, float]
 # [x1, y1, x2, y2]: four numbers, optional spaces, in square brackets.
@@ -114,11 +115,14 @@ class IoU(Reward):
         self.min_pixels, self.max_pixels, self.resize_factor = min_pixels, max_pixels, resize_factor
         self.id_to_char: dict[int, str] = {}
 
-    def bind_tokens(self, encode: Callable[[str], list[int]], special_ids: Collection[int]) -> None:
-        super().bind_tokens(encode, special_ids)
+    def token_strings(self) -> tuple[str, ...]:
+        return (*self.tags, *BOX_CHARACTERS)
+
+    def bind_tokens(self, vocabulary: Vocabulary) -> None:
+        super().bind_tokens(vocabulary)
         table: dict[int, str] = {}
         for character in BOX_CHARACTERS:
-            ids = encode(character)
+            ids = vocabulary.ids(character)
             if len(ids) == 1 and ids[0] not in self.special_ids:
                 table[int(ids[0])] = character
         self.id_to_char = table

@@ -1,6 +1,9 @@
 """Picklable wrappers around reward callables: naming third-party functions, and guarding every reward at train time.
 
-Both are classes rather than closures because TRL may pickle reward functions into a rollout worker process.
+They are classes rather than closures because TRL may pickle reward functions into a rollout worker process. TRL
+awaits a reward when ``is_async_callable`` says it is a coroutine function (a function, a partial of one, or an object
+whose ``__call__`` is ``async def``) and runs all such rewards together with ``asyncio.gather``; so a wrapper around an
+async reward is itself async (``AsyncNamedReward``, ``AsyncGuardedReward``), never a sync call returning a coroutine.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ import functools
 import inspect
 import math
 import numbers
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from grpolab.rewards.base import TRAINER_KWARGS, RewardLevel
 
@@ -24,6 +28,18 @@ def reward_name(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
     return getattr(func, "__name__", type(func).__name__)
+
+
+def is_async_reward(func: Callable[..., Any]) -> bool:
+    """Whether TRL will await ``func``: the test of ``trl.trainer.utils.is_async_callable``, without importing TRL.
+
+    >>> async def judge(completions, **kwargs): ...
+    >>> is_async_reward(judge), is_async_reward(functools.partial(judge)), is_async_reward(len)
+    (True, True, False)
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
 
 
 def required_parameters(func: Callable[..., Any]) -> frozenset[str]:
@@ -82,12 +98,36 @@ class NamedReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
     ) -> list[float | None]:
+        return self.func(
+            prompts=prompts, completions=self._completions(completions), completion_ids=completion_ids, **kwargs
+        )
+
+    def _completions(self, completions: Sequence[Any]) -> Sequence[Any]:
         if self.completions_as == "chat":
-            completions = [[{"role": "assistant", "content": c}] if isinstance(c, str) else c for c in completions]
-        return self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+            return [[{"role": "assistant", "content": c}] if isinstance(c, str) else c for c in completions]
+        return completions
 
     def __repr__(self) -> str:
-        return f"NamedReward({self.func!r}, name={self.__name__!r})"
+        return f"{type(self).__name__}({self.func!r}, name={self.__name__!r})"
+
+
+class AsyncNamedReward(NamedReward):
+    """``NamedReward`` for an async reward (``is_async_reward``): TRL sees a coroutine function and awaits it.
+
+    >>> import asyncio
+    >>> async def judge(completions, **kwargs):
+    ...     return [float("19" in c) for c in completions]
+    >>> reward = AsyncNamedReward(judge, "judge")
+    >>> asyncio.run(reward(prompts=["q"] * 2, completions=["19", "18"], completion_ids=[[], []]))
+    [1.0, 0.0]
+    """
+
+    async def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
+    ) -> list[float | None]:
+        return await self.func(
+            prompts=prompts, completions=self._completions(completions), completion_ids=completion_ids, **kwargs
+        )
 
 
 class RewardError(RuntimeError):
@@ -111,10 +151,24 @@ class GuardedReward:
     rewards.broken raised ZeroDivisionError('float division by zero') on sample 1 of 2: prompt='b', completion='', ...
     """
 
+    awaits: ClassVar[bool] = False  # whether __call__ is a coroutine function, as the wrapped reward must be
+
     def __init__(self, func: Callable[..., Any]):
         self.func = func
         self.__name__ = reward_name(func)
         self.level: RewardLevel | None = getattr(func, "level", None)
+        if _is_torch_module(func):
+            name = getattr(getattr(func, "config", None), "_name_or_path", None) or self.__name__  # TRL's name for it
+            raise TypeError(
+                f"rewards.{name} is a model: TRL must receive it as a model, with its tokenizer in "
+                f"reward_processing_classes (BuiltRewards.trainer_reward_funcs / reward_processing_classes do that)"
+            )
+        if is_async_reward(func) is not self.awaits:
+            kind = "a synchronous" if self.awaits else "an async"
+            raise TypeError(
+                f"rewards.{self.__name__} is {kind} reward, so {type(self).__name__} would hide that from TRL; use "
+                f"guard_reward(func), which picks GuardedReward or AsyncGuardedReward"
+            )
 
     @property
     def label(self) -> str:
@@ -139,9 +193,13 @@ class GuardedReward:
             try:
                 self.func(**batch.one(index))
             except Exception as sample_error:
-                return (
-                    f"{self.label} raised {sample_error!r} on sample {index} of {batch.size}: {batch.describe(index)}"
-                )
+                return self._sample_failure(sample_error, batch, index)
+        return self._batch_failure(error, batch)
+
+    def _sample_failure(self, error: Exception, batch: _Batch, index: int) -> str:
+        return f"{self.label} raised {error!r} on sample {index} of {batch.size}: {batch.describe(index)}"
+
+    def _batch_failure(self, error: Exception, batch: _Batch) -> str:
         where = f"first sample: {batch.describe(0)}" if batch.size else "the batch is empty"
         return f"{self.label} raised {error!r} on a batch of {batch.size} (no single sample reproduces it); {where}"
 
@@ -171,7 +229,50 @@ class GuardedReward:
             )
 
     def __repr__(self) -> str:
-        return f"GuardedReward({self.func!r})"
+        return f"{type(self).__name__}({self.func!r})"
+
+
+class AsyncGuardedReward(GuardedReward):
+    """``GuardedReward`` for an async reward: awaited by TRL like the reward it wraps, with the same diagnosis (a
+    failure is localised by awaiting the reward on one sample at a time).
+
+    >>> import asyncio
+    >>> async def judge(completions, **kwargs):
+    ...     return [1.0 / len(c) for c in completions]
+    >>> try:
+    ...     asyncio.run(AsyncGuardedReward(judge)(prompts=["a", "b"], completions=["x", ""], completion_ids=[[5], []]))
+    ... except RewardError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    rewards.judge raised ZeroDivisionError('float division by zero') on sample 1 of 2: prompt='b', completion='', ...
+    """
+
+    awaits = True
+
+    async def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
+    ) -> list[float | None]:
+        batch = _Batch(prompts, completions, completion_ids, kwargs)
+        try:
+            rewards = await self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+        except RewardError:
+            raise
+        except Exception as error:
+            raise RewardError(await self._describe_exception_async(error, batch)) from error
+        self._check_output(rewards, batch)
+        return rewards
+
+    async def _describe_exception_async(self, error: Exception, batch: _Batch) -> str:
+        for index in range(batch.size):
+            try:
+                await self.func(**batch.one(index))
+            except Exception as sample_error:
+                return self._sample_failure(sample_error, batch, index)
+        return self._batch_failure(error, batch)
+
+
+def guard_reward(func: Callable[..., Any]) -> GuardedReward:
+    """The guard TRL should receive for a reward function: async for an async reward, so TRL still awaits it."""
+    return AsyncGuardedReward(func) if is_async_reward(func) else GuardedReward(func)
 
 
 class _Batch:
@@ -227,6 +328,11 @@ class _OneOf(Sequence):
         if position not in (0, -1):
             raise IndexError(position)
         return self.sequence[self.index]
+
+
+def _is_torch_module(func: Any) -> bool:
+    torch = sys.modules.get("torch")  # an nn.Module exists only once torch is imported; never import it here
+    return torch is not None and isinstance(func, torch.nn.Module)
 
 
 def _ignore(*args: Any, **kwargs: Any) -> None:

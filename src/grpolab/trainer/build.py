@@ -14,7 +14,6 @@ from trl import GRPOConfig
 
 from grpolab.config.enums import TokenizerMode
 from grpolab.models.reference import pin_reference_policy
-from grpolab.rewards import GuardedReward
 from grpolab.trainer.args import build_grpo_config
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
@@ -50,7 +49,8 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
                              loadable_as_is=cfg.model.name_or_path is not None and not cfg.warmstart)
     return GrpolabTrainer(
         model=model,
-        reward_funcs=[GuardedReward(func) for func in rewards.funcs],
+        reward_funcs=rewards.trainer_reward_funcs,
+        reward_processing_classes=rewards.reward_processing_classes,
         args=args,
         train_dataset=trainer_dataset(train_set),
         processing_class=encoder.processing_class,
