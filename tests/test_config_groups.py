@@ -15,6 +15,8 @@ REQUIRED = {
     ("rewards", "length"): ["rewards.length.target=6"],
     ("rewards", "overlong"): ["rewards.overlong.max_length=8", "rewards.overlong.cache=2"],
     ("rewards", "soft_overlong"): ["rewards.soft_overlong.soft_punish_cache=2"],
+    ("data", "jsonl"): ["data.path=prompts.jsonl"],
+    ("data", "image_jsonl"): ["data.path=images.jsonl"],
 }
 # Groups whose options are selected with Hydra's own syntax or belong to Hydra itself.
 SKIPPED_GROUPS = {"hydra", "experiment"}

@@ -98,7 +98,7 @@ def test_search_space_in_config_is_checked(tmp_path: Path) -> None:
     ["-m", "experiment=example_search"],
     ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
      "hydra.launcher.timeout_min=30", "hydra.launcher.nodes=2"],
-    ["model=tiny", "rewards=[accuracy,format,length]", "rewards.length.target=8", "++trainer.max_prompt_length=64"],
+    ["model=tiny", "rewards=[accuracy,format,length]", "rewards.length.target=8", "++trainer.top_k=5"],
     ["--help"],
     ["model=foo", "--cfg", "job", "--info"],  # --info: nothing runs, nothing to check
 ])

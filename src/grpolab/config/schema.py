@@ -1,8 +1,9 @@
 """Typed schemas for grpolab's own knobs, registered in Hydra's ConfigStore as the base of ``train.yaml``.
 
-Only grpolab's knobs are typed here. Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
-loggers) are validated by the signature of what they instantiate, and the ``trainer`` node by ``trl.GRPOConfig``
-itself, so neither is mirrored. Importing this module imports no torch, transformers or trl.
+grpolab's knobs are typed here, and the ``trainer`` node by ``TrainerConfig``, generated from ``trl.GRPOConfig``'s
+fields (``grpolab.config.trainer_node``). Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
+loggers) are validated by the signature of what they instantiate, so they are not mirrored. Importing this module
+imports no torch, transformers or trl.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from grpolab.config.enums import Modality, RewardLevel, TokenizerMode
+from grpolab.config.trainer_node import TrainerConfig
 
-__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "register_schemas"]
+__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "TrainerConfig", "register_schemas"]
 
 
 @dataclass
@@ -81,6 +83,8 @@ class TrainConfig:
     reward_level: RewardLevel = RewardLevel.text
     optimized_metric: str = "eval_after.accuracy"
     resume: bool = False
+    # Modules (beyond grpolab's dependencies) whose callables a `_target_` may name (grpolab.config.targets).
+    trusted_modules: list[str] = field(default_factory=list)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer_mode: TokenizerModeConfig = field(default_factory=TokenizerModeConfig)
@@ -91,7 +95,7 @@ class TrainConfig:
     warmstart: Any = None
     batch: Optional[BatchConfig] = None
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
 
