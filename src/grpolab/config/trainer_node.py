@@ -116,11 +116,23 @@ def grpo_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
 
     >>> grpo_kwargs({"beta": 0.0, "temperature": 0.7, "num_generations": None, "logging_steps": 10.0})
     {'temperature': 0.7}
+    >>> grpo_kwargs({"warmup_steps": 320.0, "logging_steps": 0.5})
+    {'warmup_steps': 320, 'logging_steps': 0.5}
     """
     return {
-        key: value for key, value in trainer.items()
+        key: _as_typed(key, value) for key, value in trainer.items()
         if not (value is None and key in BATCH_DERIVED) and not _same(value, TRL_DEFAULTS.get(key, _ABSENT))
     }
+
+
+def _as_typed(key: str, value: Any) -> Any:
+    """A whole number back as an int where TRL's float field counts steps and defaults to an int (warmup_steps,
+    logging_steps, save_steps: ``int or float``, a float below 1 being a fraction of the run): OmegaConf's float
+    node turned the YAML's ``320`` into ``320.0``, and GRPOConfig gets the 320 it got before the schema."""
+    default = TRL_DEFAULTS.get(key)
+    if isinstance(value, float) and value.is_integer() and isinstance(default, int) and not isinstance(default, bool):
+        return int(value)
+    return value
 
 
 _ABSENT = object()
