@@ -52,8 +52,8 @@ def _value_strings(override: Override) -> list[str]:
 
 
 def _with_value(override: Override, value: str | None) -> str | None:
-    if override.is_delete():
-        return str(override.input_line)
+    if override.is_delete() or not override.is_sweep_override():
+        return str(override.input_line)  # as typed: Hydra's messages quote it back
     if value is None:
         return None  # an interval: the key keeps its configured value
     return f"{override.get_key_element()}={value}"
