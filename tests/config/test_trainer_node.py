@@ -16,7 +16,6 @@ from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import (
     BATCH_DERIVED, OWNED_ELSEWHERE, TRL_DEFAULTS, TrainerConfig, check_trainer_keys, grpo_kwargs, unknown_key_message,
 )
-from grpolab.train import CONF_DIR
 
 
 def test_every_grpo_config_field_but_the_owned_ones_is_in_the_schema() -> None:
@@ -31,8 +30,8 @@ def test_every_grpo_config_field_but_the_owned_ones_is_in_the_schema() -> None:
 def test_fields_are_set_without_plus_and_reach_grpo_config(compose_cfg, tmp_path: Path) -> None:
     from grpolab.trainer.args import build_grpo_config
 
-    cfg = compose_cfg(["trainer.save_steps=50", "trainer.save_strategy=steps", "trainer.mask_truncated_completions=true",
-                       "trainer.generation_kwargs={repetition_penalty: 1.1}"])
+    cfg = compose_cfg(["trainer.save_steps=50", "trainer.save_strategy=steps",
+                       "trainer.mask_truncated_completions=true", "trainer.generation_kwargs={repetition_penalty: 1.1}"])
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     args = build_grpo_config(trainer, output_dir=str(tmp_path), report_to=[])
     assert (args.save_steps, args.save_strategy, args.mask_truncated_completions) == (50, "steps", True)
@@ -95,7 +94,8 @@ def test_cfg_job_and_config_errors_import_no_torch(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines() if line.startswith("import time")}
     assert not heavy & imported
     probe = (
-        "import sys; from grpolab.train import CONF_DIR; from grpolab.config.preflight import preflight, PreflightError\n"
+        "import sys; from grpolab.train import CONF_DIR\n"
+        "from grpolab.config.preflight import preflight, PreflightError\n"
         "for args in (['trainer.beta=-1'], ['+rewards.x._target_=os.system'], ['seed=zero'], ['-m', 'seed=0,1']):\n"
         "    try: preflight(['x', *args], CONF_DIR)\n"
         "    except PreflightError: pass\n"
@@ -105,4 +105,3 @@ def test_cfg_job_and_config_errors_import_no_torch(tmp_path: Path) -> None:
                             env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-    assert CONF_DIR

@@ -41,9 +41,10 @@ def test_boundary_values_are_accepted(compose_cfg, overrides: list[str]) -> None
     (["trainer.warmup_steps=2.5"], "trainer.warmup_steps=2.5 must be a whole number of steps >= 1, or a fraction of "
                                    "the run in [0, 1)"),
     (["trainer.min_p=1.5"], "trainer.min_p=1.5 must be in [0, 1], or null"),
-    (["trainer.save_strategy=best"], "trainer.save_strategy=best / trainer.load_best_model_at_end=false: the best "
-                                     "model needs TRL's evaluation, which grpolab does not run; use "
-                                     "save_strategy=no|steps|epoch and load_best_model_at_end=false"),
+    (["trainer.save_strategy=best"], "trainer.save_strategy=best must be no, steps or epoch: the best checkpoint "
+                                     "needs TRL's evaluation, which grpolab does not run"),
+    (["trainer.load_best_model_at_end=true"], "trainer.load_best_model_at_end=true must be false: the best "
+                                              "checkpoint needs TRL's evaluation, which grpolab does not run"),
     (["batch=null", "trainer.generation_batch_size=16", "trainer.steps_per_generation=2"],
      "trainer.generation_batch_size=16 and trainer.steps_per_generation=2 cannot both be set; set one (TRL derives "
      "the other)"),

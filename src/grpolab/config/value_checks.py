@@ -108,7 +108,9 @@ def _interval_steps(value: Any) -> bool:
 
 def check_trainer_values(trainer: Mapping[str, Any]) -> None:
     """Ranges, choices and cross-field rules of the trainer node (with the batch-derived fields filled in)."""
-    value = lambda key: trainer_value(trainer, key)  # noqa: E731
+    def value(key: str) -> Any:
+        return trainer_value(trainer, key)
+
     for key, (ok, valid) in TRAINER_RANGES.items():
         require(f"trainer.{key}", value(key), ok(value(key)), valid)
     for key, choices in _choices():
@@ -130,10 +132,11 @@ def check_trainer_values(trainer: Mapping[str, Any]) -> None:
     if str(value("eval_strategy")) != "no":
         raise ConfigError(f"trainer.eval_strategy={show(value('eval_strategy'))} must be no: grpolab gives TRL no "
                           "eval dataset; its held-out evaluation is the eval node (eval.num_problems, eval.metrics)")
-    if str(value("save_strategy")) == "best" or value("load_best_model_at_end"):
-        raise ConfigError(f"trainer.save_strategy={show(value('save_strategy'))} / trainer.load_best_model_at_end="
-                          f"{show(value('load_best_model_at_end'))}: the best model needs TRL's evaluation, which "
-                          "grpolab does not run; use save_strategy=no|steps|epoch and load_best_model_at_end=false")
+    no_evaluation = "the best checkpoint needs TRL's evaluation, which grpolab does not run"
+    if str(value("save_strategy")) == "best":
+        raise ConfigError(f"trainer.save_strategy=best must be no, steps or epoch: {no_evaluation}")
+    if value("load_best_model_at_end"):
+        raise ConfigError(f"trainer.load_best_model_at_end=true must be false: {no_evaluation}")
     if trainer.get("generation_batch_size") is not None and trainer.get("steps_per_generation") is not None:
         raise ConfigError(f"trainer.generation_batch_size={trainer['generation_batch_size']} and "
                           f"trainer.steps_per_generation={trainer['steps_per_generation']} cannot both be set; "
