@@ -10,7 +10,7 @@ import pytest
 
 from grpolab.config.errors import ConfigError
 from grpolab.config.validate import validate
-from grpolab.config.value_checks import TRL_STRING_CHOICES
+from grpolab.config.value_checks import TRL_STRING_CHOICES, check_run_values
 
 
 @pytest.mark.parametrize("field", sorted(TRL_STRING_CHOICES))
@@ -50,13 +50,17 @@ def test_boundary_values_are_accepted(compose_cfg, overrides: list[str]) -> None
      "the other)"),
     (["data=jsonl"], "data.path is required (??? in its config): set it, e.g. data.path=<value>"),
     (["optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0] must be two numbers in [0, 1), e.g. [0.9, 0.999]"),
-    (["modality=vision", "model.tokenizer.min_pixels=4000"],
-     "model.tokenizer.min_pixels=4000 must be <= model.tokenizer.max_pixels=3136"),
 ])
 def test_out_of_range_values_fail_in_one_line(compose_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         validate(compose_cfg(overrides), import_targets=False)
     assert str(caught.value) == message
+
+
+def test_image_bounds_must_be_ordered(compose_cfg) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_run_values(compose_cfg(["model=tiny_vlm", "model.tokenizer.min_pixels=4000"]))
+    assert str(caught.value) == "model.tokenizer.min_pixels=4000 must be <= model.tokenizer.max_pixels=3136"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
