@@ -197,6 +197,7 @@ def test_smoke_scales_the_run_down(compose_cfg) -> None:
     assert cfg.trainer.max_steps == 4 and cfg.trainer.max_completion_length == 8
     assert derived["per_device_train_batch_size"] * derived["steps_per_generation"] == 2 * 16  # 2 groups of G = 16
     assert cfg.rewards.soft_overlong.max_completion_len == 8  # L_max follows the generation limit
+    assert cfg.rewards.soft_overlong.soft_punish_cache == 1  # and L_cache keeps its share of it (4,096 / 20,480)
     assert cfg.data._target_.endswith("ArithmeticTask") and cfg.warmstart.steps == 10
 
 

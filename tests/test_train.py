@@ -61,23 +61,28 @@ def test_warm_start_is_cached_by_config(run_cli, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "message", "caught_by"),
     [
-        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive finite number"),
-        (["+trainer.bta=0.1"], "trainer.bta is not a trl.GRPOConfig field; did you mean: beta"),
-        (["+trainer.learning_rate=0.1"], "trainer.learning_rate is not set in the trainer node; set optimizer.lr"),
-        (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch."),
-        (["reward_level=token", "rewards=[think_format]"], "rewards.think_format"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive finite number", "preflight"),
+        (["+trainer.bta=0.1"], "trainer.bta is not a trl.GRPOConfig field; did you mean: beta", "preflight"),
+        (["+trainer.learning_rate=0.1"], "trainer.learning_rate is not set in the trainer node; set optimizer.lr",
+         "preflight"),
+        (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch.",
+         "preflight"),
+        (["reward_level=token", "rewards=[think_format]"], "rewards.think_format", "job"),
     ],
 )
-def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message):
+def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message, caught_by):
     result = run_cli("logger=none", *overrides)
-    assert result.returncode != 0
+    assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "model:" not in result.stderr  # the model step logs "model: ..." once it is built
-    summary = _summary(tmp_path)
-    assert summary["status"] == "failed" and message.split()[0] in summary["reason"]
+    if caught_by == "preflight":  # validate() ran on the command line's values before Hydra started any job
+        assert not (tmp_path / "run").exists()
+    else:
+        summary = _summary(tmp_path)
+        assert summary["status"] == "failed" and message.split()[0] in summary["reason"]
 
 
 @pytest.mark.slow
@@ -86,7 +91,8 @@ def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overri
     [("FailingReward", "raised ZeroDivisionError"), ("ShortReward", "returned 15 rewards for 16 completions")],
 )
 def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_cli, tmp_path, reward, message):
-    result = run_cli(*TINY_RUN, "rewards=[format]", f"+rewards.broken={{_target_:tests_support.{reward}}}")
+    result = run_cli(*TINY_RUN, "rewards=[format]", f"+rewards.broken={{_target_:tests_support.{reward}}}",
+                     "trusted_modules=[tests_support]")
     assert result.returncode != 0
     summary = _summary(tmp_path)
     assert summary["status"] == "failed"
@@ -97,7 +103,8 @@ def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_cli, tmp_
 
 @pytest.mark.slow
 def test_reward_needing_a_missing_column_fails_before_the_model(run_cli, tmp_path):
-    result = run_cli("logger=none", "+rewards.hard={_target_:tests_support.NeedsDifficulty}")
+    result = run_cli("logger=none", "+rewards.hard={_target_:tests_support.NeedsDifficulty}",
+                     "trusted_modules=[tests_support]")
     assert result.returncode == 2
     line = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")][0]
     assert "rewards.hard needs dataset column 'difficulty' but the dataset has: prompt, answer, solution" in line

@@ -112,7 +112,7 @@ def test_search_space_in_config_is_checked(tmp_path: Path) -> None:
     ["-m", "experiment=example_search"],
     ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
      "hydra.launcher.timeout_min=30", "hydra.launcher.nodes=2"],
-    ["model=tiny", "rewards=[accuracy,format,length]", "rewards.length.target=8", "++trainer.max_prompt_length=64"],
+    ["model=tiny", "rewards=[accuracy,format,length]", "rewards.length.target=8", "++trainer.top_k=5"],
     ["--help"],
     ["model=foo", "--cfg", "job", "--info"],  # --info: nothing runs, nothing to check
 ])
@@ -142,3 +142,44 @@ def test_cli_fails_before_any_job_or_sweep_dir_and_without_torch(tmp_path: Path)
                               timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_values_are_checked_at_every_value_of_a_sweep() -> None:
+    assert error_of("trainer.beta=-1") == (
+        "config error: trainer.beta=-1.0 must be >= 0 (the KL coefficient; 0 turns the KL term off)")
+    assert error_of("-m", "trainer.beta=0,-1", "seed=0,1") == error_of("trainer.beta=-1")
+    assert error_of("-m", "seed=0,zero") == "seed=zero must be an integer"
+    assert error_of("-m", "trainer.top_p=range(0.5,2,0.5)") == "config error: trainer.top_p=1.5 must be in (0, 1]"
+
+
+def test_keys_owned_elsewhere_point_home() -> None:
+    assert error_of("trainer.learning_rate=1e-3") == (
+        "trainer.learning_rate=1e-3: trainer.learning_rate is not set in the trainer node; set optimizer.lr instead")
+    assert error_of("trainer.lerning_rate=1e-3") == (
+        "trainer.lerning_rate=1e-3: trainer.lerning_rate is not a trl.GRPOConfig field; the closest, "
+        "trainer.learning_rate, is not set in the trainer node: set optimizer.lr instead")
+    assert error_of("+trainer.learning_rate=1e-3") == (
+        "config error: trainer.learning_rate is not set in the trainer node; set optimizer.lr instead")
+
+
+def test_values_in_config_files_and_search_spaces_are_checked(tmp_path: Path) -> None:
+    experiments = tmp_path / "experiment"
+    experiments.mkdir()
+    (experiments / "bad_type.yaml").write_text("# @package _global_\ntrainer:\n  max_steps: lots\n")
+    (experiments / "bad_key.yaml").write_text("# @package _global_\ntrainer:\n  learning_rate: 0.1\n")
+    (experiments / "bad_grid.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+                                               "      trainer.top_p: 0.5,1.5\n")
+    assert error_of("-cd", str(tmp_path), "experiment=bad_type") == (
+        "config error: trainer.max_steps: Value 'lots' of type 'str' could not be converted to Integer "
+        "(set in experiment/bad_type)")
+    assert error_of("-cd", str(tmp_path), "experiment=bad_key") == (
+        "config error: trainer.learning_rate is not set in the trainer node; set optimizer.lr instead "
+        "(set in experiment/bad_key)")
+    assert error_of("-m", "-cd", str(tmp_path), "experiment=bad_grid") == (
+        "config error: trainer.top_p=1.5 must be in (0, 1]")
+
+
+def test_printing_the_config_skips_value_checks_but_not_types() -> None:
+    command = ["grpolab-train", "trainer.beta=-1", "+rewards.x._target_=os.system", "--cfg", "job"]
+    assert preflight(command, CONF_DIR) == command  # nothing runs: the config can be inspected
+    assert error_of("seed=zero", "--cfg", "job") == "seed=zero must be an integer"

@@ -8,17 +8,22 @@ first value of every swept group) and fails with one line on stderr and exit sta
 - a config group option does not exist: ``model=foo: no such option; valid choices: qwen2_5_0_5b_instruct, ..., tiny``
 - a key does not exist: ``optimizer.lrr=1`` or, in a sweep, ``trainer.bta=0,0.1`` (named, with the closest keys)
 - a numeric range (``interval(...)``, ``range(...)``) sweeps a non-numeric key, on the command line or in
-  ``hydra.sweeper.params`` (an Optuna search space), e.g. ``optimizer._target_: interval(0, 1)``.
+  ``hydra.sweeper.params`` (an Optuna search space), e.g. ``optimizer._target_: interval(0, 1)``
+- a key another node owns: ``trainer.learning_rate=1e-3`` (``set optimizer.lr instead``)
+- a value of the wrong type (``seed=zero``), out of range (``trainer.beta=-1``), or an untrusted ``_target_``, at
+  each value of a sweep (``grpolab.config.preflight_values``: the schema and ``validate``, as the job would).
 
 With ``-m ... resume=true`` it also points Hydra at the earlier sweep of the same command (``hydra.sweep.dir=``), so
-that jobs which completed there are skipped (``grpolab.sweeps``). Values are not checked here: jobs validate their
-own config (``grpolab.config.validate``) and a bad value fails only its job. Imports hydra and omegaconf, no torch.
+that jobs which completed there are skipped (``grpolab.sweeps``). Jobs validate their
+own config again (``grpolab.config.validate``). With ``--cfg``/``--resolve`` (print the config, run nothing) value
+ranges and targets are not checked, so a config can be inspected. Imports hydra and omegaconf, no torch.
 """
 
 from __future__ import annotations
 
 import difflib
 import sys
+from enum import Enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,11 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from omegaconf.nodes import AnyNode, FloatNode, IntegerNode, ValueNode
+from omegaconf.nodes import FloatNode, IntegerNode, ValueNode
+
+from grpolab.config.errors import PreflightError
+from grpolab.config.preflight_values import check_values, compose_checked
+from grpolab.config.trainer_node import OWNED_ELSEWHERE, TRL_FIELDS, unknown_key_message
 
 from grpolab.config.paths import CONF_DIR, PACKAGE_DIR
 from grpolab.config.schema import register_schemas
@@ -41,10 +50,6 @@ PROGRAM = "grpolab"
 PREFLIGHT_EXIT_CODE = 2
 # Each swept config group value is composed once to learn its keys; beyond this many, the rest are not composed.
 MAX_COMPOSED_VARIANTS = 16
-
-
-class PreflightError(ValueError):
-    """A command-line mistake, described in one line that names the override and what would be valid."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class CommandLine:
     config_path: str | None
     config_dir: str | None
     informational: bool  # --help, --info, --shell-completion, ...: nothing will run
+    prints_config: bool  # --cfg job|hydra|all: the config is printed, no job runs
 
     @classmethod
     def parse(cls, argv: Sequence[str]) -> CommandLine:
@@ -71,6 +77,7 @@ class CommandLine:
             config_dir=args.config_dir,
             informational=bool(args.help or args.hydra_help or args.info or args.shell_completion
                                or args.experimental_rerun),
+            prints_config=bool(args.cfg),
         )
 
 
@@ -112,18 +119,23 @@ def preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str 
         for override in group_overrides:
             groups.check_choice(override)
         variants = _compose_variants(command.config_name or config_name, group_overrides, extra)
-        if not variants:
-            return list(argv)  # the config does not compose: let Hydra report why
+        if not variants:  # the config does not compose: one line if a config file is at fault, else Hydra's message
+            compose_checked(command.config_name or config_name, [_first_value_override(o) for o in group_overrides],
+                            extra, None)
+            return list(argv)
         for override in overrides:
             if override not in group_overrides:
                 _check_key(override, variants)
+        sweeper_params = list(_sweeper_params(variants[0]))
         if command.multirun:
             _check_interval_needs_search(overrides, variants[0])
-            for override in _sweeper_params(variants[0]):
+            for override in sweeper_params:
                 if groups.is_group_override(override):
                     groups.check_choice(override, "hydra.sweeper.params: ")
                 else:
                     _check_key(override, variants, "hydra.sweeper.params: ")
+        check_values(command.config_name or config_name, overrides, sweeper_params, extra, variants[0],
+                     run_checks=not command.prints_config)
     if command.multirun:
         return _with_resumed_sweep_dir(list(argv), overrides, variants[0])
     return list(argv)
@@ -268,12 +280,20 @@ def _check_key(override: Override, variants: Sequence[DictConfig], label: str = 
         lookup = lookups[0]
         if isinstance(lookup.parent, DictConfig) and not OmegaConf.is_struct(lookup.parent):
             return  # an open node (no schema, not struct): Hydra adds the key
+        if lookup.parent_path == "trainer" and _owned_or_close_to_owned(lookup.missing):
+            raise PreflightError(f"{label}{override.input_line}: {unknown_key_message(lookup.missing)}")
         raise PreflightError(f"{label}{override.input_line}: no such key {key}; {_closest_keys(lookup)}")
     if override.is_interval_sweep() or override.is_range_sweep():
         kind = _non_numeric_kind(found[0].node)
         if kind is not None:
             raise PreflightError(f"{label}{override.input_line}: a numeric range over a non-numeric key "
                                  f"({key} is {kind}); use choice(...) for categorical values")
+
+
+def _owned_or_close_to_owned(name: str) -> bool:
+    """``learning_rate`` (set by optimizer.lr), or a misspelling whose closest GRPOConfig field is one of those."""
+    close = difflib.get_close_matches(name, list(TRL_FIELDS), n=1, cutoff=0.6)
+    return name in OWNED_ELSEWHERE or bool(close) and close[0] in OWNED_ELSEWHERE
 
 
 def _closest_keys(lookup: _Lookup) -> str:
@@ -298,8 +318,8 @@ def _non_numeric_kind(node: Any) -> str | None:
         return "a config node"
     if isinstance(node, (IntegerNode, FloatNode)):
         return None
-    if not isinstance(node, AnyNode):
-        return f"a {type(node).__name__.removesuffix('Node').lower()}" if isinstance(node, ValueNode) else "not a value"
+    if not isinstance(node, ValueNode):
+        return "not a value"
     try:
         value = node._dereference_node()._value() if node._is_interpolation() else node._value()
     except OmegaConfBaseException:
@@ -308,6 +328,8 @@ def _non_numeric_kind(node: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return f"a boolean: {value}"
+    if isinstance(value, Enum):
+        return f"one of {', '.join(member.name for member in type(value))}: {value.name}"
     return f"a string: {value!r}" if isinstance(value, str) else f"a {type(value).__name__}"
 
 

@@ -1,8 +1,9 @@
 """Typed schemas for grpolab's own knobs, registered in Hydra's ConfigStore as the base of ``train.yaml``.
 
-Only grpolab's knobs are typed here. Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
-loggers) are validated by the signature of what they instantiate, and the ``trainer`` node by ``trl.GRPOConfig``
-itself, so neither is mirrored. Importing this module imports no torch, transformers or trl.
+grpolab's knobs are typed here, and the ``trainer`` node by ``TrainerConfig``, generated from ``trl.GRPOConfig``'s
+fields (``grpolab.config.trainer_node``). Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
+loggers) are validated by the signature of what they instantiate, so they are not mirrored. Importing this module
+imports no torch, transformers or trl.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from grpolab.config.enums import Modality, RewardLevel, TokenizerMode
+from grpolab.config.trainer_node import TrainerConfig
 
-__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "register_schemas"]
+__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "TrainerConfig", "register_schemas"]
 
 
 @dataclass
@@ -80,6 +82,8 @@ class TrainConfig:
     reward_level: RewardLevel = RewardLevel.text
     optimized_metric: str = "eval_after.accuracy"
     resume: bool = False
+    # Modules (beyond grpolab's dependencies) whose callables a `_target_` may name (grpolab.config.targets).
+    trusted_modules: list[str] = field(default_factory=list)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     # The prompt preparation of the tokenizer mode (grpolab.data.prepare.TextPrompts / TokenIdPrompts).
@@ -91,13 +95,26 @@ class TrainConfig:
     warmstart: Any = None
     batch: Optional[BatchConfig] = None
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     # debug=smoke only: the tiny models and tasks that stand in for an experiment's, by model.modality.
     stand_ins: Any = None
 
 
+def fraction(total: int, share: float) -> int:
+    """``${grpolab.fraction:total,share}``: ``share`` of a whole number, rounded down, e.g. a length that must scale
+    with ``trainer.max_completion_length``.
+
+    >>> fraction(20480, 0.2), fraction(8, 0.2)
+    (4096, 1)
+    """
+    return int(total * share)
+
+
 def register_schemas() -> None:
-    """Register ``TrainConfig`` as ``grpolab_schema`` (the first entry of ``train.yaml``'s defaults)."""
+    """Register ``TrainConfig`` as ``grpolab_schema`` (the first entry of ``train.yaml``'s defaults) and grpolab's
+    resolvers."""
     ConfigStore.instance().store(name="grpolab_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("grpolab.fraction"):
+        OmegaConf.register_new_resolver("grpolab.fraction", fraction)

@@ -1,15 +1,17 @@
 """Checks on the composed config that need no model, tokenizer or dataset: they run first and fail in one line.
 
-Every error is a ``ConfigError`` whose message names the config key, what is wrong and what would be valid.
-Importing this module imports no torch, transformers or trl.
+Every error is a ``ConfigError`` whose message names the config key, the value and what would be valid. The job runs
+``validate`` before building anything; preflight runs it too (``import_targets=False``) on the command line's
+values, so a sweep with one bad value fails before its first job starts. Importing this module imports no torch,
+transformers or trl, and neither does ``validate`` until its last step, which follows each ``_target_`` into its
+(trusted) module.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,61 +20,33 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields
+from grpolab.config.errors import ConfigError, closest
+from grpolab.config.targets import check_resolved_targets, check_trusted_targets
+from grpolab.config.trainer_node import BATCH_DERIVED, OWNED_ELSEWHERE, check_trainer_keys, trainer_value
+from grpolab.config.value_checks import check_required_values, check_run_values, check_trainer_values
 
-#: trainer keys that have another home in grpolab's config, with that home.
-OWNED_ELSEWHERE = {
-    "learning_rate": "optimizer.lr",
-    "weight_decay": "optimizer.weight_decay",
-    "optim": "the optimizer group (optimizer=adamw|sgd|adafactor)",
-    "optim_args": "the optimizer group (optimizer=adamw|sgd|adafactor)",
-    "adam_beta1": "optimizer.betas",
-    "adam_beta2": "optimizer.betas",
-    "adam_epsilon": "optimizer.eps",
-    "reward_weights": "rewards.<name>.weight",
-    "report_to": "the logger group (logger=wandb|tensorboard|none)",
-    "output_dir": "hydra.run.dir / hydra.sweep.dir",
-    "seed": "seed",
-    "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
-    "warmup_steps": "scheduler.warmup_steps",
-}
-#: trainer keys derived from the ``batch`` node when it is set.
-BATCH_DERIVED = {
-    "per_device_train_batch_size": "batch.micro_batch_size / batch.prompts_per_step",
-    "gradient_accumulation_steps": "batch.updates_per_rollout and batch.micro_batch_size",
-    "steps_per_generation": "batch.updates_per_rollout",
-    "generation_batch_size": "batch.prompts_per_step",
-    "num_generations": "batch.generations_per_prompt",
-    "num_iterations": "batch.num_iterations",
-}
+__all__ = ["BATCH_DERIVED", "OWNED_ELSEWHERE", "ConfigError", "closest", "config_errors", "validate"]
 
 
-class ConfigError(ValueError):
-    """A configuration mistake, reported as one line naming the key and the valid choices."""
+def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = True) -> dict[str, Any]:
+    """Check everything that can be checked from the config alone; return the derived batch fields (may be empty).
 
-
-def closest(word: str, choices: Collection[str], n: int = 3) -> str:
-    """``"did you mean: a, b"`` for the closest choices, or ``""``.
-
-    >>> closest("num_generation", ["num_generations", "beta"])
-    'did you mean: num_generations'
+    With ``import_targets`` (the job) the ``_target_``s are also followed into their modules
+    (``grpolab.config.targets.check_resolved_targets``), which imports them; preflight skips that step.
     """
-    matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
-    return f"did you mean: {', '.join(matches)}" if matches else ""
-
-
-def validate(cfg: DictConfig, num_processes: int = 1) -> dict[str, Any]:
-    """Check everything that can be checked from the config alone; return the derived batch fields (may be empty)."""
+    check_trusted_targets(cfg)
+    check_required_values(cfg)
     _check_learning_rate(cfg.optimizer)
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    _check_owned_keys(trainer)
+    check_trainer_keys(trainer)
     derived = _derive_batch(cfg.batch, trainer, num_processes)
+    check_trainer_values({**trainer, **derived})
     _check_group_division({**trainer, **derived}, num_processes)
-    if cfg.eval.num_problems is not None and cfg.eval.num_problems <= 0:
-        raise ConfigError(f"eval.num_problems={cfg.eval.num_problems} must be positive or null (whole held-out split)")
     if not cfg.rewards:
         raise ConfigError("rewards is empty; select at least one, e.g. rewards=[accuracy,format]")
-    if cfg.dynamic_sampling.enabled and cfg.dynamic_sampling.max_generation_rounds < 1:
-        raise ConfigError("dynamic_sampling.max_generation_rounds must be at least 1")
+    check_run_values(cfg)
+    if import_targets:
+        check_resolved_targets(cfg)
     return derived
 
 
@@ -84,16 +58,10 @@ def _check_learning_rate(optimizer: Mapping[str, Any]) -> None:
         raise ConfigError(f"optimizer.lr={lr!r} must be a positive finite number (e.g. optimizer.lr=3e-5)")
 
 
-def _check_owned_keys(trainer: Mapping[str, Any]) -> None:
-    for key, home in OWNED_ELSEWHERE.items():
-        if key in trainer:
-            raise ConfigError(f"trainer.{key} is not set in the trainer node; set {home} instead")
-
-
 def _derive_batch(batch: DictConfig | None, trainer: Mapping[str, Any], num_processes: int) -> dict[str, Any]:
     if batch is None:
         return {}
-    clashes = [key for key in BATCH_DERIVED if key in trainer]
+    clashes = [key for key in BATCH_DERIVED if trainer.get(key) is not None]
     if clashes:
         key = clashes[0]
         raise ConfigError(
@@ -108,10 +76,10 @@ def _derive_batch(batch: DictConfig | None, trainer: Mapping[str, Any], num_proc
 
 def _check_group_division(trainer: Mapping[str, Any], num_processes: int) -> None:
     """TRL needs whole groups per generation batch; say so before TRL's own, later, error."""
-    generations = trainer.get("num_generations", 8)
-    per_device = trainer.get("per_device_train_batch_size", 8)
-    steps = trainer.get("steps_per_generation") or trainer.get("gradient_accumulation_steps", 1)
-    generation_batch = trainer.get("generation_batch_size") or per_device * num_processes * steps
+    generations = trainer_value(trainer, "num_generations")
+    per_device = trainer_value(trainer, "per_device_train_batch_size")
+    steps = trainer_value(trainer, "steps_per_generation") or trainer_value(trainer, "gradient_accumulation_steps")
+    generation_batch = trainer_value(trainer, "generation_batch_size") or per_device * num_processes * steps
     if generations < 2 or generation_batch % generations:
         raise ConfigError(
             f"trainer.num_generations={generations} must be at least 2 and divide the generation batch of "
