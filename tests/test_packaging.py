@@ -77,7 +77,8 @@ def test_an_installed_wheel_finds_its_configs_from_any_directory(wheel, tmp_path
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()) == installed / "grpolab" / "conf"
-    job = subprocess.run([sys.executable, "-m", "grpolab.train", "experiment=dapo", "debug=smoke", "--cfg", "job"],
+    job = subprocess.run([sys.executable, "-m", "grpolab.train", "experiment=dapo", "debug=smoke", "--cfg", "job",
+                          "--resolve"],
                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert job.returncode == 0, job.stderr
     config = yaml.safe_load(job.stdout)

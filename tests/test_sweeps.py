@@ -233,12 +233,21 @@ def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_pa
 
 
 @pytest.mark.slow
+def write_problems(path: Path, count: int = 80) -> None:
+    rows = [{"prompt": f"{a}+{a % 7}=", "answer": str(a + a % 7), "solution": f"<answer>{a + a % 7}</answer>"}
+            for a in range(count)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+@pytest.mark.slow
 def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missing(tmp_path: Path) -> None:
-    # "flaky" is an optimizer option from an extra config dir; its first version has an invalid learning rate
-    flaky = tmp_path / "extra" / "optimizer" / "flaky.yaml"
+    # "flaky" is a data option from an extra config dir whose file is missing on the first run: a failure only the job
+    # can see (preflight checks the command line, not the file system), fixed before the resume
+    flaky = tmp_path / "extra" / "data" / "flaky.yaml"
     flaky.parent.mkdir(parents=True)
-    flaky.write_text("defaults:\n  - adamw\n  - _self_\nlr: -1\n")
-    command = ["-cd", str(tmp_path / "extra"), "logger=none", *TINY, "seed=0,1", "optimizer=adamw,flaky"]
+    problems = tmp_path / "problems.jsonl"
+    flaky.write_text(f"defaults:\n  - jsonl\n  - _self_\npath: {problems}\n")
+    command = ["-cd", str(tmp_path / "extra"), "logger=none", *TINY, "seed=0,1", "data=arithmetic,flaky"]
 
     first = run_cli(tmp_path, *command)
     assert first.returncode == 1
@@ -248,11 +257,11 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
     summaries = job_summaries(sweep_dir)
     assert {num: summary["status"] for num, summary in summaries.items()} == {
         "0": "completed", "1": "failed", "2": "completed", "3": "failed"}
-    assert summaries["1"]["reason"].startswith("ConfigError: optimizer.lr=-1 must be a positive finite number")
+    assert summaries["1"]["reason"] == f"DataError: data.path='{problems}' is not a file"
     report = (sweep_dir / "report.md").read_text()
-    assert "## Failed or unfinished runs" in report and "| 3 | optimizer=flaky | 1 | FAILED | ConfigError:" in report
-    assert [(row["optimizer"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
-        ("adamw", "2", "0"), ("flaky", "0", "2")]
+    assert "## Failed or unfinished runs" in report and "| 3 | data=flaky | 1 | FAILED | DataError:" in report
+    assert [(row["data"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
+        ("arithmetic", "2", "0"), ("flaky", "0", "2")]
 
     # the sweep was interrupted before job 2 (simulated), and the config file gets fixed
     completed_files = {name: (sweep_dir / "0" / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
@@ -260,7 +269,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
     for path in sorted((sweep_dir / "2").rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     (sweep_dir / "2").rmdir()
-    flaky.write_text("defaults:\n  - adamw\n  - _self_\nlr: 2e-3\n")
+    write_problems(problems)
 
     resumed = run_cli(tmp_path, *command, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -271,8 +280,8 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
     assert {num: summary["status"] for num, summary in job_summaries(sweep_dir).items()} == {
         "0": "completed", "1": "completed", "2": "completed", "3": "completed"}
     assert read_json(sweep_dir / "1" / "summary.attempt-1.json")["status"] == "failed"
-    assert [(row["optimizer"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
-        ("adamw", "2", "0"), ("flaky", "2", "0")]
+    assert [(row["data"], row["n_seeds"], row["n_failed"]) for row in report_rows(sweep_dir)] == [
+        ("arithmetic", "2", "0"), ("flaky", "2", "0")]
 
 
 @pytest.mark.slow
@@ -325,17 +334,21 @@ def test_optuna_search_runs_three_trials_on_the_optimized_metric(tmp_path: Path)
 
 @pytest.mark.slow
 def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path) -> None:
-    # a categorical learning rate, one value invalid: the seeded sampler proposes both within four trials
+    # a categorical data file, one of them missing (only the job can see that): the seeded sampler proposes both
+    # within four trials
+    good, missing = tmp_path / "problems.jsonl", tmp_path / "missing.jsonl"
+    write_problems(good)
     result = run_cli(tmp_path, "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.params=null",
-                     "optimizer.lr=choice(0.001,-1)", "hydra.sweeper.n_trials=4", "logger=none", *TINY)
+                     "data=jsonl", f"data.path=choice({good},{missing})", "hydra.sweeper.n_trials=4", "logger=none",
+                     *TINY)
     assert result.returncode == 1
     sweep_dir = only_sweep_dir(tmp_path)
     outcomes = {(read_json(path)["status"], yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())[0])
                 for path in sweep_dir.glob("*/summary.json")}
-    assert outcomes == {("completed", "optimizer.lr=0.001"), ("failed", "optimizer.lr=-1")}
+    assert outcomes == {("completed", f"data.path={good}"), ("failed", f"data.path={missing}")}
     assert len(job_summaries(sweep_dir)) == 4  # every trial ran
     failed = sum(summary["status"] == "failed" for summary in job_summaries(sweep_dir).values())
     assert result.stderr.splitlines()[-1].startswith(f"grpolab: {failed} of 4 jobs failed")
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert best["best_params"] == {"optimizer.lr": 0.001}
+    assert best["best_params"] == {"data.path": str(good)}
     assert "FAILED" in (sweep_dir / "report.md").read_text()

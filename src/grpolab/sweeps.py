@@ -7,7 +7,7 @@
 - ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
   batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
-- Resume: ``find_previous_sweep`` (used by ``grpolab.config.preflight``) finds the sweep dir of an earlier run of the
+- Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an earlier run of the
   same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
   there (``completed_before`` for the running job). A failed or missing job runs again; the files of a failed attempt are kept as ``*.attempt-<n>.*``.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -104,6 +105,31 @@ def find_previous_sweep(root: tuple[Path, int], task_overrides: Sequence[str],
         if same_sweeper and comparable_overrides(stored_task) == wanted:
             return multirun_file.parent
     return None
+
+
+def with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: DictConfig) -> list[str]:
+    """With ``resume=true``, add ``hydra.sweep.dir=<the earlier sweep of this command>`` when there is one (the hook
+    ``grpolab.config.preflight.run_preflight`` calls once a multirun's command line is known to be good)."""
+    resume_values = [o.value() for o in overrides if o.key_or_group == "resume" and not o.is_sweep_override()]
+    resume = resume_values[-1] if resume_values else OmegaConf.select(cfg, "resume", default=False)
+    if resume is not True and str(resume).lower() != "true":
+        return argv
+    if any(o.key_or_group == "hydra.sweep.dir" for o in overrides):
+        return argv  # an explicit sweep dir is already the same on every run
+    pattern = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
+    root = sweep_root(str(pattern))
+    if root is None:
+        return argv
+    task = [str(o.input_line) for o in overrides if not o.is_hydra_override()]
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    previous = find_previous_sweep(root, task, sweeper)
+    if previous is None:
+        print(f"grpolab: resume=true: no earlier sweep of this command under {root}; starting a new one",
+              file=sys.stderr)
+        return argv
+    print(f"grpolab: resume=true: continuing the sweep in {previous}", file=sys.stderr)
+    quoted = str(previous).replace("\\", "\\\\").replace("'", "\\'")
+    return [*argv, f"hydra.sweep.dir='{quoted}'"]
 
 
 def previous_completion(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, Any] | None:

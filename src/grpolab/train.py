@@ -104,11 +104,11 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point (``grpolab-train`` and ``python -m grpolab.train``)."""
     from grpolab.config.preflight import run_preflight
-    from grpolab.sweeps import reported_sweep
+    from grpolab.sweeps import reported_sweep, with_resumed_sweep_dir
 
-    # One line and exit 2 for a bad group option / key / search space, before any job (or sweep dir) exists;
-    # with `-m ... resume=true` it also points Hydra at the earlier sweep of the same command.
-    sys.argv = run_preflight(sys.argv, CONF_DIR)
+    # One line and exit 2 for a bad group option / key / value / search space, before any job (or sweep dir) exists;
+    # with `-m ... resume=true` the hook points Hydra at the earlier sweep of the same command.
+    sys.argv = run_preflight(sys.argv, CONF_DIR, on_multirun=with_resumed_sweep_dir)
     with reported_sweep():  # the sweep report also when a failed job stops Hydra's sweeper; exit 1 on failed jobs
         hydra_entry()
 

@@ -37,8 +37,8 @@ def test_unknown_group_option_lists_the_valid_choices() -> None:
     # in a sweep, in a multi-select list, and in Hydra's own groups
     assert error_of("-m", "model=tiny,foo").startswith("model=foo: no such option; valid choices: ")
     assert error_of("-m", "rewards=[accuracy,formatt]") == (
-        "rewards=formatt: no such option; valid choices: accuracy, format, iou, length, overlong, soft_overlong, "
-        "think_format")
+        "rewards=formatt: no such option; valid choices: accuracy, cosine_length, format, iou, length, overlong, "
+        "reasoning_steps, repetition, reward_model, soft_overlong, think_format")
     assert error_of("-m", "hydra/launcher=joblibb") == (
         "hydra/launcher=joblibb: no such option; valid choices: basic, joblib, submitit_local, submitit_slurm")
 

@@ -24,7 +24,7 @@ def test_string_choices_are_the_ones_trl_documents(field: str) -> None:
 
 @pytest.mark.parametrize("overrides", [
     ["trainer.beta=0", "trainer.top_p=1", "trainer.top_k=0", "trainer.epsilon_high=0.2", "trainer.min_p=0"],
-    ["trainer.logging_steps=0.5", "trainer.warmup_steps=0.1", "trainer.save_strategy=steps", "trainer.save_steps=1"],
+    ["trainer.logging_steps=0.5", "scheduler.warmup_steps=3", "trainer.save_strategy=steps", "trainer.save_steps=1"],
     ["trainer.max_steps=-1", "trainer.num_train_epochs=0.5"],
     ["seed=4294967295", "threads=2", "model.dtype=bfloat16", "eval.num_problems=1", "eval.batch_size=1"],
     ["rewards=[accuracy,soft_overlong]", "rewards.soft_overlong.soft_punish_cache=7"],
@@ -38,8 +38,12 @@ def test_boundary_values_are_accepted(compose_cfg, overrides: list[str]) -> None
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["trainer.warmup_steps=2.5"], "trainer.warmup_steps=2.5 must be a whole number of steps >= 1, or a fraction of "
-                                   "the run in [0, 1)"),
+    (["scheduler.warmup_steps=-1"], "scheduler.warmup_steps=-1 must be an integer >= 0 (optimizer steps of linear "
+                                    "warm-up)"),
+    (["scheduler.name=cosine_decay"], "scheduler.name=cosine_decay must be one of linear, cosine, "
+                                      "cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt, "
+                                      "reduce_lr_on_plateau, cosine_with_min_lr, cosine_warmup_with_min_lr, "
+                                      "warmup_stable_decay, greedy"),
     (["trainer.min_p=1.5"], "trainer.min_p=1.5 must be in [0, 1], or null"),
     (["trainer.save_strategy=best"], "trainer.save_strategy=best must be no, steps or epoch: the best checkpoint "
                                      "needs TRL's evaluation, which grpolab does not run"),

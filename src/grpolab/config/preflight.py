@@ -13,8 +13,8 @@ first value of every swept group) and fails with one line on stderr and exit sta
 - a value of the wrong type (``seed=zero``), out of range (``trainer.beta=-1``), or an untrusted ``_target_``, at
   each value of a sweep (``grpolab.config.preflight_values``: the schema and ``validate``, as the job would).
 
-With ``-m ... resume=true`` it also points Hydra at the earlier sweep of the same command (``hydra.sweep.dir=``), so
-that jobs which completed there are skipped (``grpolab.sweeps``). Jobs validate their
+For a multirun, ``on_multirun`` (handed in by the entry point: ``grpolab.sweeps.with_resumed_sweep_dir``) may extend
+the command line, e.g. point a ``resume=true`` sweep at its earlier sweep dir. Jobs validate their
 own config again (``grpolab.config.validate``). With ``--cfg``/``--resolve`` (print the config, run nothing) value
 ranges and targets are not checked, so a config can be inspected. Imports hydra and omegaconf, no torch.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import sys
 from enum import Enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,19 @@ class CommandLine:
         )
 
 
-def run_preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train") -> list[str]:
-    """Check ``argv``; return it (with ``hydra.sweep.dir=`` added for a resumed sweep), or exit 2 with one line.
+#: ``on_multirun(argv, overrides, composed_config) -> argv``: what a multirun adds to the command line once it is
+#: known to be good (``grpolab.sweeps.with_resumed_sweep_dir`` points a ``resume=true`` sweep at its earlier dir).
+MultirunHook = Callable[[list[str], Sequence[Override], DictConfig], list[str]]
 
-    >>> sys.argv = run_preflight(sys.argv, CONF_DIR)  # doctest: +SKIP
+
+def run_preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train",
+                  on_multirun: MultirunHook | None = None) -> list[str]:
+    """Check ``argv``; return it (as ``on_multirun`` extends it for a multirun), or exit 2 with one line.
+
+    >>> sys.argv = run_preflight(sys.argv, on_multirun=with_resumed_sweep_dir)  # doctest: +SKIP
     """
     try:
-        return preflight(argv, config_dir, config_name)
+        return preflight(argv, config_dir, config_name, on_multirun)
     except PreflightError as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         raise SystemExit(PREFLIGHT_EXIT_CODE) from None
@@ -97,7 +103,8 @@ def run_preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: 
         return list(argv)
 
 
-def preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train") -> list[str]:
+def preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str = "train",
+              on_multirun: MultirunHook | None = None) -> list[str]:
     """``run_preflight`` without the exit: raises ``PreflightError``.
 
     >>> preflight(["train", "-m", "trainer.bta=0,0.1"], "conf")  # doctest: +SKIP
@@ -136,8 +143,8 @@ def preflight(argv: Sequence[str], config_dir: str = CONF_DIR, config_name: str 
                     _check_key(override, variants, "hydra.sweeper.params: ")
         check_values(command.config_name or config_name, overrides, sweeper_params, extra, variants[0],
                      run_checks=not command.prints_config)
-    if command.multirun:
-        return _with_resumed_sweep_dir(list(argv), overrides, variants[0])
+    if command.multirun and on_multirun is not None:
+        return on_multirun(list(argv), overrides, variants[0])
     return list(argv)
 
 
@@ -356,29 +363,3 @@ def _sweeper_params(cfg: DictConfig) -> Iterator[Override]:
             raise PreflightError(f"hydra.sweeper.params: {line}: not a valid sweep (e.g. 1e-4,3e-4 or "
                                  "tag(log, interval(1e-5, 1e-3)))")
         yield parsed[0]
-
-
-def _with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: DictConfig) -> list[str]:
-    """With ``resume=true``, add ``hydra.sweep.dir=<the earlier sweep of this command>`` when there is one."""
-    from grpolab.sweeps import find_previous_sweep, sweep_root
-
-    resume_values = [o.value() for o in overrides if o.key_or_group == "resume" and not o.is_sweep_override()]
-    resume = resume_values[-1] if resume_values else OmegaConf.select(cfg, "resume", default=False)
-    if resume is not True and str(resume).lower() != "true":
-        return argv
-    if any(o.key_or_group == "hydra.sweep.dir" for o in overrides):
-        return argv  # an explicit sweep dir is already the same on every run
-    pattern = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
-    root = sweep_root(str(pattern))
-    if root is None:
-        return argv
-    task = [str(o.input_line) for o in overrides if not o.is_hydra_override()]
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
-    previous = find_previous_sweep(root, task, sweeper)
-    if previous is None:
-        print(f"{PROGRAM}: resume=true: no earlier sweep of this command under {root}; starting a new one",
-              file=sys.stderr)
-        return argv
-    print(f"{PROGRAM}: resume=true: continuing the sweep in {previous}", file=sys.stderr)
-    quoted = str(previous).replace("\\", "\\\\").replace("'", "\\'")
-    return [*argv, f"hydra.sweep.dir='{quoted}'"]

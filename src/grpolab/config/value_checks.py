@@ -86,8 +86,6 @@ TRAINER_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "delta": (_or_null(_above(1)), "> 1 (INTELLECT-2 recommends > 1 + epsilon), or null for no upper clip"),
     "max_completion_length": (_at_least(1, integer=True), "an integer >= 1 (tokens per completion)"),
     "max_grad_norm": (_at_least(0), ">= 0"),
-    "warmup_steps": (lambda v: is_number(v) and (0 <= v < 1 or v >= 1 and float(v).is_integer()),
-                     "a whole number of steps >= 1, or a fraction of the run in [0, 1)"),
     "ref_model_mixup_alpha": (_between(0, 1), "in [0, 1]"),
     "ref_model_sync_steps": (_at_least(1, integer=True), "an integer >= 1"),
     "top_entropy_quantile": (_between(0, 1), "in [0, 1]"),
@@ -166,6 +164,10 @@ def check_run_values(cfg: DictConfig) -> None:
     require("eval.max_new_tokens", cfg.eval.max_new_tokens, _at_least(1, True)(cfg.eval.max_new_tokens),
             "an integer >= 1")
     _check_optimized_metric(cfg)
+    schedules = TRL_FIELDS["lr_scheduler_type"].choices
+    require("scheduler.name", cfg.scheduler.name, cfg.scheduler.name in schedules, f"one of {', '.join(schedules)}")
+    require("scheduler.warmup_steps", cfg.scheduler.warmup_steps, _at_least(0, True)(cfg.scheduler.warmup_steps),
+            "an integer >= 0 (optimizer steps of linear warm-up)")
     rounds = cfg.dynamic_sampling.max_generation_rounds
     require("dynamic_sampling.max_generation_rounds", rounds, _at_least(1, True)(rounds), "an integer >= 1")
     _check_present(cfg.optimizer, "optimizer", {
