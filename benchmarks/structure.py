@@ -5,8 +5,8 @@ TRL's private methods are overridden, the composition root's length, repeated bl
     python benchmarks/structure.py e5b1274 HEAD      # before/after, one column per revision
 
 Branches are counted on the syntax tree: an ``if``/``elif``/``while``/conditional expression/comprehension filter
-whose condition names something modality-specific (images, pixels, vision, the Modality enum) or tokenizer-mode-
-specific (token-ID prompts, the TokenizerMode enum, lazy decoding). "Repeated blocks" is the pair count the
+whose condition picks between a text and an image path (images present, a processor, the modality) or between the
+text and the ID path (ID prompts, the tokenizer mode, lazy decoding); the patterns are below. "Repeated blocks" is the pair count the
 ``duplicates`` tool reports for ``src/`` (six or more shared lines). Needs git, and trl for the list of
 ``GRPOTrainer`` methods.
 """
@@ -23,8 +23,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODALITY = re.compile(r"image|pixel|vision|modality|IMAGE_GRID|PIXEL_VALUES", re.IGNORECASE)
-TOKENIZER_MODE = re.compile(r"token_ids|TokenizerMode|tokenizer_mode|lazy_decoding|PROMPT_IDS|prompt_ids|\.mode\b")
+# A condition that picks a text or an image path: images present or not, a processor or a tokenizer, the modality.
+MODALITY = re.compile(r"has_images|image_column\(|IMAGE_GRID\b.* in |\bin .*IMAGE_GRID|image_token is None|images is "
+                      r"(not )?None|_batch_images|modality|Modality\.|ProcessorMixin|is_vlm|VISION|\bvision\b")
+# A condition that picks the text or the ID path: ID prompts or not, the tokenizer mode, lazy decoding.
+TOKENIZER_MODE = re.compile(r"is_token_ids|TokenizerMode|tokenizer_mode|lazy_decoding|PROMPT_IDS\b.* in |"
+                            r"\bin .*PROMPT_IDS|['\"]prompt_ids['\"] in|\bmode\b(?! ==? RunMode)")
 
 
 def checkout(revision: str | None, into: Path) -> Path:
@@ -68,16 +72,23 @@ def duplicate_pairs(src: Path) -> str:
 def measure(root: Path, trl_private: set[str]) -> dict[str, str]:
     files = sorted((root / "src" / "grpolab").rglob("*.py"))
     lines = modality = mode = 0
+    modality_files: set[str] = set()
+    mode_files: set[str] = set()
     overrides: dict[str, set[str]] = {}
     train_length = "n/a"
     for path in files:
         text = path.read_text(encoding="utf-8")
         lines += len(text.splitlines())
         tree = ast.parse(text)
+        name = str(path.relative_to(root / "src" / "grpolab"))
         for test in conditions(tree):
             source = ast.unparse(test)
-            modality += bool(MODALITY.search(source))
-            mode += bool(TOKENIZER_MODE.search(source))
+            if MODALITY.search(source):
+                modality += 1
+                modality_files.add(name)
+            if TOKENIZER_MODE.search(source):
+                mode += 1
+                mode_files.add(name)
         found = private_overrides(tree, trl_private)
         if found:
             overrides[str(path.relative_to(root / "src"))] = found
@@ -91,8 +102,8 @@ def measure(root: Path, trl_private: set[str]) -> dict[str, str]:
     return {
         "lines in src/grpolab": str(lines),
         "modules": str(len(files)),
-        "conditions on modality": str(modality),
-        "conditions on tokenizer mode": str(mode),
+        "conditions on modality (files)": f"{modality} ({len(modality_files)}: {', '.join(sorted(modality_files))})",
+        "conditions on tokenizer mode (files)": f"{mode} ({len(mode_files)}: {', '.join(sorted(mode_files))})",
         "TRL private methods overridden (distinct / overrides)": f"{len(methods)} / {override_count}",
         "files overriding them": str(len(overrides)),
         "train.py lines": str(len(train_py.read_text(encoding="utf-8").splitlines())),
