@@ -160,6 +160,23 @@ def test_a_failed_job_says_why_even_without_a_summary_file(tmp_path, capsys) -> 
     assert lines[-1].endswith("train.log (with the traceback)")
 
 
+def test_a_failed_single_run_leaves_its_traceback_in_the_log_file(tmp_path, capsys, caplog) -> None:
+    run_dir = tmp_path / "run"
+    write_summary(run_dir, status="failed", reason="RewardError: rewards.broken raised ZeroDivisionError")
+    callback = ConsoleCallback()
+    config = job_config(run_dir, RunMode.RUN)
+    callback.on_job_start(config)
+    failed = JobReturn(status=JobStatus.FAILED)
+    try:
+        raise ZeroDivisionError("float division by zero")
+    except ZeroDivisionError as error:
+        failed.return_value = error
+    callback.on_job_end(config, failed)
+    assert capsys.readouterr().out.startswith("grpolab: run failed in 2 min 05 s\n  reason             RewardError:")
+    [record] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert record.exc_info[1] is failed._return_value and record.console is False  # Hydra prints it on the console
+
+
 @pytest.fixture
 def restore_library_logging():
     import datasets

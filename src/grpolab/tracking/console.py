@@ -269,9 +269,12 @@ class ConsoleCallback(Callback):
     def _print_summary(self, config: DictConfig, job_return: JobReturn) -> None:
         run_dir = Path(str(config.hydra.runtime.output_dir))
         summary = read_json(run_dir / SUMMARY_FILE) or {}
-        if job_return.status == JobStatus.FAILED and summary.get("status") != "failed":
+        if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # the property would re-raise it
-            summary = {**summary, "status": "failed", "reason": describe_exception(error)}
+            if summary.get("status") != "failed":
+                summary = {**summary, "status": "failed", "reason": describe_exception(error)}
+            if config.hydra.mode != RunMode.MULTIRUN:  # a multirun's SweepCallback logs it; Hydra prints it after us
+                log.error("the job failed", exc_info=(type(error), error, error.__traceback__), extra=NOT_ON_CONSOLE)
         log_file = OmegaConf.select(config, "hydra.job_logging.handlers.file.filename", default=None)
         lines = summary_lines(run_dir, summary, Path(str(log_file)) if log_file else None)
         log.info("\n".join(lines), extra=NOT_ON_CONSOLE)

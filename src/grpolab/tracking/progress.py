@@ -88,6 +88,8 @@ def describe_log(logs: dict[str, Any]) -> str:
     'reward 0.412 (accuracy 0.300, format 0.950)'
     >>> describe_log({"eval_accuracy": 0.25, "eval_runtime": 3.2})
     'held-out accuracy 0.250'
+    >>> describe_log({"loss": 0.0123, "grad_norm": 0.5})
+    'loss 0.0123 (no new completions: this step reuses the last rollout)'
     """
     if any(key.startswith("eval_") for key in logs):
         metrics = [f"{key.removeprefix('eval_')} {_number(value)}" for key, value in logs.items()
@@ -101,6 +103,8 @@ def describe_log(logs: dict[str, Any]) -> str:
         parts.append(f"({', '.join(components)})")
     if _is_number(logs.get("kl")):
         parts.append(f"kl {logs['kl']:.4f}")
+    if not parts and _is_number(logs.get("loss")):  # a step that updates on an earlier step's completions
+        parts.append(f"loss {logs['loss']:.4f} (no new completions: this step reuses the last rollout)")
     return " ".join(parts) or "logged"
 
 
