@@ -60,7 +60,7 @@ def tiny_run() -> list[str]:
 @pytest.fixture
 def run_cli(tmp_path):
     """Run ``python -m grpolab.train`` with overrides (and flags such as ``-m``); the run directory is
-    ``tmp_path / 'run'``. ``merged_output=True``: stderr goes into ``stdout``, interleaved as a terminal would show them."""
+    ``tmp_path / 'run'``. ``merged_output=True``: stderr goes into ``stdout``, interleaved as a terminal shows them."""
 
     def _run(*overrides: str, timeout: int = 600, merged_output: bool = False) -> subprocess.CompletedProcess:
         env = {
