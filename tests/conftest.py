@@ -52,10 +52,17 @@ def compose_cfg():
 
 
 @pytest.fixture
-def run_cli(tmp_path):
-    """Run ``python -m grpolab.train`` with overrides; the run directory is ``tmp_path / 'run'``."""
+def tiny_run() -> list[str]:
+    """``TINY_RUN`` for test modules that cannot import it (``conftest`` is another module in tests/<package>/)."""
+    return list(TINY_RUN)
 
-    def _run(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``python -m grpolab.train`` with overrides (and flags such as ``-m``); the run directory is
+    ``tmp_path / 'run'``. ``merged_output=True``: stderr goes into ``stdout``, interleaved as a terminal shows them."""
+
+    def _run(*overrides: str, timeout: int = 600, merged_output: bool = False) -> subprocess.CompletedProcess:
         env = {
             **os.environ,
             "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"),
@@ -63,7 +70,11 @@ def run_cli(tmp_path):
             # tests_support.py (deliberately broken rewards) must be importable by the subprocess.
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
         }
-        command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+        flags = [argument for argument in overrides if argument.startswith("-")]  # e.g. -m: before any override
+        command = [sys.executable, "-m", "grpolab.train", *flags, f"hydra.run.dir={tmp_path / 'run'}",
+                   *[argument for argument in overrides if argument not in flags]]
+        merged = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        streams = merged if merged_output else {"capture_output": True}
+        return subprocess.run(command, **streams, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
     return _run

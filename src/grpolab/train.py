@@ -46,11 +46,14 @@ def train(cfg: DictConfig) -> float | None:
 
     from grpolab.data.prompts import PromptEncoder
     from grpolab.rewards import build_rewards, check_columns
+    from grpolab.tracking.console import fields, quiet_libraries
+    from grpolab.tracking.progress import show_progress
     from grpolab.tracking.session import tracked_run
     from grpolab.trainer.build import build_trainer, grpo_arguments
     from grpolab.trainer.callbacks import ParameterChangeCallback
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
+    quiet_libraries()  # library warnings and logs to train.log, not the console
     config = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(run_dir, config=config, seed=cfg.seed, logger=instantiate(cfg.logger)) as run:
         set_seed(cfg.seed)
@@ -79,11 +82,12 @@ def train(cfg: DictConfig) -> float | None:
         if warm_start is not None:
             warm = warm_start.run(model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
                                   {"model": config["model"], "data": config["data"]}, cfg.seed)
-            log.info("warm start: %s", run.record(warmstart=warm)["warmstart"])
+            log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
         before = run.record(eval_before=evaluate(model))["eval_before"]
-        log.info("held-out before GRPO (%d problems): %s", len(evaluate), before)
+        log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
         trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
                                 [*run.callbacks, ParameterChangeCallback(run.record)], run_dir)
+        show_progress(trainer)
         trainer.train()
         after = run.record(eval_after=evaluate(model))["eval_after"]
         log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])

@@ -67,6 +67,25 @@ def test_single_run_is_ungrouped_and_an_explicit_group_wins(
     assert list(run_record.tags) == ["baseline", "x=1"]
 
 
+@pytest.mark.parametrize("silent", [None, False])
+def test_an_offline_run_prints_nothing_unless_asked(
+    tmp_path: Path, clean_tracking_env: None, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    silent: bool | None,
+) -> None:
+    import wandb
+
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    logger = WandbLogger(project="grpolab-test", silent=silent)
+    logger.start(tmp_path, {}, JobInfo())
+    wandb.log({"train/reward": 0.5})
+    logger.finish({"status": "completed", "eval_after": {"accuracy": 0.5}})
+    printed = capfd.readouterr()
+    if silent is None:  # offline: no banner, no history/summary block
+        assert "wandb" not in printed.out + printed.err
+    else:
+        assert "Run summary" in printed.err and "offline" in printed.err
+
+
 def test_tensorboard_logger_points_the_trainer_callback_at_the_run_dir(
     tmp_path: Path, clean_tracking_env: None
 ) -> None:

@@ -128,19 +128,6 @@ def test_grpo_shaped_logs_give_reward_rows_and_a_windowed_final_reward(tmp_path:
     assert summary["train_runtime_s"] == 1.5 and summary["train_loss"] == 0.02
 
 
-def test_console_line_every_n_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    callback = MetricsFileCallback(tmp_path, console_every=2)
-    args, state, control = trainer_event_arguments(tmp_path)
-    state.max_steps = 4
-    callback.on_train_begin(args, state, control)
-    for step in range(1, 5):
-        state.global_step = step
-        callback.on_log(args, state, control, logs=grpo_logs(0.25 * step, accuracy=0.5))
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[grpolab]")]
-    assert len(lines) == 2
-    assert lines[0].startswith("[grpolab] step 2/4 | reward 0.500 | accuracy 0.500 | format 1.000")
-
-
 def test_only_the_main_process_writes(tmp_path: Path) -> None:
     callback = MetricsFileCallback(tmp_path)
     args, control = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerControl()

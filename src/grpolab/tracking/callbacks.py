@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
@@ -25,23 +24,20 @@ class MetricsFileCallback(TrainerCallback):
     ``final_reward_window`` rewards) and ``step_time_s``, so even a job that dies mid-training reports how far it got.
     The end-of-training log (``train_runtime``, ``train_loss``, ...) goes to the summary, not to ``metrics.jsonl``.
 
-    ``console_every``: print a one-line digest every that many steps (off by default: transformers already prints
-    each log dict unless ``disable_tqdm``).
+    The console shows training through ``grpolab.tracking.progress``, not through this callback.
 
-    >>> trainer = GRPOTrainer(..., callbacks=[MetricsFileCallback(run_dir, console_every=10)])  # doctest: +SKIP
+    >>> trainer = GRPOTrainer(..., callbacks=[MetricsFileCallback(run_dir)])  # doctest: +SKIP
     """
 
     def __init__(
         self,
         run_dir: RunDirectory | str | os.PathLike[str],
         final_reward_window: int = FINAL_REWARD_WINDOW,
-        console_every: int | None = None,
     ) -> None:
         if final_reward_window < 1:
             raise ValueError(f"final_reward_window must be >= 1, got {final_reward_window}")
         self.run_dir = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
         self.final_reward_window = final_reward_window
-        self.console_every = console_every
         self._clock_start: float | None = None
         self._time_offset_s = 0.0
         self._last_log_time: float | None = None
@@ -109,8 +105,6 @@ class MetricsFileCallback(TrainerCallback):
             train_reward_final_window=self.final_reward_window,
             step_time_s=self._timed_seconds / self._timed_steps if self._timed_steps else None,
         )
-        if self.console_every and state.global_step % self.console_every == 0:
-            print(self._console_line(state, row), flush=True)
 
     def _append_eval_row(self, state: TrainerState, logs: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -142,15 +136,3 @@ class MetricsFileCallback(TrainerCallback):
         # One write of one line per call, flushed: a crash leaves at most one truncated line, which readers skip.
         with self.run_dir.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
-
-    @staticmethod
-    def _console_line(state: TrainerState, row: dict[str, Any]) -> str:
-        parts = [f"step {state.global_step}/{state.max_steps}"]
-        for key, value in row.items():
-            if key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")):
-                name = key.removeprefix("rewards/").removesuffix("/mean")
-                if isinstance(value, float) and math.isfinite(value):
-                    parts.append(f"{name} {value:.3f}")
-        if row.get("step_time_s") is not None:
-            parts.append(f"{row['step_time_s']:.2f} s/step")
-        return "[grpolab] " + " | ".join(parts)

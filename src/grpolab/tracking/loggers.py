@@ -176,6 +176,8 @@ class WandbLogger:
 
     ``group=None`` means: the sweep id in a multirun (all its jobs side by side), ungrouped for a single run.
     Tags are the job's overrides; the config is the resolved job config plus ``overrides`` as a dict.
+    ``silent=None`` means: silent unless ``mode="online"`` (no banner, no history/summary block after the run: the
+    run directory holds both; online, wandb prints the run's URL).
 
     >>> logger = WandbLogger(project="grpolab", mode="offline")
     >>> logger.start("outputs/run", cfg_dict, JobInfo.from_hydra())  # doctest: +SKIP
@@ -191,6 +193,7 @@ class WandbLogger:
         tags: Sequence[str] = (),
         name: str | None = None,
         job_type: str | None = "train",
+        silent: bool | None = None,
     ) -> None:
         if mode not in ("online", "offline", "disabled"):
             raise ValueError(f"wandb mode must be online, offline or disabled, got {mode!r}")
@@ -201,6 +204,7 @@ class WandbLogger:
         self.tags = list(tags)
         self.name = name
         self.job_type = job_type
+        self.silent = silent if silent is not None else mode != "online"
         self.run: Any = None
         self._environment = _ScopedEnvironment()
 
@@ -222,6 +226,7 @@ class WandbLogger:
                 dir=str(run_dir),
                 mode=self.mode,
                 reinit="finish_previous",
+                settings=wandb.Settings(silent=self.silent),
             )
         except BaseException:
             self._environment.restore()

@@ -50,7 +50,6 @@ def tracked_run(
     logger: ExperimentLogger | None = None,
     job_info: JobInfo | None = None,
     final_reward_window: int = FINAL_REWARD_WINDOW,
-    console_every: int | None = None,
     plot: bool = True,
 ) -> Iterator[TrackedRun]:
     """Write the manifest, start the logger, yield; then record the outcome, finish the logger, plot the run.
@@ -75,7 +74,7 @@ def tracked_run(
             directory.write_manifest(seed=seed, config=config, overrides=list(job_info.overrides))
             report_to = logger.start(directory.path, config, job_info)
             logger_started = True
-            callback = MetricsFileCallback(directory, final_reward_window, console_every)
+            callback = MetricsFileCallback(directory, final_reward_window)
             tracked = TrackedRun(run_dir=directory, report_to=report_to, callbacks=[callback])
             yield tracked
     except BaseException:

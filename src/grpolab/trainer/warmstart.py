@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 
 from grpolab.config.hashing import config_hash
 from grpolab.data.prompts import PromptEncoder, select_rows
+from grpolab.tracking.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class SupervisedWarmStart:
         model.train()
         losses: list[float] = []
         exact: list[float] = []
+        progress = Progress("warm start", self.steps, log)
         for step in range(self.steps):
             indices = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
             prompts = encoder.encode(select_rows(rows, indices))
@@ -120,11 +122,13 @@ class SupervisedWarmStart:
             optimizer.zero_grad(set_to_none=True)
             losses.append(output.loss.item())
             exact.append(_exact_match(output.logits.detach(), labels))
+            progress.advance(step + 1)
             if (step + 1) % self.log_every == 0 or step + 1 == self.steps:
                 window = slice(-self.log_every, None)
-                log.info("warm start step %d/%d: loss %.4f, exact match %.3f (means over the last %d steps)",
-                         step + 1, self.steps, sum(losses[window]) / len(losses[window]),
-                         sum(exact[window]) / len(exact[window]), len(losses[window]))
+                loss, exact_match = sum(losses[window]) / len(losses[window]), sum(exact[window]) / len(exact[window])
+                progress.report(step + 1, f"loss {loss:.4f}, exact match {exact_match:.3f} (means over the last "
+                                f"{len(losses[window])} steps)", bar_text=f"loss {loss:.4f}, exact {exact_match:.3f}")
+        progress.close()
         model.eval()
         return losses, exact
 
