@@ -59,7 +59,9 @@ class SupervisedWarmStart:
         """Train ``model`` in place on ``rows`` (either form, with or without images), or load cached weights."""
         if self.steps <= 0:
             return {"steps": 0, "cached": False}
-        key = config_hash(key_parts, encoder.chat_template_kwargs, asdict(self), seed)
+        # Only what decides the weights: how often it logs or whether it caches does not.
+        weights = {name: value for name, value in asdict(self).items() if name not in ("cache", "log_every")}
+        key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed)
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
         if cached is not None and cached.exists():
             model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
