@@ -181,6 +181,7 @@ def check_run_values(cfg: DictConfig) -> None:
             "steps": (_at_least(0, True), "an integer >= 0 (0 skips the warm start)"),
             "batch_size": (_at_least(1, True), "an integer >= 1"), "lr": (_above(0), "> 0"),
             "weight_decay": (_at_least(0), ">= 0"), "warmup_steps": (_at_least(0, True), "an integer >= 0"),
+            "log_every": (_at_least(1, True), "an integer >= 1"),
         })
     _check_present(cfg.data, "data", {
         "train_size": (_or_null(_at_least(1, True)), "an integer >= 1, or null (every row)"),
