@@ -26,6 +26,8 @@ class ShapesTask:
     warm-start teacher imperfect in the way people are: with that probability, the ``solution`` of a training scene
     with at least ``teacher_slip_from`` shapes undercounts by one (``answer``, which rewards and the held-out split
     use, stays true). A warm start then imitates the slips, and GRPO, rewarded by the true count, has to unlearn them.
+    ``solution_prefix`` opens every training ``solution`` (e.g. ``<think></think>``, for rewards that require a think
+    block).
 
     >>> splits = ShapesTask(train_size=4, eval_size=2).load()
     >>> row = splits.eval[0]
@@ -41,6 +43,7 @@ class ShapesTask:
     seed: int = 1234
     teacher_error_rate: float = 0.0
     teacher_slip_from: int = 4
+    solution_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_error_rate <= 1.0:
@@ -51,11 +54,13 @@ class ShapesTask:
     def load(self) -> TaskSplits:
         shape = dict(task=self.task, seed=self.seed, image_size=self.image_size, max_count=self.max_count)
         train = build_shapes_dataset(split="train", num_examples=self.train_size, **shape)
-        if self.teacher_error_rate > 0:
+        if self.teacher_error_rate > 0 or self.solution_prefix:
             teacher = random.Random(f"teacher:{self.seed}")
             solutions = [
-                f"<answer>{int(answer) - 1}</answer>"
-                if int(answer) >= self.teacher_slip_from and teacher.random() < self.teacher_error_rate else solution
+                self.solution_prefix + (
+                    f"<answer>{int(answer) - 1}</answer>" if self.teacher_error_rate > 0
+                    and int(answer) >= self.teacher_slip_from and teacher.random() < self.teacher_error_rate
+                    else solution)
                 for answer, solution in zip(train["answer"], train["solution"], strict=True)
             ]
             # Column swap, not Dataset.map: the image column's stored PNG bytes stay as they are (never decoded).
