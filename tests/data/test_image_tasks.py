@@ -40,8 +40,8 @@ def test_the_imperfect_teacher_undercounts_crowded_training_scenes_only():
 
 
 def test_a_solution_prefix_opens_every_training_solution_slips_included():
-    plain = ShapesTask(train_size=100, eval_size=10, teacher_error_rate=0.6).load()
-    thinking = ShapesTask(train_size=100, eval_size=10, teacher_error_rate=0.6, solution_prefix="<think></think>").load()
+    settings = dict(train_size=100, eval_size=10, teacher_error_rate=0.6)
+    plain, thinking = ShapesTask(**settings).load(), ShapesTask(**settings, solution_prefix="<think></think>").load()
     assert thinking.train["solution"] == ["<think></think>" + solution for solution in plain.train["solution"]]
     assert thinking.train["answer"] == plain.train["answer"] and thinking.eval["solution"] == plain.eval["solution"]
 

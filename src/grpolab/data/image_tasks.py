@@ -94,7 +94,7 @@ class ImageQATask:
     seed: int = 1234
     validate: bool = True
 
-    def _load(self, path: str, split: str, num_examples: int | None = None) -> Dataset:
+    def _load(self, path: str, split: str, num_examples: int | None = None, key: str = "data.path") -> Dataset:
         return load_image_qa(
             path,
             split=split,
@@ -104,13 +104,15 @@ class ImageQATask:
             instruction=self.instruction,
             num_examples=num_examples,
             validate=self.validate,
+            key=key,
         )
 
     def load(self) -> TaskSplits:
         if self.eval_path is not None or self.eval_split is not None:
             train = self._load(self.path, self.split, self.train_size)
-            held_out = self._load(self.eval_path or self.path, self.eval_split or self.split, self.eval_size)
-            return TaskSplits(train=train, eval=held_out)
+            held_out = self._load(self.eval_path or self.path, self.eval_split or self.split, self.eval_size,
+                                  "data.eval_path" if self.eval_path else "data.path")
+            return TaskSplits(train=train, eval=held_out, source=f"data.path={self.path!r}")
         rows = self._load(self.path, self.split)
         if self.eval_size >= len(rows):
             raise DataError(
@@ -122,4 +124,4 @@ class ImageQATask:
         held_out = shuffled.select(range(self.eval_size))
         rest = len(rows) - self.eval_size
         train = shuffled.select(range(self.eval_size, self.eval_size + min(rest, self.train_size or rest)))
-        return TaskSplits(train=train, eval=held_out)
+        return TaskSplits(train=train, eval=held_out, source=f"data.path={self.path!r}")
