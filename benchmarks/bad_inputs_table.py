@@ -46,7 +46,8 @@ def run(case: dict[str, Any]) -> tuple[list[str], int, bool]:
         env = {**os.environ, "GRPOLAB_CACHE_DIR": str(Path(workdir) / "cache"), "WANDB_MODE": "offline",
                "PYTHONWARNINGS": "ignore"}
         result = subprocess.run([*PROGRAM, *args], capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
-        lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: ")]
+        # The temporary directory appears as $PWD, so the document does not change from one run to the next.
+        lines = [line.replace(workdir, "$PWD") for line in result.stderr.splitlines() if line.startswith("grpolab: ")]
         return lines, result.returncode, (Path(workdir) / "outputs").exists()
 
 
