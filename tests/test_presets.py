@@ -194,11 +194,12 @@ def test_smoke_keeps_every_algorithmic_setting(compose_cfg, name: str) -> None:
 def test_smoke_scales_the_run_down(compose_cfg) -> None:
     cfg = compose_cfg(["experiment=dapo", "debug=smoke"])
     derived = validate(cfg)
-    assert cfg.trainer.max_steps == 4 and cfg.trainer.max_completion_length == 8
+    assert cfg.trainer.max_steps == 8 and cfg.trainer.max_completion_length == 8
     assert derived["per_device_train_batch_size"] * derived["steps_per_generation"] == 2 * 16  # 2 groups of G = 16
     assert cfg.rewards.soft_overlong.max_completion_len == 8  # L_max follows the generation limit
     assert cfg.rewards.soft_overlong.soft_punish_cache == 1  # and L_cache keeps its share of it (4,096 / 20,480)
-    assert cfg.data._target_.endswith("ArithmeticTask") and cfg.warmstart.steps == 10
+    assert cfg.data._target_.endswith("ArithmeticTask") and cfg.warmstart.steps == 80
+    assert cfg.data.solution_prefix == "<think></think>"  # a think block that fits the 8-token budget
 
 
 def test_one_smoke_option_serves_vision_presets_with_the_tiny_vlm(compose_cfg) -> None:
@@ -213,14 +214,22 @@ def test_one_smoke_option_serves_vision_presets_with_the_tiny_vlm(compose_cfg) -
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_cli, tmp_path: Path, name: str) -> None:
     cfg = compose_cfg([f"experiment={name}"])
+    steps = compose_cfg([f"experiment={name}", "debug=smoke"]).trainer.max_steps
     result = run_cli(f"experiment={name}", "debug=smoke", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert summary["status"] == "completed" and summary["steps"] == steps
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert [row["step"] for row in rows] == list(range(1, steps + 1))
     resolved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert resolved.trainer.loss_type == cfg.trainer.loss_type and resolved.trainer.beta == cfg.trainer.beta
     logged = any("dynamic_sampling/generation_rounds" in row for row in rows)
     assert logged == cfg.dynamic_sampling.enabled, "dynamic_sampling/* metrics are logged exactly when enabled"
+    # The learning path ran: some group had unequal rewards (so non-zero advantages), the loss had a gradient, and
+    # the optimizer moved the weights. A preset that stops learning (every group flat, a zero gradient) fails here.
+    assert max(row.get("reward_std", 0.0) for row in rows) > 0, "no group with reward variance in any rollout"
+    assert max(row.get("grad_norm", 0.0) for row in rows) > 0, "every optimizer step had a zero gradient"
+    assert summary["parameters"]["tensors_changed"] > 0, summary["parameters"]
+    if "format" in cfg.rewards:  # require_think included: a think block fits the smoke completion budget
+        assert max(row.get("rewards/format/mean", 0.0) for row in rows) > 0, "the format reward was never earned"

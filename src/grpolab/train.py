@@ -44,6 +44,7 @@ def train(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
     from transformers import set_seed
 
+    from grpolab.data.context import check_prompts_fit
     from grpolab.data.prompts import PromptEncoder
     from grpolab.rewards import build_rewards, check_columns
     from grpolab.tracking.console import fields, quiet_libraries
@@ -72,9 +73,10 @@ def train(cfg: DictConfig) -> float | None:
             preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
             train_set = preparation.prepare(splits.train, "train", rewards.all_required_columns, config["data"])
             eval_set = preparation.prepare(splits.eval, "eval", (), config["data"])
-            check_columns(rewards, train_set.column_names)
+            check_columns(rewards, train_set.column_names, splits.source)
             warm_start = instantiate(cfg.warmstart).checked(train_set.column_names) if cfg.warmstart else None
         log.info("prompts: %s, train columns %s", type(preparation).__name__, train_set.column_names)
+        check_prompts_fit(cfg, encoder, train_set, eval_set, splits.source)
         args = grpo_arguments(cfg, batch_fields, rewards.weights, run.report_to, run_dir)
         model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(args.device)
         log.info("model: %s, %.2fM parameters on %s", type(model).__name__, model.num_parameters() / 1e6, args.device)

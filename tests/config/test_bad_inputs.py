@@ -26,6 +26,9 @@ def test_the_table_is_large_and_has_no_duplicates() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[" ".join(case["args"]) for case in CASES])
 def test_bad_input_is_answered_in_one_line(case: dict[str, Any], tmp_path: Path) -> None:
+    for name, content in case.get("files", {}).items():  # the case's input files (bytes: written !!binary)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     env = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline",
            "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "grpolab.train", *case["args"]], capture_output=True, text=True,

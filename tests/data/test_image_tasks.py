@@ -39,6 +39,13 @@ def test_the_imperfect_teacher_undercounts_crowded_training_scenes_only():
     assert 0.45 < len(slipped) / crowded < 0.75
 
 
+def test_a_solution_prefix_opens_every_training_solution_slips_included():
+    settings = dict(train_size=100, eval_size=10, teacher_error_rate=0.6)
+    plain, thinking = ShapesTask(**settings).load(), ShapesTask(**settings, solution_prefix="<think></think>").load()
+    assert thinking.train["solution"] == ["<think></think>" + solution for solution in plain.train["solution"]]
+    assert thinking.train["answer"] == plain.train["answer"] and thinking.eval["solution"] == plain.eval["solution"]
+
+
 def test_shapes_task_rejects_bad_teacher_settings():
     with pytest.raises(ValueError, match="teacher_error_rate=1.5 must be in"):
         ShapesTask(teacher_error_rate=1.5)

@@ -258,9 +258,9 @@ def test_parquet_and_a_separate_eval_file(tmp_path):
 @pytest.mark.parametrize(
     ("records", "message"),
     [
-        ([{"prompt": "1+1=", "answer": "2"}, "not json"], "cannot be read as json"),
-        ([{"question": "1+1=", "answer": "2"}] * 3, "needs a 'prompt' or 'prompt_ids' column"),
-        ([{"prompt": "1+1="}] * 3, "needs an 'answer' column"),
+        ([{"prompt": "1+1=", "answer": "2"}, "not json"], r"rows\.jsonl': line 2 is not valid JSON: Expecting value"),
+        ([{"question": "1+1=", "answer": "2"}] * 3, r"rows\.jsonl' needs a 'prompt' or 'prompt_ids' column"),
+        ([{"prompt": "1+1="}] * 3, r"rows\.jsonl' needs an 'answer' column; it has prompt"),
     ],
 )
 def test_unreadable_or_incomplete_files_fail_in_one_line(tmp_path, records, message):
@@ -279,6 +279,6 @@ def test_mixed_prompt_ids_load_and_are_rejected_before_training(tmp_path):
 
 def test_unsupported_or_missing_files(tmp_path):
     with pytest.raises(DataError, match="unsupported file type"):
-        prompt_file(str(tmp_path / "rows.csv")).load()
+        prompt_file(str(tmp_path / "rows.txt")).load()
     with pytest.raises(DataError, match="is not a file"):
         prompt_file(str(tmp_path / "missing.jsonl")).load()

@@ -33,6 +33,8 @@ class ModelConfig:
     name_or_path: Optional[str] = None
     dtype: str = "float32"
     attn_implementation: Optional[str] = None
+    # Positions the model attends over (prompt + completion); null: the checkpoint's max_position_embeddings.
+    context_length: Optional[int] = None
     tokenizer: Any = MISSING
     network: Any = MISSING
 

@@ -21,6 +21,9 @@ _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 class ArithmeticTask:
     """Two-operand integer arithmetic with a fixed prompt template.
 
+    ``solution_prefix`` opens every warm-start ``solution`` (e.g. ``<think></think>``, for rewards that require a
+    think block); the gold ``answer`` is unaffected.
+
     >>> splits = ArithmeticTask(train_size=4, eval_size=2, max_operand=9, operations=["+"], seed=0).load()
     >>> row = splits.eval[0]
     >>> row["solution"] == f"<answer>{row['answer']}</answer>"
@@ -36,6 +39,7 @@ class ArithmeticTask:
     teacher_error_rate: float = 0.0
     max_second_operand: int | None = None
     untagged_solution_rate: float = 0.0
+    solution_prefix: str = ""
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.operations if op not in _OPS]
@@ -62,7 +66,7 @@ class ArithmeticTask:
         return {
             "prompt": self.prompt_template.format(a=a, op=op, b=b),
             "answer": answer,
-            "solution": solution,
+            "solution": self.solution_prefix + solution,
         }
 
     def load(self) -> TaskSplits:

@@ -26,6 +26,8 @@ class ShapesTask:
     warm-start teacher imperfect in the way people are: with that probability, the ``solution`` of a training scene
     with at least ``teacher_slip_from`` shapes undercounts by one (``answer``, which rewards and the held-out split
     use, stays true). A warm start then imitates the slips, and GRPO, rewarded by the true count, has to unlearn them.
+    ``solution_prefix`` opens every training ``solution`` (e.g. ``<think></think>``, for rewards that require a think
+    block).
 
     >>> splits = ShapesTask(train_size=4, eval_size=2).load()
     >>> row = splits.eval[0]
@@ -41,6 +43,7 @@ class ShapesTask:
     seed: int = 1234
     teacher_error_rate: float = 0.0
     teacher_slip_from: int = 4
+    solution_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_error_rate <= 1.0:
@@ -51,11 +54,13 @@ class ShapesTask:
     def load(self) -> TaskSplits:
         shape = dict(task=self.task, seed=self.seed, image_size=self.image_size, max_count=self.max_count)
         train = build_shapes_dataset(split="train", num_examples=self.train_size, **shape)
-        if self.teacher_error_rate > 0:
+        if self.teacher_error_rate > 0 or self.solution_prefix:
             teacher = random.Random(f"teacher:{self.seed}")
             solutions = [
-                f"<answer>{int(answer) - 1}</answer>"
-                if int(answer) >= self.teacher_slip_from and teacher.random() < self.teacher_error_rate else solution
+                self.solution_prefix + (
+                    f"<answer>{int(answer) - 1}</answer>" if self.teacher_error_rate > 0
+                    and int(answer) >= self.teacher_slip_from and teacher.random() < self.teacher_error_rate
+                    else solution)
                 for answer, solution in zip(train["answer"], train["solution"], strict=True)
             ]
             # Column swap, not Dataset.map: the image column's stored PNG bytes stay as they are (never decoded).
@@ -89,7 +94,7 @@ class ImageQATask:
     seed: int = 1234
     validate: bool = True
 
-    def _load(self, path: str, split: str, num_examples: int | None = None) -> Dataset:
+    def _load(self, path: str, split: str, num_examples: int | None = None, key: str = "data.path") -> Dataset:
         return load_image_qa(
             path,
             split=split,
@@ -99,13 +104,15 @@ class ImageQATask:
             instruction=self.instruction,
             num_examples=num_examples,
             validate=self.validate,
+            key=key,
         )
 
     def load(self) -> TaskSplits:
         if self.eval_path is not None or self.eval_split is not None:
             train = self._load(self.path, self.split, self.train_size)
-            held_out = self._load(self.eval_path or self.path, self.eval_split or self.split, self.eval_size)
-            return TaskSplits(train=train, eval=held_out)
+            held_out = self._load(self.eval_path or self.path, self.eval_split or self.split, self.eval_size,
+                                  "data.eval_path" if self.eval_path else "data.path")
+            return TaskSplits(train=train, eval=held_out, source=f"data.path={self.path!r}")
         rows = self._load(self.path, self.split)
         if self.eval_size >= len(rows):
             raise DataError(
@@ -117,4 +124,4 @@ class ImageQATask:
         held_out = shuffled.select(range(self.eval_size))
         rest = len(rows) - self.eval_size
         train = shuffled.select(range(self.eval_size, self.eval_size + min(rest, self.train_size or rest)))
-        return TaskSplits(train=train, eval=held_out)
+        return TaskSplits(train=train, eval=held_out, source=f"data.path={self.path!r}")

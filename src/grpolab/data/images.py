@@ -1,4 +1,4 @@
-"""Image question-answering data: local JSONL files and hub datasets, through one ``datasets.load_dataset`` path.
+"""Image question-answering data: local files (``grpolab.data.task.read_rows``) and hub datasets.
 
 Local format, one JSON object per line::
 
@@ -27,7 +27,8 @@ from datasets import Dataset, Features, Image, List, Value, concatenate_datasets
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-JSON_SUFFIXES = (".jsonl", ".json")
+from grpolab.data.task import READERS, read_rows
+
 # For sources whose answer column is a full target completion, e.g. CLEVR's "<answer> 3 </answer>".
 ANSWER_TAG_PATTERN = r"<answer>\s*(.*?)\s*</answer>"
 # Image parts carry text=None so one Arrow struct type holds both kinds of part (shapes.py stores the same).
@@ -38,11 +39,10 @@ class ImageDataError(ValueError):
     """A row whose image is missing or unreadable, or a source without the expected columns."""
 
 
-def _read_source(name_or_path: str, split: str) -> tuple[Dataset, str | None]:
+def _read_source(name_or_path: str, split: str, key: str) -> tuple[Dataset, str | None]:
     """The raw split and the folder relative image paths resolve against (None for hub datasets)."""
-    if os.path.isfile(name_or_path) and name_or_path.endswith(JSON_SUFFIXES):
-        dataset = load_dataset("json", data_files={split: name_or_path}, split=split)
-        return dataset, os.path.dirname(os.path.abspath(name_or_path))
+    if os.path.splitext(name_or_path)[1].lower() in READERS:  # a local file: every row, whatever the split
+        return read_rows(name_or_path, key), os.path.dirname(os.path.abspath(os.path.expanduser(name_or_path)))
     dataset = load_dataset(name_or_path, split=split)
     return dataset, os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else None
 
@@ -125,25 +125,29 @@ def load_image_qa(
     instruction: str = "",
     num_examples: int | None = None,
     validate: bool = True,
+    key: str = "data.path",
 ) -> Dataset:
     """Load image QA rows as ``prompt`` (chat messages), ``image`` or ``images`` (lazy), ``answer``, ``solution``.
 
-    ``name_or_path`` is a ``.jsonl`` file, a local dataset directory or a hub id. ``answer_pattern`` (a regex whose
-    first group is the answer) extracts the answer from a column that holds more, and ``instruction`` is appended
-    to every question. ``num_examples`` keeps the first rows only (before validation, so it is cheap).
+    ``name_or_path`` is a local file (``.jsonl``, ``.json``, ``.parquet``, ``.csv``: read by
+    :func:`grpolab.data.task.read_rows`), a local dataset directory or a hub id; messages name it as the config key
+    ``key``. ``answer_pattern`` (a regex whose first group is the answer) extracts the answer from a column that
+    holds more, and ``instruction`` is appended to every question. ``num_examples`` keeps the first rows only
+    (before validation, so it is cheap).
 
     >>> rows = load_image_qa("data/shapes/train.jsonl")  # doctest: +SKIP
     >>> clevr = load_image_qa("leonardPKU/clevr_cogen_a_train", question_column="problem",
     ...                       answer_column="solution", answer_pattern=ANSWER_TAG_PATTERN)  # doctest: +SKIP
     """
-    dataset, base_dir = _read_source(name_or_path, split)
+    dataset, base_dir = _read_source(name_or_path, split, key)
+    source = f"{key}={name_or_path!r}"  # how every message names the data
     if num_examples is not None:
         dataset = dataset.select(range(min(num_examples, len(dataset))))
-    column = _image_column(dataset, name_or_path)
+    column = _image_column(dataset, source)
     many = column == "images"
     for required in (question_column, answer_column):
         if required not in dataset.column_names:
-            raise ImageDataError(f"{name_or_path}: no {required!r} column; columns are {dataset.column_names}")
+            raise ImageDataError(f"{source}: no {required!r} column; columns are {dataset.column_names}")
 
     feature = dataset.features[column]
     inner = feature.feature if many and isinstance(feature, List) else feature
@@ -151,16 +155,16 @@ def load_image_qa(
         counts, unembedded = _stored_images(dataset, column, many)
         for row, path in unembedded if validate else ():
             if path is None:
-                raise ImageDataError(f"{name_or_path}: row {row}: missing image")
-            _check_readable(path, row, name_or_path)
+                raise ImageDataError(f"{source}: row {row}: missing image")
+            _check_readable(path, row, source)
     elif isinstance(inner, Value) and inner.dtype in ("string", "large_string"):
         # Paths: resolve and check them as plain strings; the Image() cast stores the paths, not pixels.
-        paths = _resolve_paths(dataset[column], base_dir, name_or_path, many, validate)
+        paths = _resolve_paths(dataset[column], base_dir, source, many, validate)
         counts = [len(entry) for entry in paths] if many else [1] * len(paths)
         dataset = dataset.remove_columns(column).add_column(column, paths)
         dataset = dataset.cast_column(column, List(Image()) if many else Image())
     else:
-        raise ImageDataError(f"{name_or_path}: column {column!r} holds {feature}, expected image paths or images")
+        raise ImageDataError(f"{source}: column {column!r} holds {feature}, expected image paths or images")
 
     pattern = re.compile(answer_pattern, re.DOTALL) if answer_pattern else None
     prompts, answers = [], []
@@ -171,7 +175,7 @@ def load_image_qa(
         if pattern is not None:
             match = pattern.search(answer)
             if match is None:
-                raise ImageDataError(f"{name_or_path}: row {row}: answer {answer!r} does not match {answer_pattern}")
+                raise ImageDataError(f"{source}: row {row}: answer {answer!r} does not match {answer_pattern}")
             answer = match.group(1).strip()
         prompts.append(image_prompt(f"{question} {instruction}".strip() if instruction else question, counts[row]))
         answers.append(answer)

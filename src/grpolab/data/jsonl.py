@@ -12,18 +12,16 @@ lists of in-vocabulary ints).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from datasets import Dataset, Value, load_dataset
+from datasets import Dataset, Value
 
-from grpolab.data.task import DataError, TaskSplits
-
-READERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+from grpolab.data.task import DataError, TaskSplits, read_rows
 
 
 @dataclass
 class PromptFile:
-    """Rows from ``path`` (``.jsonl``/``.json``/``.parquet``); held-out rows from ``eval_path`` or carved from it.
+    """Rows from ``path`` (``.jsonl``/``.json``/``.parquet``/``.csv``, read by :func:`grpolab.data.task.read_rows`);
+    held-out rows from ``eval_path`` or carved from it.
 
     >>> PromptFile(path="train.jsonl", eval_path=None, eval_size=50, train_size=None, seed=0).eval_size
     50
@@ -50,21 +48,16 @@ class PromptFile:
             eval_rows, train_rows = rows.select(range(self.eval_size)), rows.select(range(self.eval_size, len(rows)))
         if self.train_size is not None:
             train_rows = train_rows.select(range(min(self.train_size, len(train_rows))))
-        return TaskSplits(train=train_rows, eval=eval_rows)
+        return TaskSplits(train=train_rows, eval=eval_rows, source=f"data.path={self.path!r}")
 
     @staticmethod
     def _read(path: str, key: str) -> Dataset:
-        source = Path(path).expanduser()
-        reader = READERS.get(source.suffix.lower())
-        if reader is None:
-            raise DataError(f"{key}={path!r}: unsupported file type; use one of {', '.join(READERS)}")
-        if not source.is_file():
-            raise DataError(f"{key}={path!r} is not a file")
-        try:
-            rows = load_dataset(reader, data_files=str(source), split="train")
-        except Exception as error:  # malformed JSON, a Parquet file that is not one, ...
-            cause = " ".join(str(error.__cause__ or error).split())
-            raise DataError(f"{key}={path!r} cannot be read as {reader}: {cause:.300}") from error
-        if "answer" in rows.column_names and rows.features["answer"] != Value("string"):
+        rows = read_rows(path, key)
+        columns = rows.column_names
+        if "prompt" not in columns and "prompt_ids" not in columns:
+            raise DataError(f"{key}={path!r} needs a 'prompt' or 'prompt_ids' column; it has {', '.join(columns)}")
+        if "answer" not in columns:
+            raise DataError(f"{key}={path!r} needs an 'answer' column; it has {', '.join(columns)}")
+        if rows.features["answer"] != Value("string"):
             rows = rows.cast_column("answer", Value("string"))  # numeric answers compare as strings downstream
         return rows

@@ -33,6 +33,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from grpolab.config.errors import ConfigError
 from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
 from grpolab.rewards.model import RewardModel
 from grpolab.rewards.vocabulary import describe_vocabulary
@@ -129,14 +130,15 @@ def build_rewards(
     return BuiltRewards(funcs=funcs, weights=weights, names=names, required_columns=required, level=level)
 
 
-def check_columns(built: BuiltRewards, dataset_columns: Collection[str]) -> None:
-    """Fail with one line if a reward needs a dataset column the dataset lacks.
+def check_columns(built: BuiltRewards, dataset_columns: Collection[str], source: str | None = None) -> None:
+    """Fail with one line if a reward needs a dataset column the dataset (``source``, e.g. ``data.path='x.jsonl'``)
+    lacks.
 
     >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy"}}, "text")
-    >>> check_columns(built, ["prompt", "solution"])
+    >>> check_columns(built, ["prompt"], "data.path='a.jsonl'")
     Traceback (most recent call last):
     ...
-    ValueError: rewards.accuracy needs dataset column 'answer' but the dataset has: prompt, solution
+    grpolab.config.errors.ConfigError: rewards.accuracy needs dataset column 'answer' but data.path='a.jsonl' has: prompt
     """
     available = set(dataset_columns)
     problems = []
@@ -146,7 +148,9 @@ def check_columns(built: BuiltRewards, dataset_columns: Collection[str]) -> None
             noun = "column" if len(missing) == 1 else "columns"
             problems.append(f"rewards.{name} needs dataset {noun} {', '.join(map(repr, missing))}")
     if problems:
-        raise ValueError(f"{'; '.join(problems)} but the dataset has: {', '.join(dataset_columns) or 'no columns'}")
+        # A ConfigError: already one line naming its key, reported as it is wherever it is raised.
+        raise ConfigError(f"{'; '.join(problems)} but {source or 'the dataset'} has: "
+                          f"{', '.join(dataset_columns) or 'no columns'}")
 
 
 def _plain_spec(key: str, spec: Any) -> dict[str, Any]:
