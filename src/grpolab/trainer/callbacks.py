@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, Any]:
+    """How many of the model's parameters train: ``{"trainable": 3360, "total": 133792, "trainable_fraction":
+    0.0251}`` (a tied embedding counted once)."""
+    parameters = list(model.parameters())  # unique tensors
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+    total = sum(p.numel() for p in parameters)
+    return {"trainable": trainable, "total": total, "trainable_fraction": trainable / total if total else 0.0}
 
 
 class ParameterChangeCallback(TrainerCallback):
@@ -14,13 +26,16 @@ class ParameterChangeCallback(TrainerCallback):
     tensor) is copied when training begins and compared when it ends.
 
     A run whose reward is flat and whose parameters did not change is a silent failure (frozen parameters, zero
-    learning rate, every group with zero reward variance); this makes it visible in ``summary.json``.
+    learning rate, every group with zero reward variance); this makes it visible in ``summary.json``. The trainable
+    share of the parameters (all of them, or the adapters with ``peft=lora``) is logged and reported when training
+    begins.
     """
 
     def __init__(self, report: Callable[..., Any], sample: int = 1024) -> None:
         self.report = report
         self.sample = sample
         self._before: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, Any] = {}
 
     def _fingerprint(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {
@@ -31,6 +46,10 @@ class ParameterChangeCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._before = self._fingerprint(model)
+        self._counts = trainable_parameters(model)
+        log.info("trainable parameters: %d of %d (%.4f%%)", self._counts["trainable"], self._counts["total"],
+                 100 * self._counts["trainable_fraction"])
+        self.report(parameters=self._counts)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         after = self._fingerprint(model)
@@ -38,6 +57,7 @@ class ParameterChangeCallback(TrainerCallback):
         changed = sum(change > 0 for change in changes.values())
         self.report(
             parameters={
+                **self._counts,
                 "tensors_checked": len(changes),
                 "tensors_changed": changed,
                 "max_abs_change": max(changes.values(), default=0.0),
