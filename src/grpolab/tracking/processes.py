@@ -14,7 +14,7 @@ the submitit launcher with ``hydra.launcher.tasks_per_node=N``. Several processe
   is first read (with ``trainer.use_cpu`` on a machine without GPUs: a gloo group).
 - ``main_computes`` (the warm start: computed by the main process, its result and the model's weights sent to the
   others), ``shard`` and ``sum`` (the held-out evaluation: each process decodes its share of the rows, the sums are
-  added up), ``barrier`` and ``share_from_main``.
+  added up), ``agree`` (after training: do the replicas hold the same weights?), ``barrier`` and ``share_from_main``.
 
 With one process every collective is a no-op, so callers never branch on the process count.
 """
@@ -64,6 +64,16 @@ class Processes:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def agree(self, value: Any) -> bool:
+        """Whether every process holds an equal ``value`` (a picklable object)."""
+        if not self._together():
+            return True
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return all(part == gathered[0] for part in gathered)
 
     def sum(self, values: Mapping[str, float]) -> dict[str, float]:
         """``values`` added up key by key over the processes (every process passes the same keys)."""

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from grpolab.tracking.processes import launched_processes
+
 log = logging.getLogger(__name__)
 
 
@@ -55,9 +57,15 @@ class ParameterChangeCallback(TrainerCallback):
         after = self._fingerprint(model)
         changes = {name: (after[name] - before).abs().max().item() for name, before in self._before.items()}
         changed = sum(change > 0 for change in changes.values())
+        # Data parallelism keeps one copy of the weights per process, equal bit for bit when the gradients were
+        # averaged; FSDP and ZeRO hold shards, which differ by design (null).
+        sharded = bool(args.fsdp) or args.deepspeed is not None
+        replicas = None if sharded else launched_processes().agree([param.detach().double().sum().item()
+                                                                    for param in model.parameters()])
         self.report(
             parameters={
                 **self._counts,
+                "replicas_identical": replicas,
                 "tensors_checked": len(changes),
                 "tensors_changed": changed,
                 "max_abs_change": max(changes.values(), default=0.0),
