@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +50,10 @@ def optimizer_class_and_arguments(optimizer: DictConfig) -> tuple[type, dict[str
     The Trainer groups the parameters itself: the trainable weights get ``GRPOConfig.weight_decay`` (set from
     ``optimizer.weight_decay``), biases and normalisation weights none.
     """
+    if OmegaConf.select(optimizer, "_partial_") is not True:
+        raise ConfigError(f"optimizer: {optimizer._target_} must be built with _partial_: true (the Trainer passes "
+                          "the parameters once the engine has wrapped the model)")
     built = instantiate(optimizer)
-    if not isinstance(built, functools.partial) or built.args:
-        raise ConfigError(f"optimizer: {optimizer._target_} must be built with _partial_: true and keyword "
-                          "arguments only (the Trainer passes the parameters once the engine has wrapped the model)")
     return built.func, dict(built.keywords)
 
 
