@@ -100,3 +100,10 @@ def test_lora_trains_only_the_adapters_against_the_base_model(compose_cfg, tmp_p
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["kl"] > 0  # the KL term is on, measured against the adapter-free base
     assert summary["status"] == "completed" and summary["eval_after"]["num_samples"] == 8
+
+
+def test_adapters_that_fit_no_module_are_named_in_one_line(compose_cfg, tmp_path: Path) -> None:
+    from grpolab.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^peft: Target modules \{'qkv'\} not found in the base model"):
+        run_pipeline(compose_cfg, tmp_path / "run", *LORA_RUN, "peft.target_modules=[qkv]")

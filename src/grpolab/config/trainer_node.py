@@ -66,6 +66,7 @@ BATCH_DERIVED = {
 }
 
 TRL_FIELDS: dict[str, GrpoField] = {row.name: row for row in GRPO_FIELDS}
+TRAINER_NODE_FIELDS = frozenset(name for name in TRL_FIELDS if name not in OWNED_ELSEWHERE)
 TRL_DEFAULTS: dict[str, Any] = {row.name: row.default for row in GRPO_FIELDS}
 
 
@@ -131,7 +132,9 @@ trainer node: set optimizer.lr instead'
     if close and close[0] in OWNED_ELSEWHERE:
         return (f"trainer.{key} is not a trl.GRPOConfig field; the closest, trainer.{close[0]}, is not set in the "
                 f"trainer node: set {OWNED_ELSEWHERE[close[0]]} instead")
-    close = [name for name in close if name not in OWNED_ELSEWHERE]
+    # Fields of the engine groups are named where they are set (generation.vllm_max_model_length).
+    close = [name if name in TRAINER_NODE_FIELDS else config_key(name) for name in close
+             if name in TRAINER_NODE_FIELDS or name in GENERATION_FIELDS or name in DISTRIBUTED_FIELDS]
     hint = f"did you mean: {', '.join(close)}" if close else "see trl.GRPOConfig"
     return f"trainer.{key} is not a trl.GRPOConfig field; {hint}"
 

@@ -13,12 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig
 
 from grpolab.config.enums import TokenizerMode
+from grpolab.config.validate import config_errors
 from grpolab.config.trainer_node import grpo_kwargs
 from grpolab.models.reference import pin_reference_policy
 from grpolab.trainer.args import build_grpo_config
 from grpolab.tracking.processes import launched_processes
 from grpolab.trainer.dynamic_sampling import DynamicSampler
-from grpolab.trainer.engines import engine_fields, optimizer_class_and_arguments
+from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
 
 log = logging.getLogger(__name__)
@@ -53,24 +54,26 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
     model), the adapters of the ``peft`` group, the KL reference pinned to the starting policy (beta > 0; with
     adapters TRL uses the base model with the adapters disabled instead) and the dynamic sampler when
     ``dynamic_sampling.enabled``."""
-    adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
+    with config_errors("peft"):
+        adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
     if args.beta != 0 and adapters is None:
         processes = launched_processes()  # the main process saves the starting policy, every process loads it
         if processes.is_main:
             pin_reference_policy(model, run_dir / "reference_policy",
                                  loadable_as_is=cfg.model.name_or_path is not None and not cfg.warmstart)
         model.config._name_or_path = processes.share_from_main(model.config._name_or_path)
-    return GrpolabTrainer(
-        model=model,
-        reward_funcs=rewards.trainer_reward_funcs,
-        reward_processing_classes=rewards.reward_processing_classes,
-        args=args,
-        train_dataset=trainer_dataset(train_set),
-        processing_class=encoder.processing_class,
-        callbacks=callbacks,
-        optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
-        peft_config=adapters,
-        prompt_encoder=encoder,
-        lazy_decoding=preparation.mode is TokenizerMode.ids,
-        dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
-    )
+    with adapter_errors():
+        return GrpolabTrainer(
+            model=model,
+            reward_funcs=rewards.trainer_reward_funcs,
+            reward_processing_classes=rewards.reward_processing_classes,
+            args=args,
+            train_dataset=trainer_dataset(train_set),
+            processing_class=encoder.processing_class,
+            callbacks=callbacks,
+            optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
+            peft_config=adapters,
+            prompt_encoder=encoder,
+            lazy_decoding=preparation.mode is TokenizerMode.ids,
+            dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
+        )

@@ -6,6 +6,7 @@
 - ``optimizer_class_and_arguments``: the ``optimizer`` group as the Trainer's ``optimizer_cls_and_kwargs``, so that the
   Trainer builds the optimizer itself once the engine has wrapped (FSDP) or sharded (ZeRO) the model; an optimizer
   built beforehand (``optimizers=(optimizer, None)``) is refused with FSDP and holds the unwrapped parameters.
+- ``adapter_errors``: PEFT's refusal of the ``peft`` node, in one line.
 - ``training_precision``: the held-out evaluation and the warm start compute as training does on that device
   (bf16/fp16 autocast when ``trainer.bf16``/``trainer.fp16`` turn mixed precision on).
 """
@@ -55,6 +56,18 @@ def optimizer_class_and_arguments(optimizer: DictConfig) -> tuple[type, dict[str
                           "the parameters once the engine has wrapped the model)")
     built = instantiate(optimizer)
     return built.func, dict(built.keywords)
+
+
+@contextmanager
+def adapter_errors() -> Iterator[None]:
+    """PEFT's refusal to wrap the model (no module matches ``peft.target_modules``, ...) as one line naming ``peft``."""
+    from peft.utils.error import PeftError
+
+    try:
+        yield
+    except PeftError as error:
+        raise ConfigError(f"peft: {str(error).strip().splitlines()[0]} (peft.target_modules names the model's "
+                          "module names, e.g. q_proj)") from error
 
 
 @contextmanager
