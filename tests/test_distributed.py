@@ -54,7 +54,7 @@ def test_the_batch_means_the_same_global_numbers_at_any_world_size(compose_cfg) 
 
 @pytest.mark.slow
 def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
-    result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=wandb")
+    result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=wandb", "trainer.beta=0.04")
     assert result.returncode == 0, result.stderr[-4000:]
     runs = [path.parent for path in (tmp_path / "outputs").glob("*/*/.hydra")]
     assert len(runs) == 1, runs  # one run directory, chosen once for both processes
@@ -67,10 +67,23 @@ def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
     assert summary["warmstart"]["steps"] == 10
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]  # one writer
+    assert (run_dir / "reference_policy").is_dir() and rows[-1]["kl"] > 0  # saved once, the KL reference of both
     assert (run_dir / "manifest.json").exists() and (run_dir / "reward_curve.png").exists()
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one wandb run
     # The global batch of the 1-process run: 4 prompts x 4 completions, now on 2 processes.
     assert GENERATION_BATCH.findall(result.stdout) == [("4", "4", "2")]  # logged by the main process only
+
+
+@pytest.mark.slow
+def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
+    result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=none", "peft=lora", "peft.r=4",
+                           "trainer.beta=0.04", "optimizer.lr=1e-2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(next((tmp_path / "outputs").glob("*/*/summary.json")).read_text())
+    parameters = summary["parameters"]
+    assert summary["status"] == "completed" and parameters["replicas_identical"] is True
+    assert parameters["tensors_checked"] == parameters["tensors_changed"] > 0  # the adapters, all trained
+    assert parameters["trainable_fraction"] == pytest.approx(11264 / 141696)
 
 
 @pytest.mark.slow

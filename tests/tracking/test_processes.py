@@ -30,7 +30,7 @@ def test_one_process_needs_no_process_group() -> None:
     one = Processes()
     model = torch.nn.Linear(2, 2)
     assert one.is_main and one.share_from_main("x") == "x" and one.agree(1) and one.sum({"a": 2.0}) == {"a": 2.0}
-    assert one.main_computes(lambda m, value: value + 1, model, 1) == 2
+    assert one.main_computes(lambda m, value: value + 1, model, 1) == 2 and one.on_main(str, 3) == "3"
     one.barrier()
 
 
@@ -72,6 +72,7 @@ def _collectives(rank: int, port: int, results: dict) -> None:
             "agree_same": processes.agree([1.0, 2.0]),
             "agree_different": processes.agree(rank),
             "shared": processes.share_from_main(f"from {rank}"),
+            "saved": processes.on_main(lambda who: f"saved by {who}", rank),
         }
         processes.barrier()
     finally:
@@ -90,6 +91,7 @@ def test_collectives_on_a_real_two_process_group() -> None:
     assert first["agree_same"] and second["agree_same"]
     assert not first["agree_different"] and not second["agree_different"]
     assert first["shared"] == second["shared"] == "from 0"
+    assert first["saved"] == second["saved"] == "saved by 0"
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ the submitit launcher with ``hydra.launcher.tasks_per_node=N``. Several processe
   is first read (with ``trainer.use_cpu`` on a machine without GPUs: a gloo group).
 - ``main_computes`` (the warm start: computed by the main process, its result and the model's weights sent to the
   others), ``shard`` and ``sum`` (the held-out evaluation: each process decodes its share of the rows, the sums are
-  added up), ``agree`` (after training: do the replicas hold the same weights?), ``barrier`` and ``share_from_main``.
+  added up), ``agree`` (after training: do the replicas hold the same weights?), ``on_main`` (the KL reference
+  policy: saved once), ``barrier`` and ``share_from_main``.
 
 With one process every collective is a no-op, so callers never branch on the process count.
 """
@@ -97,6 +98,11 @@ class Processes:
         padding = [real[-1] if real else count - 1] * (size - len(real))
         return real + padding, len(real)
 
+    def on_main(self, compute: Callable[..., T], *args: Any) -> T:
+        """``compute(*args)`` on the main process only (saving a file all processes then read, ...); every process
+        gets its result."""
+        return self.share_from_main(compute(*args) if self.is_main else None)
+
     def main_computes(self, compute: Callable[..., T], model: Any, *args: Any) -> T:
         """``compute(model, *args)`` on the main process only, which changes ``model`` in place; every process gets
         its result, and the main process's parameters and buffers are copied into the other processes' ``model``.
@@ -104,12 +110,11 @@ class Processes:
         The warm start: computed once, and every process starts GRPO (and the held-out evaluation) from its weights.
         """
         result = compute(model, *args) if self.is_main else None
-        if not self._together():
-            return result
-        import torch.distributed as dist
+        if self._together():
+            import torch.distributed as dist
 
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=0)
         return self.share_from_main(result)
 
     def _together(self) -> bool:

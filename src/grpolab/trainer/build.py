@@ -56,12 +56,9 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
     ``dynamic_sampling.enabled``."""
     with config_errors("peft"):
         adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
-    if args.beta != 0 and adapters is None:
-        processes = launched_processes()  # the main process saves the starting policy, every process loads it
-        if processes.is_main:
-            pin_reference_policy(model, run_dir / "reference_policy",
-                                 loadable_as_is=cfg.model.name_or_path is not None and not cfg.warmstart)
-        model.config._name_or_path = processes.share_from_main(model.config._name_or_path)
+    if args.beta != 0 and adapters is None:  # the main process saves the starting policy, every process loads it
+        model.config._name_or_path = launched_processes().on_main(
+            _pinned_reference, model, run_dir, cfg.model.name_or_path is not None and not cfg.warmstart)
     with adapter_errors():
         return GrpolabTrainer(
             model=model,
@@ -77,3 +74,8 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
             lazy_decoding=preparation.mode is TokenizerMode.ids,
             dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
         )
+
+
+def _pinned_reference(model: Any, run_dir: Path, loadable_as_is: bool) -> str:
+    pin_reference_policy(model, run_dir / "reference_policy", loadable_as_is=loadable_as_is)
+    return model.config._name_or_path

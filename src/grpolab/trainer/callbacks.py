@@ -18,9 +18,20 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, Any]:
     """How many of the model's parameters train: ``{"trainable": 3360, "total": 133792, "trainable_fraction":
     0.0251}`` (a tied embedding counted once)."""
     parameters = list(model.parameters())  # unique tensors
-    trainable = sum(p.numel() for p in parameters if p.requires_grad)
-    total = sum(p.numel() for p in parameters)
+    trainable = sum(_numel(p) for p in parameters if p.requires_grad)
+    total = sum(_numel(p) for p in parameters)
     return {"trainable": trainable, "total": total, "trainable_fraction": trainable / total if total else 0.0}
+
+
+def _numel(param: torch.nn.Parameter) -> int:
+    return getattr(param, "ds_numel", param.numel())  # a ZeRO-3 parameter holds only its shard (ds_tensor)
+
+
+def _local(param: torch.nn.Parameter) -> torch.Tensor:
+    """This process's values of a parameter: the whole tensor, or its shard under FSDP (DTensor) or ZeRO-3."""
+    if hasattr(param, "ds_tensor"):
+        return param.ds_tensor
+    return param.to_local() if hasattr(param, "to_local") else param
 
 
 class ParameterChangeCallback(TrainerCallback):
@@ -41,7 +52,7 @@ class ParameterChangeCallback(TrainerCallback):
 
     def _fingerprint(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {
-            name: param.detach().flatten()[: self.sample].float().cpu().clone()
+            name: _local(param).detach().flatten()[: self.sample].float().cpu().clone()
             for name, param in model.named_parameters()
             if param.requires_grad
         }
