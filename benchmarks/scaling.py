@@ -8,7 +8,8 @@ read back from its run directory:
 - prompts and completions per optimizer step: the run's own ``GRPOConfig`` line in ``train.log``;
 - held-out accuracy before and after GRPO, and the gain;
 - throughput: completions generated during GRPO (optimizer steps x completions per step) per second of
-  ``trainer.train()`` wall time (``train_runtime_s``).
+  ``trainer.train()`` wall time (``train_runtime_s``);
+- the mean step time and the main process's reward time per step (``--json`` only), to see where the time goes.
 
 The warm start is cached (one cache for all runs), so every run starts GRPO from the same weights and its time is not
 counted. Runs go one at a time: on a 2-core machine, world size 2 needs both cores, and other load skews the ratio.
@@ -64,6 +65,8 @@ def run(world_size: int, seed: int, overrides: list[str], workdir: Path) -> dict
     steps_per_rollout = config["batch"]["updates_per_rollout"] * config["batch"]["num_iterations"]
     completions_per_step = prompts * completions_per_prompt // steps_per_rollout
     before, after = summary["eval_before"]["accuracy"], summary["eval_after"]["accuracy"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rewards_s = [row["timing/rewards_s"] for row in rows if row.get("timing/rewards_s") is not None]
     return {
         "world_size": processes, "seed": seed, "steps": summary["steps"],
         "prompts_per_step": prompts // steps_per_rollout, "completions_per_step": completions_per_step,
@@ -71,6 +74,9 @@ def run(world_size: int, seed: int, overrides: list[str], workdir: Path) -> dict
         "grpo_seconds": summary["train_runtime_s"],
         "completions_per_second": summary["steps"] * completions_per_step / summary["train_runtime_s"],
         "replicas_identical": summary["parameters"]["replicas_identical"],
+        # Where a step's time goes: the rewards (per process) split with the batch, generating a few tokens hardly.
+        "step_seconds": summary["step_time_s"],
+        "reward_seconds_per_step": statistics.mean(rewards_s) if rewards_s else None,
     }
 
 

@@ -81,8 +81,9 @@ def train(cfg: DictConfig) -> float | None:
         evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
         with training_precision(args):
             if warm_start is not None:  # computed by the main process, which sends the others its weights
-                warm = processes.main_computes(warm_start.run, model, train_set, encoder, Path(cfg.paths.cache_dir) /
-                                               "warmstart", {"model": config["model"], "data": config["data"]}, cfg.seed)
+                warm = processes.main_computes(warm_start.run, model, train_set, encoder,
+                                               Path(cfg.paths.cache_dir) / "warmstart",
+                                               {"model": config["model"], "data": config["data"]}, cfg.seed)
                 log.info("warm start: %s", run.record(warmstart=warm)["warmstart"])
             before = run.record(eval_before=evaluate(model))["eval_before"]
         log.info("held-out before GRPO (%d problems): %s", len(evaluate), before)

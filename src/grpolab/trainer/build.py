@@ -13,11 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig
 
 from grpolab.config.enums import TokenizerMode
-from grpolab.config.validate import config_errors
 from grpolab.config.trainer_node import grpo_kwargs
+from grpolab.config.validate import config_errors
 from grpolab.models.reference import pin_reference_policy
-from grpolab.trainer.args import build_grpo_config
 from grpolab.tracking.processes import launched_processes
+from grpolab.trainer.args import build_grpo_config
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
@@ -48,6 +48,7 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
     return args
 
 
+@adapter_errors()
 def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
                   preparation: Any, callbacks: list[Any], run_dir: Path) -> GrpolabTrainer:
     """The trainer, with the optimizer group's optimizer (built by the Trainer once the engine has wrapped the
@@ -59,21 +60,20 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
     if args.beta != 0 and adapters is None:  # the main process saves the starting policy, every process loads it
         model.config._name_or_path = launched_processes().on_main(
             _pinned_reference, model, run_dir, cfg.model.name_or_path is not None and not cfg.warmstart)
-    with adapter_errors():
-        return GrpolabTrainer(
-            model=model,
-            reward_funcs=rewards.trainer_reward_funcs,
-            reward_processing_classes=rewards.reward_processing_classes,
-            args=args,
-            train_dataset=trainer_dataset(train_set),
-            processing_class=encoder.processing_class,
-            callbacks=callbacks,
-            optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
-            peft_config=adapters,
-            prompt_encoder=encoder,
-            lazy_decoding=preparation.mode is TokenizerMode.ids,
-            dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
-        )
+    return GrpolabTrainer(
+        model=model,
+        reward_funcs=rewards.trainer_reward_funcs,
+        reward_processing_classes=rewards.reward_processing_classes,
+        args=args,
+        train_dataset=trainer_dataset(train_set),
+        processing_class=encoder.processing_class,
+        callbacks=callbacks,
+        optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
+        peft_config=adapters,
+        prompt_encoder=encoder,
+        lazy_decoding=preparation.mode is TokenizerMode.ids,
+        dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
+    )
 
 
 def _pinned_reference(model: Any, run_dir: Path, loadable_as_is: bool) -> str:
