@@ -118,3 +118,15 @@ def test_a_multirun_of_two_task_jobs_through_submitit(tmp_path: Path) -> None:
         assert summary["status"] == "completed" and summary["world_size"] == 2
         assert summary["parameters"]["replicas_identical"] is True
     assert (jobs[0].parent / "report.md").exists()
+
+
+def test_a_slurm_sweep_of_eight_process_jobs_composes(compose_cfg) -> None:
+    # One SLURM job per sweep job, one task (process) per GPU: what the README's SLURM recipe types.
+    cfg = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=8",
+                       "hydra.launcher.gpus_per_node=8", "hydra.launcher.cpus_per_task=10", "distributed=fsdp",
+                       "model=qwen2_5_7b", "warmstart=none"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    derived = validate(cfg, 16, import_targets=False)  # 2 nodes x 8 tasks: the batch split over 16 processes
+    assert derived["per_device_train_batch_size"] * 16 * derived["steps_per_generation"] == 16 * 8
