@@ -7,7 +7,8 @@ the submitit launcher with ``hydra.launcher.tasks_per_node=N``. Several processe
 - ``launched_processes()`` reads the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; a submitit
   task's own variables are exported under those names first). The batch is derived for its ``world_size``.
 - the process of rank 0 is the main process: only it writes the run directory (``RunDirectory`` asks
-  ``is_main_process``), starts the experiment logger and plots; another process records only its own failure.
+  ``launched_processes().is_main``), starts the experiment logger and plots; another process records only its own
+  failure.
 - ``join_before_hydra`` (``grpolab.train.main``, before Hydra composes anything): the processes take rank 0's
   clock as the launch time, which names the run directory (``${grpolab.now:...}`` in ``conf/hydra/default.yaml``),
   so every process resolves the same directory. accelerate forms the process group later, when ``GRPOConfig.device``
@@ -133,11 +134,6 @@ def launched_processes() -> Processes:
     _export_submitit_task()
     return Processes(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
                      local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def is_main_process() -> bool:
-    """Whether this process writes the run directory (rank 0, or the only process)."""
-    return launched_processes().is_main
 
 
 def join_before_hydra() -> None:

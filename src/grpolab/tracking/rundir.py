@@ -365,9 +365,9 @@ class RunDirectory:
     """Writer for one run directory (see the module docstring for the file formats).
 
     The processes of a multi-process job (torchrun) share one run directory and only the main process writes it
-    (``main_process``, by default ``grpolab.tracking.processes.is_main_process()``): elsewhere ``write_summary``
-    returns what the summary would hold without writing it, ``write_manifest`` writes nothing, and only a failure is
-    recorded, naming the process it happened in.
+    (``main_process``; by default ``grpolab.tracking.processes.launched_processes().is_main``): elsewhere
+    ``write_summary`` returns what the summary would hold without writing it, ``write_manifest`` writes nothing, and
+    only a failure is recorded, naming the process it happened in.
 
     >>> run_dir = RunDirectory("outputs/2024-05-01/12-00-00")  # doctest: +SKIP
     >>> with run_dir.record_outcome():                         # doctest: +SKIP
