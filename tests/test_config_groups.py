@@ -8,6 +8,8 @@ import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from grpolab.config.engine_checks import is_installed
+from grpolab.config.errors import ConfigError
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.validate import validate
 
@@ -22,7 +24,12 @@ REQUIRED = {
     ("model", "vlm"): ["model.name_or_path=/models/any-vlm"],
     ("data", "jsonl"): ["data.path=/data/rows.jsonl"],
     ("data", "image_jsonl"): ["data.path=/data/images.jsonl"],
+    ("distributed", "zero3"): ["warmstart=none"],  # sharded as it loads: no warm start
 }
+# Options whose engine is an optional GPU dependency (pip install 'grpolab[gpu]'): where it is not installed, validate
+# stops with the one line that names the option and the install command.
+NEEDS_PACKAGE = {("distributed", "zero2"): "deepspeed", ("distributed", "zero3"): "deepspeed",
+                 ("generation", "vllm_colocate"): "vllm", ("generation", "vllm_server"): "vllm"}
 # Hydra's own groups, and the experiment group (tested below with every experiment).
 SKIPPED_GROUPS = {"hydra", "experiment"}
 
@@ -61,7 +68,7 @@ def assert_targets_import(container) -> None:
 def test_the_groups_users_pick_from_are_there():
     groups = {group for group, _ in group_options()}
     assert {"model", "tokenizer_mode", "rewards", "optimizer", "scheduler", "data", "trainer", "logger", "warmstart",
-            "debug", "hparams_search", "paths"} <= groups
+            "debug", "hparams_search", "paths", "distributed", "generation", "peft"} <= groups
     assert "modality" not in groups  # the modality is the model's (model.modality), stated once
 
 
@@ -72,7 +79,12 @@ def test_option_composes_validates_and_names_importable_targets(compose_cfg, gro
     if group != "rewards":  # Hydra records single choices; the rewards list is checked on the config below
         assert compose_cfg(overrides, return_hydra_config=True).hydra.runtime.choices[group] == option
     cfg = compose_cfg(overrides)
-    validate(cfg)
+    package = NEEDS_PACKAGE.get((group, option))
+    if package is not None and not is_installed(package):
+        with pytest.raises(ConfigError, match=rf"^{group}={option} needs .* pip install {package} "):
+            validate(cfg)
+    else:
+        validate(cfg)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert_targets_import(container)
     if group == "rewards":

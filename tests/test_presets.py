@@ -31,7 +31,8 @@ def _is_paper_preset(name: str) -> bool:
 
 PAPER_PRESETS = [name for name in EXPERIMENTS if _is_paper_preset(name)]
 
-#: Resolved GRPOConfig fields per preset, on one process (TRL's generation_batch_size = the paper's rollout).
+#: Resolved GRPOConfig fields per preset, on one process (TRL's generation_batch_size = the paper's rollout). The
+#: presets that train 7B-32B models select bf16 mixed precision (bf16=True, changed on purpose with the engine groups).
 EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
     "deepseekmath_grpo": dict(
         loss_type="grpo", beta=0.04, use_bias_correction_kl=False, epsilon=0.2, epsilon_high=None,
@@ -39,7 +40,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=1024, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="token", max_completion_length=1024, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, bf16=True, reward_weights=[1.0],
     ),
     "deepseek_r1_zero": dict(
         loss_type="grpo", beta=0.001, use_bias_correction_kl=False, epsilon=0.2, epsilon_high=None,
@@ -48,7 +49,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         importance_sampling_level="token", max_completion_length=32768, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=400,
         lr_scheduler_type="constant_with_warmup", warmup_steps=0, max_grad_norm=1.0, max_steps=10400,
-        reward_weights=[1.0, 1.0],
+        bf16=True, reward_weights=[1.0, 1.0],
     ),
     "dapo": dict(
         loss_type="dapo", beta=0.0, epsilon=0.2, epsilon_high=0.28, num_generations=16,
@@ -56,7 +57,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=8192, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="token", max_completion_length=20480, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=True, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=320, max_grad_norm=1.0, max_steps=200, reward_weights=[2.0, 1.0],
+        warmup_steps=320, max_grad_norm=1.0, max_steps=200, bf16=True, reward_weights=[2.0, 1.0],
     ),
     "dr_grpo": dict(
         loss_type="dr_grpo", beta=0.0, epsilon=0.2, epsilon_high=None, num_generations=8,
@@ -64,7 +65,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=1024, num_iterations=1, learning_rate=1e-6, scale_rewards="none",
         importance_sampling_level="token", max_completion_length=3000, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, bf16=True, reward_weights=[1.0],
     ),
     "gspo": dict(
         loss_type="grpo", beta=0.0, epsilon=3e-4, epsilon_high=4e-4, num_generations=8,
@@ -72,7 +73,7 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         generation_batch_size=256, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
         importance_sampling_level="sequence", max_completion_length=512, temperature=1.0, top_p=1.0, top_k=0,
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0, max_grad_norm=1.0, max_steps=200, reward_weights=[1.0],
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, bf16=True, reward_weights=[1.0],
     ),
     "r1_v": dict(
         loss_type="grpo", beta=0.04, use_bias_correction_kl=False, epsilon=0.2, epsilon_high=None,
@@ -88,27 +89,32 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
 #: and the model/data options. Dotted keys into the resolved config.
 EXPECTED_OTHER: dict[str, dict[str, Any]] = {
     "deepseekmath_grpo": {
+        "model.attn_implementation": "sdpa",
         "model.name_or_path": "deepseek-ai/deepseek-math-7b-instruct", "data._target_": "grpolab.data.gsm8k.GSM8K",
         "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.0, "rewards": ["accuracy"],
         "dynamic_sampling.enabled": False, "warmstart": {},
     },
     "deepseek_r1_zero": {
+        "model.attn_implementation": "sdpa",
         "model.name_or_path": "Qwen/Qwen2.5-7B", "data._target_": "grpolab.data.math_problems.MathProblems",
         "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.0, "rewards": ["accuracy", "format"],
         "rewards.format.require_think": True, "dynamic_sampling.enabled": False, "warmstart": {},
     },
     "dapo": {
+        "model.attn_implementation": "sdpa",
         "model.name_or_path": "Qwen/Qwen2.5-32B", "data._target_": "grpolab.data.math_problems.MathProblems",
         "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.1, "rewards": ["accuracy", "soft_overlong"],
         "rewards.soft_overlong.max_completion_len": 20480, "rewards.soft_overlong.soft_punish_cache": 4096,
         "dynamic_sampling.enabled": True, "dynamic_sampling.max_generation_rounds": 10, "warmstart": {},
     },
     "dr_grpo": {
+        "model.attn_implementation": "sdpa",
         "model.name_or_path": "Qwen/Qwen2.5-Math-7B", "data._target_": "grpolab.data.math_problems.MathProblems",
         "data.levels": ["Level 3", "Level 4", "Level 5"], "optimizer.betas": [0.9, 0.95],
         "optimizer.weight_decay": 0.0, "rewards": ["accuracy"], "dynamic_sampling.enabled": False, "warmstart": {},
     },
     "gspo": {
+        "model.attn_implementation": "sdpa",
         "model.name_or_path": "Qwen/Qwen3-30B-A3B-Base", "data._target_": "grpolab.data.math_problems.MathProblems",
         "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.0, "rewards": ["accuracy"],
         "dynamic_sampling.enabled": False, "warmstart": {},
@@ -138,6 +144,8 @@ def resolved_grpo_config(cfg: DictConfig, output_dir: Path, num_processes: int =
     from grpolab.trainer.build import grpo_arguments
 
     derived = validate(cfg, num_processes=num_processes)
+    # The 7B-32B presets train in bf16 mixed precision, which GRPOConfig accepts on this CPU machine in CPU mode only.
+    cfg = OmegaConf.merge(cfg, {"trainer": {"use_cpu": True}})
     return grpo_arguments(cfg, derived, [float(node.weight) for node in cfg.rewards.values()], [], output_dir)
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import ConfigError, config_errors, validate
+from grpolab.tracking.processes import join_before_hydra, launched_processes
 
 log = logging.getLogger("grpolab.train")
 register_schemas()
@@ -34,11 +35,12 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.sweeps import completed_before
     from grpolab.tracking.rundir import failures_recorded, lookup_metric
 
+    processes = launched_processes()  # one, or several started by a launcher (torchrun): one data-parallel run
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume and (done := completed_before(run_dir)) is not None:
         return lookup_metric(done, cfg.optimized_metric)
     with failures_recorded(run_dir):  # a config error, too, leaves summary.json with status: failed
-        batch_fields = validate(cfg)
+        batch_fields = validate(cfg, processes.world_size)
 
     import torch
     from hydra.utils import instantiate
@@ -52,6 +54,7 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.tracking.session import tracked_run
     from grpolab.trainer.build import build_trainer, grpo_arguments
     from grpolab.trainer.callbacks import ParameterChangeCallback
+    from grpolab.trainer.engines import training_precision
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
     quiet_libraries()  # library warnings and logs to train.log, not the console
@@ -81,17 +84,20 @@ def train(cfg: DictConfig) -> float | None:
         model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(args.device)
         log.info("model: %s, %.2fM parameters on %s", type(model).__name__, model.num_parameters() / 1e6, args.device)
         evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
-        if warm_start is not None:
-            warm = warm_start.run(model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
-                                  {"model": config["model"], "data": config["data"]}, cfg.seed)
-            log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
-        before = run.record(eval_before=evaluate(model))["eval_before"]
+        with training_precision(args):
+            if warm_start is not None:  # computed by the main process, which sends the others its weights
+                warm = processes.main_computes(warm_start.run, model, train_set, encoder,
+                                               Path(cfg.paths.cache_dir) / "warmstart",
+                                               {"model": config["model"], "data": config["data"]}, cfg.seed)
+                log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
+            before = run.record(eval_before=evaluate(model))["eval_before"]
         log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
         trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
                                 [*run.callbacks, ParameterChangeCallback(run.record)], run_dir)
         show_progress(trainer)
         trainer.train()
-        after = run.record(eval_after=evaluate(model))["eval_after"]
+        with training_precision(args):
+            after = run.record(eval_after=evaluate(model))["eval_after"]
         log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
     return lookup_metric(run.summary, cfg.optimized_metric)
 
@@ -115,6 +121,7 @@ def main() -> None:
     # One line and exit 2 for a bad group option / key / value / search space, before any job (or sweep dir) exists;
     # with `-m ... resume=true` the hook points Hydra at the earlier sweep of the same command.
     sys.argv = run_preflight(sys.argv, CONF_DIR, on_multirun=with_resumed_sweep_dir)
+    join_before_hydra()  # under torchrun: every process takes rank 0's launch time, hence its run directory
     with reported_sweep():  # the sweep report also when a failed job stops Hydra's sweeper; exit 1 on failed jobs
         hydra_entry()
 

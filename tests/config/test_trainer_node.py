@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import (
-    BATCH_DERIVED, OWNED_ELSEWHERE, TRL_DEFAULTS, TrainerConfig, check_trainer_keys, grpo_kwargs, unknown_key_message,
+    BATCH_DERIVED, DISTRIBUTED_FIELDS, GENERATION_FIELDS, OWNED_ELSEWHERE, TRL_DEFAULTS, DistributedConfig,
+    GenerationConfig, TrainerConfig, check_trainer_keys, grpo_kwargs, unknown_key_message,
 )
 
 
@@ -25,6 +26,20 @@ def test_every_grpo_config_field_but_the_owned_ones_is_in_the_schema() -> None:
     schema_fields = {f.name for f in dataclasses.fields(TrainerConfig)}
     assert schema_fields == trl_fields - set(OWNED_ELSEWHERE)
     assert set(BATCH_DERIVED) <= schema_fields
+
+
+def test_the_engine_groups_hold_their_grpo_config_fields_at_trls_defaults(tmp_path: Path) -> None:
+    # distributed and generation are GRPOConfig fields under TRL's names: untouched, they change nothing.
+    from trl import GRPOConfig
+
+    for schema, names in ((DistributedConfig, DISTRIBUTED_FIELDS), (GenerationConfig, GENERATION_FIELDS)):
+        node = OmegaConf.to_container(OmegaConf.structured(schema))
+        assert tuple(node) == names and set(names) <= set(OWNED_ELSEWHERE)
+        assert grpo_kwargs(node) == {}
+        owned = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False)
+        assert GRPOConfig(**{**node, **owned}).to_dict() == GRPOConfig(**owned).to_dict()
+    assert {"use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port", "vllm_gpu_memory_utilization",
+            "vllm_tensor_parallel_size", "vllm_importance_sampling_correction"} <= set(GENERATION_FIELDS)
 
 
 def test_fields_are_set_without_plus_and_reach_grpo_config(compose_cfg, tmp_path: Path) -> None:
@@ -40,7 +55,8 @@ def test_fields_are_set_without_plus_and_reach_grpo_config(compose_cfg, tmp_path
 
 @pytest.mark.parametrize(("override", "error"), [
     ("trainer.beta=lots", "could not be converted to Float"),
-    ("trainer.use_vllm=maybe", "is not a valid bool"),
+    ("generation.use_vllm=maybe", "is not a valid bool"),
+    ("distributed.ddp_timeout=soon", "could not be converted to Integer"),
     ("trainer.max_steps=1.5", "could not be converted to Integer"),
     ("trainer.top_k=null", "is not Optional"),
 ])

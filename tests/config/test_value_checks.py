@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 
 import pytest
@@ -65,9 +64,3 @@ def test_image_bounds_must_be_ordered(compose_cfg) -> None:
     with pytest.raises(ConfigError) as caught:
         check_run_values(compose_cfg(["model=tiny_vlm", "model.tokenizer.min_pixels=4000"]))
     assert str(caught.value) == "model.tokenizer.min_pixels=4000 must be <= model.tokenizer.max_pixels=3136"
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_use_vllm_needs_vllm(compose_cfg) -> None:
-    with pytest.raises(ConfigError, match=r"^trainer\.use_vllm=true needs the vllm package, which is not installed"):
-        validate(compose_cfg(["trainer.use_vllm=true"]), import_targets=False)

@@ -202,3 +202,26 @@ def test_mean_of_last_and_lookup_metric() -> None:
     assert lookup_metric({"eval_after": {"accuracy": 0.5}}, "eval_after.accuracy") == 0.5
     with pytest.raises(KeyError, match="eval_after.accuracy"):
         lookup_metric({"eval_after": None}, "eval_after.accuracy")
+
+
+def test_only_the_main_process_writes_but_any_process_records_its_failure(tmp_path: Path) -> None:
+    main, other = RunDirectory(tmp_path, main_process=True), RunDirectory(tmp_path, main_process=False)
+    main.write_summary(steps=3)
+    assert other.write_summary(eval_after={"accuracy": 0.5})["steps"] == 3  # what the summary would hold
+    assert other.write_manifest(seed=0, config={}, overrides=[]) == {} and not other.manifest_path.exists()
+    assert json.loads(main.summary_path.read_text())["eval_after"] is None
+    with pytest.raises(ValueError), other.record_outcome():
+        raise ValueError("out of memory")
+    summary = json.loads(main.summary_path.read_text())
+    assert summary["status"] == "failed" and summary["steps"] == 3
+    assert summary["reason"].startswith("ValueError: out of memory (process ")
+
+
+def test_the_launchers_rank_decides_the_main_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RunDirectory(tmp_path / "one").main_process
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    other = RunDirectory(tmp_path / "two")
+    assert not other.main_process
+    other.mark_failed(RuntimeError("boom"))
+    assert json.loads(other.summary_path.read_text())["reason"] == "RuntimeError: boom (process 1 of 2)"

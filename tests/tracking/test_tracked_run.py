@@ -93,3 +93,22 @@ def test_a_failing_logger_finish_does_not_hide_the_job_error(tmp_path: Path) -> 
         with tracked_run(tmp_path, config={}, seed=0, logger=BrokenFinish(), job_info=JOB):
             raise KeyError("answer")
     assert RunDirectory(tmp_path).read_summary()["status"] == "failed"
+
+
+def test_another_process_starts_no_logger_and_writes_no_manifest(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")  # the second process of a torchrun job; its failure is recorded, nothing else
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    logger = RecordingLogger()
+    with pytest.raises(ValueError), tracked_run(tmp_path, config={}, seed=0, logger=logger, job_info=JOB) as run:
+        assert run.report_to == ["none"]
+        raise ValueError("diverged")
+    assert logger.started_with is None and logger.finished_with is None
+    assert not (tmp_path / "manifest.json").exists() and not (tmp_path / "reward_curve.png").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["reason"] == "ValueError: diverged (process 1 of 2)"
+
+
+def test_the_summary_records_the_world_size(tmp_path: Path) -> None:
+    with tracked_run(tmp_path, config={}, seed=0, logger=RecordingLogger(), job_info=JOB, plot=False) as run:
+        pass
+    assert run.summary["world_size"] == 1

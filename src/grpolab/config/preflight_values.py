@@ -128,13 +128,15 @@ def check_values(config_name: str, overrides: Sequence[Override], sweeper_params
                  extra: Sequence[str], schema: DictConfig, run_checks: bool) -> None:
     """Compose each value variant (type errors) and, with ``run_checks``, ``validate`` it (ranges, targets)."""
     from grpolab.config.validate import validate
+    from grpolab.tracking.processes import launched_processes
 
+    num_processes = launched_processes().world_size  # under torchrun, the batch must split over its processes
     for variant in value_variants([*overrides, *sweeper_params]):
         cfg = compose_checked(config_name, variant, extra, schema)
         if cfg is None or not run_checks:
             continue
         try:
-            validate(cfg, import_targets=False)
+            validate(cfg, num_processes, import_targets=False)
         except ConfigError as error:
             raise PreflightError(f"config error: {error}") from None
         except (OmegaConfBaseException, KeyError, TypeError, AttributeError, ValueError):

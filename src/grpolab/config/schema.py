@@ -8,16 +8,21 @@ imports no torch, transformers or trl.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from grpolab.config.enums import Modality, RewardLevel, TokenizerMode
-from grpolab.config.trainer_node import TrainerConfig
+from grpolab.config.trainer_node import DistributedConfig, GenerationConfig, TrainerConfig
 
 __all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "TrainerConfig", "register_schemas"]
+
+#: The launch time every process of a multi-process launch agreed on (ISO 8601); unset for a single process.
+LAUNCH_TIME_VARIABLE = "GRPOLAB_LAUNCH_TIME"
 
 
 @dataclass
@@ -98,6 +103,12 @@ class TrainConfig:
     batch: Optional[BatchConfig] = None
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # The engine (accelerate DDP/FSDP, DeepSpeed ZeRO) and the generation engine (model.generate, vLLM): GRPOConfig
+    # fields under TRL's names, set by the distributed and generation groups.
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # A PEFT config (peft=lora: peft.LoraConfig) that TRL wraps the model with; empty (peft=none): every weight trains.
+    peft: Any = None
     logger: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     # debug=smoke only: the tiny models and tasks that stand in for an experiment's, by model.modality.
@@ -114,9 +125,26 @@ def fraction(total: int, share: float) -> int:
     return int(total * share)
 
 
+def launch_time(pattern: str) -> str:
+    """``${grpolab.now:%H-%M-%S}``: Hydra's ``${now:...}``, except that the processes of a multi-process launch all
+    format rank 0's launch time (``GRPOLAB_LAUNCH_TIME``, agreed before Hydra starts by
+    ``grpolab.tracking.processes.join_before_hydra``), so that they resolve the same run directory.
+
+    >>> os.environ[LAUNCH_TIME_VARIABLE] = "2024-05-01T12:00:00.000001"
+    >>> launch_time("%Y-%m-%d/%H-%M-%S-%f")
+    '2024-05-01/12-00-00-000001'
+    >>> del os.environ[LAUNCH_TIME_VARIABLE]
+    """
+    agreed = os.environ.get(LAUNCH_TIME_VARIABLE)
+    return (datetime.fromisoformat(agreed) if agreed else datetime.now()).strftime(pattern)
+
+
 def register_schemas() -> None:
     """Register ``TrainConfig`` as ``grpolab_schema`` (the first entry of ``train.yaml``'s defaults) and grpolab's
     resolvers."""
     ConfigStore.instance().store(name="grpolab_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("grpolab.fraction"):
         OmegaConf.register_new_resolver("grpolab.fraction", fraction)
+    if not OmegaConf.has_resolver("grpolab.now"):
+        # Cached per config, like Hydra's now: a pattern resolves once per run.
+        OmegaConf.register_new_resolver("grpolab.now", launch_time, use_cache=True)

@@ -12,6 +12,10 @@ Two kinds of GRPOConfig fields are not plain trainer keys:
 - ``BATCH_DERIVED``: derived from the ``batch`` node. They are in the schema with ``null`` (= derived, or TRL's
   default when ``batch=null``) and may be set only with ``batch=null``.
 
+Two groups hold GRPOConfig fields of their own, under TRL's names, typed and defaulted the same way: ``distributed``
+(``DistributedConfig``: ``fsdp``, ``fsdp_config``, ``deepspeed`` and the ``ddp_*`` fields, i.e. the engine) and
+``generation`` (``GenerationConfig``: ``use_vllm`` and every ``vllm_*`` field); ``config_key`` names a field's home.
+
 Imports nothing heavy.
 """
 
@@ -41,6 +45,16 @@ OWNED_ELSEWHERE = {
     "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
     "warmup_steps": "scheduler.warmup_steps",
 }
+#: GRPOConfig fields of the ``distributed`` group (conf/distributed: none, ddp, fsdp, zero2, zero3).
+DISTRIBUTED_FIELDS = ("ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",
+                      "ddp_backend", "ddp_timeout", "fsdp", "fsdp_config", "deepspeed")
+#: GRPOConfig fields of the ``generation`` group (conf/generation: hf, vllm_colocate, vllm_server).
+GENERATION_FIELDS = tuple(row.name for row in GRPO_FIELDS if row.name == "use_vllm" or row.name.startswith("vllm_"))
+OWNED_ELSEWHERE.update(
+    {name: f"distributed.{name} (distributed=none|ddp|fsdp|zero2|zero3)" for name in DISTRIBUTED_FIELDS}
+    | {name: f"generation.{name} (generation=hf|vllm_colocate|vllm_server)" for name in GENERATION_FIELDS}
+)
+OWNED_ELSEWHERE["use_vllm"] = "the generation group (generation=vllm_colocate or generation=vllm_server)"
 #: trainer keys derived from the ``batch`` node when it is set.
 BATCH_DERIVED = {
     "per_device_train_batch_size": "batch.micro_batch_size / batch.prompts_per_step",
@@ -52,6 +66,7 @@ BATCH_DERIVED = {
 }
 
 TRL_FIELDS: dict[str, GrpoField] = {row.name: row for row in GRPO_FIELDS}
+TRAINER_NODE_FIELDS = frozenset(name for name in TRL_FIELDS if name not in OWNED_ELSEWHERE)
 TRL_DEFAULTS: dict[str, Any] = {row.name: row.default for row in GRPO_FIELDS}
 
 
@@ -72,6 +87,33 @@ TrainerConfig.__doc__ = (
 )
 
 
+def _group_schema(name: str, fields: tuple[str, ...], doc: str) -> type:
+    rows = [row for row in GRPO_FIELDS if row.name in fields]
+    # transformers 5 reads fsdp as a switch (fsdp=True; the old option strings are deprecated): a boolean here.
+    schema = make_dataclass(name, [(row.name, Optional[bool], field(default=None)) if row.name == "fsdp"
+                                   else _schema_field(row) for row in rows])
+    schema.__module__ = __name__
+    schema.__doc__ = doc
+    return schema
+
+
+DistributedConfig = _group_schema("DistributedConfig", DISTRIBUTED_FIELDS, (
+    f"The engine: trl.GRPOConfig's fsdp, fsdp_config, deepspeed and ddp_* fields (trl {TRL_VERSION})."))
+GenerationConfig = _group_schema("GenerationConfig", GENERATION_FIELDS, (
+    f"The generation engine: trl.GRPOConfig's use_vllm and vllm_* fields (trl {TRL_VERSION})."))
+
+
+def config_key(name: str) -> str:
+    """Where a GRPOConfig field is set: ``trainer.beta``, ``generation.vllm_server_port``, ``distributed.fsdp``.
+
+    >>> config_key("beta"), config_key("vllm_mode"), config_key("ddp_timeout")
+    ('trainer.beta', 'generation.vllm_mode', 'distributed.ddp_timeout')
+    """
+    if name in GENERATION_FIELDS:
+        return f"generation.{name}"
+    return f"distributed.{name}" if name in DISTRIBUTED_FIELDS else f"trainer.{name}"
+
+
 def owned_elsewhere_message(key: str) -> str:
     """``trainer.learning_rate is not set in the trainer node; set optimizer.lr instead``."""
     return f"trainer.{key} is not set in the trainer node; set {OWNED_ELSEWHERE[key]} instead"
@@ -90,7 +132,9 @@ trainer node: set optimizer.lr instead'
     if close and close[0] in OWNED_ELSEWHERE:
         return (f"trainer.{key} is not a trl.GRPOConfig field; the closest, trainer.{close[0]}, is not set in the "
                 f"trainer node: set {OWNED_ELSEWHERE[close[0]]} instead")
-    close = [name for name in close if name not in OWNED_ELSEWHERE]
+    # Fields of the engine groups are named where they are set (generation.vllm_max_model_length).
+    close = [name if name in TRAINER_NODE_FIELDS else config_key(name) for name in close
+             if name in TRAINER_NODE_FIELDS or name in GENERATION_FIELDS or name in DISTRIBUTED_FIELDS]
     hint = f"did you mean: {', '.join(close)}" if close else "see trl.GRPOConfig"
     return f"trainer.{key} is not a trl.GRPOConfig field; {hint}"
 

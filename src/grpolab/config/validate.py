@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields
+from grpolab.config.engine_checks import check_engines
 from grpolab.config.errors import ConfigError, closest
 from grpolab.config.targets import check_resolved_targets, check_trusted_targets
 from grpolab.config.trainer_node import BATCH_DERIVED, OWNED_ELSEWHERE, check_trainer_keys, trainer_value
@@ -31,6 +32,9 @@ __all__ = ["BATCH_DERIVED", "OWNED_ELSEWHERE", "ConfigError", "closest", "config
 def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = True) -> dict[str, Any]:
     """Check everything that can be checked from the config alone; return the derived batch fields (may be empty).
 
+    ``num_processes`` is the job's process count (``grpolab.tracking.processes.launched_processes().world_size``):
+    ``batch.*`` are global numbers, and each process's micro batches are derived for that many processes.
+
     With ``import_targets`` (the job) the ``_target_``s are also followed into their modules
     (``grpolab.config.targets.check_resolved_targets``), which imports them; preflight skips that step.
     """
@@ -40,11 +44,14 @@ def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_trainer_keys(trainer)
     derived = _derive_batch(cfg.batch, trainer, num_processes)
-    check_trainer_values({**trainer, **derived})
+    engines = {**OmegaConf.to_container(cfg.generation, resolve=True),
+               **OmegaConf.to_container(cfg.distributed, resolve=True)}
+    check_trainer_values({**trainer, **derived, **engines})
     _check_group_division({**trainer, **derived}, num_processes)
     if not cfg.rewards:
         raise ConfigError("rewards is empty; select at least one, e.g. rewards=[accuracy,format]")
     check_run_values(cfg)
+    check_engines(cfg)
     if import_targets:
         check_resolved_targets(cfg)
     return derived

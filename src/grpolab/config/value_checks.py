@@ -7,7 +7,6 @@ built, and in preflight before any job of a sweep starts. Imports nothing heavy.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
@@ -16,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from grpolab.config.errors import ConfigError
-from grpolab.config.trainer_node import TRL_FIELDS, trainer_value
+from grpolab.config.trainer_node import TRL_FIELDS, config_key, trainer_value
 
 #: Values TRL accepts for its free-text string fields (it checks them only when training starts, or never);
 #: tests/config/test_value_checks.py keeps each named in the field's own help text.
@@ -105,15 +104,16 @@ def _interval_steps(value: Any) -> bool:
 
 
 def check_trainer_values(trainer: Mapping[str, Any]) -> None:
-    """Ranges, choices and cross-field rules of the trainer node (with the batch-derived fields filled in)."""
+    """Ranges, choices and cross-field rules of the GRPOConfig fields: the trainer node with the batch-derived fields
+    filled in, and the generation and distributed nodes (messages name each field where it is set)."""
     def value(key: str) -> Any:
         return trainer_value(trainer, key)
 
     for key, (ok, valid) in TRAINER_RANGES.items():
-        require(f"trainer.{key}", value(key), ok(value(key)), valid)
+        require(config_key(key), value(key), ok(value(key)), valid)
     for key, choices in _choices():
         if value(key) is not None and str(value(key)) not in choices:
-            raise ConfigError(f"trainer.{key}={show(value(key))} must be one of {', '.join(choices)}")
+            raise ConfigError(f"{config_key(key)}={show(value(key))} must be one of {', '.join(choices)}")
     if value("epsilon_high") is not None and not value("epsilon_high") >= value("epsilon"):
         raise ConfigError(f"trainer.epsilon_high={show(value('epsilon_high'))} must be >= "
                           f"trainer.epsilon={show(value('epsilon'))} (the upper clipping range), or null (= epsilon)")
@@ -139,9 +139,6 @@ def check_trainer_values(trainer: Mapping[str, Any]) -> None:
         raise ConfigError(f"trainer.generation_batch_size={trainer['generation_batch_size']} and "
                           f"trainer.steps_per_generation={trainer['steps_per_generation']} cannot both be set; "
                           "set one (TRL derives the other)")
-    if value("use_vllm") and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("trainer.use_vllm=true needs the vllm package, which is not installed (pip install vllm), "
-                          "or trainer.use_vllm=false")
 
 
 def _choices() -> Iterator[tuple[str, tuple[str, ...]]]:

@@ -18,6 +18,8 @@ filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` unti
 - ``step_time_s``: float, mean wall seconds per optimizer step over the logged train intervals (evaluation excluded).
 - ``started_at`` / ``finished_at``: ISO-8601 UTC strings (``...Z``); ``updated_at``: time of the last write.
 - ``train_runtime_s``, ``train_loss``: from the Trainer's end-of-training log, when training finished.
+- ``world_size``: int, the job's processes (1, or N under ``torchrun --nproc_per_node=N``; written by the main
+  process, the only one that writes this directory).
 - anything else the composition root passes (e.g. ``optimized_metric``, ``optimized_value``).
 
 ``manifest.json`` -- one JSON object written once at job start: ``seed`` (int | null), ``config`` (the resolved
@@ -362,15 +364,26 @@ def failures_recorded(run_dir: str | os.PathLike[str]) -> Iterator[None]:
 class RunDirectory:
     """Writer for one run directory (see the module docstring for the file formats).
 
+    The processes of a multi-process job (torchrun) share one run directory and only the main process writes it
+    (``main_process``; by default ``grpolab.tracking.processes.launched_processes().is_main``): elsewhere
+    ``write_summary`` returns what the summary would hold without writing it, ``write_manifest`` writes nothing, and
+    only a failure is recorded, naming the process it happened in.
+
     >>> run_dir = RunDirectory("outputs/2024-05-01/12-00-00")  # doctest: +SKIP
     >>> with run_dir.record_outcome():                         # doctest: +SKIP
     ...     run_dir.write_manifest(seed=0, config=config_dict, overrides=["optimizer.lr=1e-3"])
     ...     run_dir.write_summary(eval_before={"accuracy": 0.1})
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], main_process: bool | None = None) -> None:
+        from grpolab.tracking.processes import launched_processes
+
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        processes = launched_processes()
+        self.main_process = processes.is_main if main_process is None else main_process
+        self._failure_note = "" if self.main_process else f" (process {processes.rank} of {processes.world_size})"
+        self._unwritten: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -403,6 +416,12 @@ class RunDirectory:
         status = fields.get("status")
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if not self.main_process:
+            self._unwritten.update(fields)
+            return {**self.read_summary(), **self._unwritten}
+        return self._merge_into_summary(fields)
+
+    def _merge_into_summary(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         summary = {**self.read_summary(), **fields, "updated_at": utc_now_iso()}
         write_json_atomic(self.summary_path, summary)
         return summary
@@ -412,6 +431,8 @@ class RunDirectory:
 
         >>> run_dir.write_manifest(seed=1, config={"seed": 1}, overrides=["seed=1"])  # doctest: +SKIP
         """
+        if not self.main_process:
+            return {}
         import grpolab  # the checkout whose commit matters is the one the code was imported from
 
         command = typed_command()
@@ -431,8 +452,9 @@ class RunDirectory:
         return manifest
 
     def mark_failed(self, exc: BaseException, **fields: Any) -> dict[str, Any]:
-        """Record a failure: ``status: failed`` and ``reason: "<Type>: <message>"``."""
-        return self.write_summary(status="failed", reason=describe_exception(exc), **fields)
+        """Record a failure: ``status: failed`` and ``reason: "<Type>: <message>"``; any process records its own."""
+        return self._merge_into_summary({"status": "failed", "reason": describe_exception(exc) + self._failure_note,
+                                         **fields})
 
     @contextmanager
     def record_outcome(self) -> Iterator[RunDirectory]:

@@ -11,11 +11,14 @@ Used by the composition root (``grpolab.train``)::
     return lookup_metric(run.summary, cfg.optimized_metric)
 
 Whatever raises inside (or in the manifest/logger start), ``summary.json`` ends with ``status: failed`` and the
-reason, the logger is finished (one wandb run per job, closed also on failure) and the exception propagates.
+reason, the logger is finished (one wandb run per job, closed also on failure) and the exception propagates. In a
+multi-process job only the main process writes the manifest, starts the logger and plots (``RunDirectory``
+decides which process that is); every process ends with the main process's summary.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grpolab.tracking.loggers import ExperimentLogger, JobInfo, NoLogger
+from grpolab.tracking.processes import launched_processes
 from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, RunDirectory
 
 
@@ -61,6 +65,8 @@ def tracked_run(
     ...     run.run_dir.write_summary(eval_after={"accuracy": 1.0})
     """
     directory = RunDirectory(run_dir)
+    if not directory.main_process:  # the main process tells the story; the others only warn
+        logging.getLogger("grpolab").setLevel(logging.WARNING)
     logger = logger if logger is not None else NoLogger()
     job_info = job_info if job_info is not None else JobInfo.from_hydra()
     logger_started = False
@@ -72,8 +78,10 @@ def tracked_run(
             from grpolab.tracking.callbacks import MetricsFileCallback
 
             directory.write_manifest(seed=seed, config=config, overrides=list(job_info.overrides))
-            report_to = logger.start(directory.path, config, job_info)
-            logger_started = True
+            directory.write_summary(world_size=launched_processes().world_size)
+            # One experiment-logger run per job: the main process's (the others report to no integration).
+            report_to = logger.start(directory.path, config, job_info) if directory.main_process else ["none"]
+            logger_started = directory.main_process
             callback = MetricsFileCallback(directory, final_reward_window)
             tracked = TrackedRun(run_dir=directory, report_to=report_to, callbacks=[callback])
             yield tracked
@@ -84,10 +92,11 @@ def tracked_run(
         # record_outcome has already written completed/failed, so the logger sees the final status.
         summary = directory.read_summary()
         if tracked is not None:
-            tracked.summary = summary
+            # Every process returns the main process's summary (what a sweeper of a multi-process job optimises).
+            tracked.summary = summary if failing else launched_processes().share_from_main(summary)
         if logger_started:
             _run_cleanup(lambda: logger.finish(summary), "finish the logger", failing)
-        if plot and directory.metrics_path.exists():
+        if plot and directory.main_process and directory.metrics_path.exists():
             _run_cleanup(lambda: _plot(directory), "plot the reward curve", failing)
 
 

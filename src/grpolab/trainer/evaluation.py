@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from grpolab.data.prompts import PIXEL_VALUES, PROMPT_IDS, SOURCE_PREFIX, PromptEncoder, select_rows
+from grpolab.tracking.processes import launched_processes
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def text_level(metrics_cfg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
 class HeldOutEvaluator:
     """``evaluator(model)`` -> the mean of each metric over the held-out rows, plus ``num_samples`` and
     ``wall_time_s``. Metrics are reward callables; the rows' other columns (``answer``, images, ...) reach them as
-    dataset columns reach rewards.
+    dataset columns reach rewards. In a multi-process job each process decodes its share of the rows (all of them
+    the same number of batches, which FSDP and ZeRO-3 need) and the sums are added up: every process gets the whole
+    split's means.
     """
 
     def __init__(self, rows: Dataset, encoder: PromptEncoder, metrics: Sequence[Callable[..., Any]],
@@ -43,6 +46,7 @@ class HeldOutEvaluator:
         self.metrics = list(metrics)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.processes = launched_processes()
         # Cached pixels are model input, not something a metric reads; ids-form images go back to TRL's names.
         self.columns = {
             name.removeprefix(SOURCE_PREFIX): rows[name]
@@ -72,8 +76,9 @@ class HeldOutEvaluator:
         pad_id = self.encoder.tokenizer.pad_token_id
         device = next(model.parameters()).device
         totals: dict[str, float] = {}
-        for start in range(0, len(self.rows), self.batch_size):
-            indices = list(range(start, min(start + self.batch_size, len(self.rows))))
+        shard, counted = self.processes.shard(len(self.rows))
+        for start in range(0, len(shard), self.batch_size):
+            indices = shard[start:start + self.batch_size]
             prompts = self.encoder.encode(select_rows(self.rows, indices))
             width = max(len(ids) for ids in prompts.prompt_ids)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts.prompt_ids], device=device)
@@ -84,7 +89,8 @@ class HeldOutEvaluator:
             eos = model.generation_config.eos_token_id
             completions = [_strip_after_eos(ids, eos) for ids in output[:, width:].tolist()]
             for key, values in self._score(completions, indices).items():
-                totals[key] = totals.get(key, 0.0) + float(sum(values))
+                totals[key] = totals.get(key, 0.0) + float(sum(values[: max(0, counted - start)]))
+        totals = self.processes.sum(totals)
         model.train(was_training)
         metrics = {key: round(value / len(self.rows), 4) for key, value in totals.items()}
         metrics.update(num_samples=len(self.rows), wall_time_s=round(time.perf_counter() - started, 2))

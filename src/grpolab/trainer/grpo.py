@@ -41,12 +41,16 @@ class GrpolabTrainer(GRPOTrainer):
 
     ``prompt_encoder`` is the run's encoder, the one the warm start and the evaluation use (None: one for TRL's
     processing class and ``args.chat_template_kwargs``); ``lazy_decoding`` is on in ids mode; ``dynamic_sampling``
-    is a ``grpolab.trainer.dynamic_sampling.DynamicSampler`` or None.
+    is a ``grpolab.trainer.dynamic_sampling.DynamicSampler`` or None; ``optimizer_cls_and_kwargs`` is the Trainer's
+    argument of that name, which GRPOTrainer does not pass on.
     """
 
     def __init__(self, *args: Any, prompt_encoder: PromptEncoder | None = None, lazy_decoding: bool = False,
-                 dynamic_sampling: Any = None, **kwargs: Any) -> None:
+                 dynamic_sampling: Any = None, optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Read by Trainer.create_optimizer when training starts, after the engine has wrapped or sharded the model.
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self.prompt_encoder = prompt_encoder or PromptEncoder(self.processing_class, self.chat_template_kwargs)
         self.lazy_decoding = lazy_decoding
         self.dynamic_sampling = dynamic_sampling
