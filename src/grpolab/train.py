@@ -5,7 +5,8 @@
     python -m grpolab.train -m optimizer.lr=1e-4,3e-4 seed=0,1
 
 Build order: validate -> seed -> tokenizer -> data -> rewards -> prompts (per tokenizer mode) -> GRPOConfig -> model
--> held-out evaluator -> warm start -> held-out eval -> trainer -> train -> held-out eval. Data, rewards and the
+-> held-out evaluator -> warm start -> held-out eval -> trainer -> train (from the newest complete checkpoint with
+``resume=true``) -> the final model in ``<run_dir>/model`` -> held-out eval. Data, rewards and the
 GRPOConfig come before the model so that every mismatch fails before a model is loaded; heavy libraries are
 imported only inside ``train`` so that ``--cfg job`` and config errors stay instant.
 """
@@ -32,13 +33,16 @@ register_schemas()
 def train(cfg: DictConfig) -> float | None:
     """Run one job; returns ``cfg.optimized_metric`` from the run's summary (what Optuna maximises)."""
     from grpolab.sweeps import completed_before
+    from grpolab.tracking.checkpoints import prepare_resume, resume_requested
     from grpolab.tracking.rundir import failures_recorded, lookup_metric
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.resume and (done := completed_before(run_dir)) is not None:
+    resuming = resume_requested(cfg.resume)
+    if resuming and (done := completed_before(run_dir)) is not None:
         return lookup_metric(done, cfg.optimized_metric)
     with failures_recorded(run_dir):  # a config error, too, leaves summary.json with status: failed
         batch_fields = validate(cfg)
+    resume = prepare_resume(run_dir) if resuming else None  # the newest complete checkpoint, the run dir cut back to it
 
     import torch
     from hydra.utils import instantiate
@@ -49,10 +53,13 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.tracking.session import tracked_run
     from grpolab.trainer.build import build_trainer, grpo_arguments
     from grpolab.trainer.callbacks import ParameterChangeCallback
+    from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.evaluation import HeldOutEvaluator
+    from grpolab.trainer.preemption import PreemptionSignals
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=instantiate(cfg.logger)) as run:
+    with PreemptionSignals() as preemption, tracked_run(run_dir, config=config, seed=cfg.seed,
+                                                          logger=instantiate(cfg.logger), resumed=bool(resume)) as run:
         set_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         log.info("run directory %s; seed %d, %d torch threads", run_dir, cfg.seed, torch.get_num_threads())
@@ -80,11 +87,14 @@ def train(cfg: DictConfig) -> float | None:
             warm = warm_start.run(model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
                                   {"model": config["model"], "data": config["data"]}, cfg.seed)
             log.info("warm start: %s", run.record(warmstart=warm)["warmstart"])
-        before = run.record(eval_before=evaluate(model))["eval_before"]
+        before = (resume and run.run_dir.read_summary()["eval_before"]) or run.record(eval_before=evaluate(model))[
+            "eval_before"]  # a resumed run keeps the first attempt's
         log.info("held-out before GRPO (%d problems): %s", len(evaluate), before)
         trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
-                                [*run.callbacks, ParameterChangeCallback(run.record)], run_dir)
-        trainer.train()
+                                [*run.callbacks, ParameterChangeCallback(run.record), preemption], run_dir, evaluate)
+        trainer.train(resume_from_checkpoint=resume)
+        preemption.stop_if_requested(trainer)  # status: preempted, once its checkpoint is saved
+        save_final_model(trainer, run_dir / "model", cfg.model.modality)
         after = run.record(eval_after=evaluate(model))["eval_after"]
         log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
     return lookup_metric(run.summary, cfg.optimized_metric)

@@ -16,6 +16,7 @@ from grpolab.config.enums import TokenizerMode
 from grpolab.models.reference import pin_reference_policy
 from grpolab.trainer.args import build_grpo_config
 from grpolab.trainer.dynamic_sampling import DynamicSampler
+from grpolab.trainer.evaluation import HeldOutEvaluator, PeriodicEvaluation
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,14 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
 
 
 def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
-                  preparation: Any, callbacks: list[Any], run_dir: Path) -> GrpolabTrainer:
-    """The trainer, with the optimizer group's optimizer, the KL reference pinned to the starting policy (beta > 0)
-    and the dynamic sampler when ``dynamic_sampling.enabled``."""
+                  preparation: Any, callbacks: list[Any], run_dir: Path,
+                  evaluate: HeldOutEvaluator | None = None) -> GrpolabTrainer:
+    """The trainer, with the optimizer group's optimizer, the KL reference pinned to the starting policy (beta > 0),
+    the dynamic sampler when ``dynamic_sampling.enabled`` and the held-out ``evaluate`` every ``eval.every_steps``."""
     if args.beta != 0:
         pin_reference_policy(model, run_dir / "reference_policy",
                              loadable_as_is=cfg.model.name_or_path is not None and not cfg.warmstart)
-    return GrpolabTrainer(
+    trainer = GrpolabTrainer(
         model=model,
         reward_funcs=rewards.trainer_reward_funcs,
         reward_processing_classes=rewards.reward_processing_classes,
@@ -60,3 +62,6 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
         lazy_decoding=preparation.mode is TokenizerMode.ids,
         dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
     )
+    if evaluate is not None and cfg.eval.every_steps is not None:
+        trainer.add_callback(PeriodicEvaluation(evaluate, cfg.eval.every_steps, trainer.log_held_out))
+    return trainer
