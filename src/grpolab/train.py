@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import ConfigError, config_errors, validate
+from grpolab.tracking.rundir import RunPreempted
 
 log = logging.getLogger("grpolab.train")
 register_schemas()
@@ -55,11 +56,10 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.trainer.callbacks import ParameterChangeCallback
     from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.evaluation import HeldOutEvaluator
-    from grpolab.trainer.preemption import PreemptionSignals
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    with PreemptionSignals() as preemption, tracked_run(run_dir, config=config, seed=cfg.seed,
-                                                          logger=instantiate(cfg.logger), resumed=bool(resume)) as run:
+    logger = instantiate(cfg.logger)
+    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=logger, resumed=resume is not None) as run:
         set_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         log.info("run directory %s; seed %d, %d torch threads", run_dir, cfg.seed, torch.get_num_threads())
@@ -87,13 +87,12 @@ def train(cfg: DictConfig) -> float | None:
             warm = warm_start.run(model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
                                   {"model": config["model"], "data": config["data"]}, cfg.seed)
             log.info("warm start: %s", run.record(warmstart=warm)["warmstart"])
-        before = (resume and run.run_dir.read_summary()["eval_before"]) or run.record(eval_before=evaluate(model))[
-            "eval_before"]  # a resumed run keeps the first attempt's
+        if resume is None or (before := run.run_dir.read_summary()["eval_before"]) is None:  # else the 1st attempt's
+            before = run.record(eval_before=evaluate(model))["eval_before"]
         log.info("held-out before GRPO (%d problems): %s", len(evaluate), before)
         trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
-                                [*run.callbacks, ParameterChangeCallback(run.record), preemption], run_dir, evaluate)
-        trainer.train(resume_from_checkpoint=resume)
-        preemption.stop_if_requested(trainer)  # status: preempted, once its checkpoint is saved
+                                [*run.callbacks, ParameterChangeCallback(run.record)], run_dir, evaluate)
+        trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
         save_final_model(trainer, run_dir / "model", cfg.model.modality)
         after = run.record(eval_after=evaluate(model))["eval_after"]
         log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
@@ -104,6 +103,9 @@ def train(cfg: DictConfig) -> float | None:
 def hydra_entry(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
+    except RunPreempted as preempted:
+        preempted.hand_over()  # recorded as preempted by now; e.g. submitit requeues the job
+        raise
     except ConfigError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the job is recorded as failed; the sweep goes on

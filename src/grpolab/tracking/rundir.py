@@ -25,10 +25,10 @@ filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` unti
 config as a dict), ``overrides`` (list[str], Hydra task overrides), ``git`` (``{"commit": str | null, "dirty": bool |
 null, "root": str | null}`` for the grpolab checkout), ``versions`` (``{"python": str, "torch": str | null,
 "transformers": ..., "trl", "accelerate", "datasets", "hydra-core", "omegaconf", "wandb", "math-verify", "grpolab"}``,
-``null`` when not installed), ``lock`` (``{"file": str | null, "sha256": str | null, "differs": {package:
-{"locked": str, "installed": str | null}}}``: the version lock ``constraints.txt`` of the grpolab checkout and the
-tracked packages whose installed version differs from it), ``hostname``, ``platform``, ``command`` (list[str], the command as typed:
-``python -m grpolab.train ...`` or ``grpolab-train ...``, see ``typed_command``), ``command_line`` (the same,
+``null`` when not installed), ``lock`` (``{"file": str | null, "sha256": str | null, "differs": {package: {"locked":
+str, "installed": str | null}}}``: the version lock ``constraints.txt`` of the grpolab checkout and the pinned
+packages whose installed version differs from it), ``hostname``, ``platform``, ``command`` (list[str], the command as
+typed: ``python -m grpolab.train ...`` or ``grpolab-train ...``, see ``typed_command``), ``command_line`` (the same,
 shell-quoted), ``started_at`` (ISO-8601 UTC).
 
 ``metrics.jsonl`` -- one JSON object per line, appended per Trainer log call (never the end-of-training summary log):
@@ -62,7 +62,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -401,11 +401,13 @@ def package_versions() -> dict[str, str | None]:
 class RunPreempted(SystemExit):
     """Raised once a preempted run has saved its checkpoint: recorded as ``status: preempted`` with ``reason`` (the
     signal and the checkpoint), then the process exits with ``code`` (128 + the signal number, as a shell reports a
-    process the signal ended), without a traceback."""
+    process the signal ended), without a traceback. ``hand_over()`` (called by the entry point once the run is
+    recorded) passes the signal on to the handler grpolab's replaced, e.g. submitit's requeue."""
 
-    def __init__(self, reason: str, code: int) -> None:
+    def __init__(self, reason: str, code: int, hand_over: Callable[[], None] = lambda: None) -> None:
         super().__init__(code)
         self.reason = reason
+        self.hand_over = hand_over
 
 
 @contextmanager

@@ -123,8 +123,8 @@ def load_grpolab_state(trainer: Any, checkpoint: Path) -> None:
     """Restore what ``save_grpolab_state`` wrote, after checking the run starts from the same policy and reference."""
     shared = read_grpolab_state(checkpoint)
     if shared.get("format") != STATE_FORMAT:
-        raise RuntimeError(f"resume: {checkpoint} has no grpolab state of format {STATE_FORMAT} ({GRPOLAB_STATE_FILE}); "
-                           "it was not written by this version of grpolab")
+        raise RuntimeError(f"resume: {checkpoint} has no grpolab state of format {STATE_FORMAT} "
+                           f"({GRPOLAB_STATE_FILE}); it was not written by this version of grpolab")
     recorded, current = shared.get("identity") or {}, trainer.run_identity
     for key in current:
         if recorded.get(key) != current[key]:

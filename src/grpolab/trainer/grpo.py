@@ -23,7 +23,8 @@ Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.checkpoi
 8. ``_save_checkpoint(model, trial)``: grpolab's state first, then the Trainer's checkpoint, then the completeness
    marker, then the rotation of old checkpoints (deferred until the new one is complete).
 
-Public overrides: ``train`` (counts tokenizer calls while training; remembers the checkpoint it resumes from) and
+Public overrides: ``train`` (counts tokenizer calls while training; remembers the checkpoint it resumes from; stops
+with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
 ``log`` (adds the per-step cost metrics ``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``,
 ``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). Everything else is
 TRL's own code path, which is what lets the text and ids modes take identical steps for the same seed.
@@ -55,6 +56,7 @@ from grpolab.trainer.checkpoint import (
     rotation_deferred,
     save_grpolab_state,
 )
+from grpolab.trainer.preemption import PreemptionSignals
 
 
 class GrpolabTrainer(GRPOTrainer):
@@ -88,6 +90,8 @@ class GrpolabTrainer(GRPOTrainer):
                              "reference": policy_fingerprint(self.ref_model)}
         self.resumed_from: Path | None = None
         self.add_callback(ResumeGrpolabState(self))
+        self.preemption = PreemptionSignals()
+        self.add_callback(self.preemption)
 
     # 1 ------------------------------------------------------------------------------------------------------------
 
@@ -201,9 +205,11 @@ class GrpolabTrainer(GRPOTrainer):
         if resume_from_checkpoint is True:  # the Trainer's own lookup ignores whether a checkpoint is complete
             resume_from_checkpoint = newest_complete_checkpoint(Path(self.args.output_dir))
         self.resumed_from = Path(resume_from_checkpoint) if resume_from_checkpoint else None
-        with self.tokenizer_calls.installed():
-            return super().train(resume_from_checkpoint=str(self.resumed_from) if self.resumed_from else None,
-                                 **kwargs)
+        with self.preemption, self.tokenizer_calls.installed():
+            output = super().train(resume_from_checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                                   **kwargs)
+        self.preemption.stop_if_requested(self)  # RunPreempted once a signal made it save a checkpoint and stop
+        return output
 
     def pending_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What this trainer holds between optimizer steps and a resume needs (``grpolab.trainer.checkpoint``):

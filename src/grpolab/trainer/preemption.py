@@ -3,15 +3,14 @@ submitit job its preemption signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default
 the end of the current optimizer step and stop; it then ends with ``status: preempted`` and ``resume=true`` (or a
 Slurm requeue) continues it from that checkpoint.
 
-    with preemption_signals() as preemption, tracked_run(...) as run:
-        trainer = GrpolabTrainer(..., callbacks=[..., preemption])
-        trainer.train()
-        preemption.stop_if_requested(trainer)   # raises RunPreempted (status: preempted) once the checkpoint is saved
-
-The handlers only note the signal (it can land anywhere, inside a checkpoint write too); at the next step end the
-callback turns it into ``should_save`` + ``should_training_stop``, decided together by all processes. When the handler
-it replaced is a Python function (submitit's checkpoint-and-requeue handler), that handler is called once the run is
-recorded as preempted, so submitit requeues the job; the requeued job (``SLURM_RESTART_COUNT`` > 0) resumes.
+``GrpolabTrainer`` holds one ``PreemptionSignals``: a callback, and a context manager its ``train`` enters (the
+handlers are installed while training runs, the previous ones restored after). The handlers only note the signal (it
+can land anywhere, inside a checkpoint write too); at the next step end the callback turns it into ``should_save`` +
+``should_training_stop``, decided together by all processes, and once training has stopped ``stop_if_requested``
+raises ``RunPreempted``: ``tracked_run`` records ``status: preempted`` and the process exits with 128 + the signal
+number. When the handler it replaced is a Python function (submitit's checkpoint-and-requeue handler), the entry
+point calls it after all that (``RunPreempted.hand_over``), so submitit requeues the job; the requeued job
+(``SLURM_RESTART_COUNT`` > 0) resumes.
 """
 
 from __future__ import annotations
@@ -58,9 +57,6 @@ class PreemptionSignals(TrainerCallback):
     def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
-        previous = self._previous.get(self.received) if self.received is not None else None
-        if isinstance(exc, RunPreempted) and callable(previous):
-            previous(self.received, None)  # e.g. submitit: requeue the job, then exit
 
     def _note(self, number: int, frame: Any) -> None:
         if self.received is None:
@@ -79,8 +75,15 @@ class PreemptionSignals(TrainerCallback):
         if self.stopped_at is None:
             return
         number = self.received if self.received is not None else signal.SIGTERM
-        raise RunPreempted(f"{_name(number)} at step {self.stopped_at}: saved {trainer.args.output_dir}/checkpoint-"
-                           f"{self.stopped_at}; rerun the same command with resume=true to continue", 128 + number)
+        previous = self._previous.get(number)
+
+        def hand_over() -> None:
+            if callable(previous):
+                previous(number, None)  # e.g. submitit: checkpoint the callable, requeue the job, exit
+
+        raise RunPreempted(f"{_name(self.received)} at step {self.stopped_at}: saved {trainer.args.output_dir}/"
+                           f"checkpoint-{self.stopped_at}; rerun the same command with resume=true to continue",
+                           128 + number, hand_over)
 
 
 def _name(number: int | None) -> str:

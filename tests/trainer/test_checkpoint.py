@@ -1,0 +1,115 @@
+"""Checkpoints and resume. End to end through the real CLI: a training process killed with SIGKILL mid-training and
+resumed with ``resume=true`` ends with the ``metrics.jsonl`` (every step once, the same values), the ``eval_after``
+and the final model of an uninterrupted run of the same command, in both tokenizer modes. Then the pieces: the
+epoch-aware sampler, grpolab's state file, the final model directory."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runs import RESUMABLE_RUN, TIME_KEYS, all_rows, cli, logged_steps, max_differences, run, start_and_signal
+from trl.trainer.utils import RepeatSampler
+
+from grpolab.tracking.checkpoints import COMPLETE_MARKER, is_complete, read_grpolab_state
+from grpolab.trainer.checkpoint import EpochRepeatSampler, policy_fingerprint
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: the warm start is trained once and shared by every run (both tokenizer modes)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["text", "ids"])
+def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(mode: str, tmp_path: Path,
+                                                                           warm_cache: Path) -> None:
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    mode_override = f"tokenizer_mode={mode}"
+    assert run(cli(uninterrupted, mode_override), warm_cache, tmp_path / "a.log") == 0
+
+    def past_a_checkpoint(run_dir: Path) -> bool:  # a complete checkpoint, and rows logged after it
+        return (run_dir / "checkpoint-8" / COMPLETE_MARKER).exists() and max(logged_steps(run_dir) or [0]) >= 9
+
+    code = start_and_signal(cli(killed, mode_override), warm_cache, tmp_path / "b.log", killed, past_a_checkpoint,
+                            signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert json.loads((killed / "summary.json").read_text())["status"] == "running"  # no chance to clean up
+
+    assert run(cli(killed, mode_override, "resume=true"), warm_cache, tmp_path / "c.log") == 0
+    resumed_log = (tmp_path / "c.log").read_text()
+    assert "resume: continuing from" in resumed_log and "restored grpolab's state of step" in resumed_log
+
+    expected, actual = all_rows(uninterrupted), all_rows(killed)
+    assert [row["step"] for row in actual] == list(range(3, 25, 3))  # every step exactly once
+    differences = max_differences(expected, actual)
+    print(f"\n{mode}: {len(actual)} logged steps, max |difference| per metric: {differences}")
+    assert max(differences.values()) == 0.0
+    assert len({row["reward"] for row in expected}) > 1 and any(row["loss"] for row in expected)  # not all zeros
+    summary, resumed = (json.loads((d / "summary.json").read_text()) for d in (uninterrupted, killed))
+    assert resumed["status"] == "completed" and resumed["steps"] == 24
+    assert {k: v for k, v in resumed["eval_after"].items() if k not in TIME_KEYS} == {
+        k: v for k, v in summary["eval_after"].items() if k not in TIME_KEYS}
+    assert summary["eval_after"]["format"] > 0
+    weights = [(d / "model" / "model.safetensors").read_bytes() for d in (uninterrupted, killed)]
+    assert weights[0] == weights[1]
+
+
+def test_epoch_repeat_sampler_gives_a_resumed_epoch_the_uninterrupted_runs_order() -> None:
+    def sampler(kind: type) -> RepeatSampler:
+        return kind(range(10), mini_repeat_count=2, batch_size=3, repeat_count=2, seed=7)
+
+    uninterrupted = sampler(EpochRepeatSampler)
+    epochs = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)  # what the Trainer does before every epoch
+        epochs.append(list(uninterrupted))
+    plain = sampler(RepeatSampler)
+    assert [list(plain) for _ in range(3)] == epochs  # TRL's order, unchanged
+    resumed = sampler(EpochRepeatSampler)
+    resumed.set_epoch(2)
+    assert list(resumed) == epochs[2] != epochs[0]
+
+
+def test_policy_fingerprint_tells_weights_apart_and_ignores_nothing_it_samples() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    before = policy_fingerprint(model)
+    assert policy_fingerprint(model) == before and policy_fingerprint(None) is None
+    with torch.no_grad():
+        model[1].bias += 1e-3
+    assert policy_fingerprint(model) != before
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_what_a_resume_needs_and_rotation_keeps_the_newest(tmp_path: Path,
+                                                                                    run_cli) -> None:
+    result = run_cli(*RESUMABLE_RUN[:1], "trainer.max_steps=10", "trainer.logging_steps=2", "trainer.save_steps=3",
+                     "trainer.save_total_limit=2", "warmstart.steps=10", "data.train_size=16", "data.eval_size=8",
+                     "batch.prompts_per_step=4", "batch.generations_per_prompt=4", "batch.updates_per_rollout=2",
+                     "trainer.beta=0.04")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    # Every 3 steps and at the end; the newest 2 kept.
+    assert sorted(path.name for path in run_dir.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-9"]
+    checkpoint = run_dir / "checkpoint-9"
+    assert is_complete(checkpoint)
+    names = set(json.loads((checkpoint / COMPLETE_MARKER).read_text())["files"])
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+            "grpolab_state.json", "grpolab_process_0.pt"} <= names
+    state = read_grpolab_state(checkpoint)
+    assert state["step"] == 9 and state["last_logged_step"] == 8  # step 9 is an open log window
+    assert len(state["pending_metrics"]["reward"]) == 1
+    identity = state["identity"]
+    assert identity["starting_policy"] and identity["reference"] == identity["starting_policy"]  # beta > 0
+    metrics = run_dir / "metrics.jsonl"
+    assert state["metrics_file_bytes"] == len(b"".join(
+        line + b"\n" for line in metrics.read_bytes().splitlines() if json.loads(line)["step"] <= 9))
+    local = torch.load(checkpoint / "grpolab_process_0.pt", weights_only=True)
+    # Two updates per rollout: step 9 is the first update of a rollout, whose second half the checkpoint keeps.
+    assert local["trl_step"] == 9 and local["rollout"] is not None and len(local["rollout"]) == 2
+    assert local["pending_loss"].ndim == 0
