@@ -246,8 +246,10 @@ class GrpolabTrainer(GRPOTrainer):
         """Log a held-out evaluation made during training (``eval_<metric>`` keys, as the Trainer's own evaluation
         logs them) to every ``on_log`` consumer: ``metrics.jsonl`` gets a ``split: eval`` row, the logger its
         ``eval/...`` values. ``Trainer.log`` directly: TRL's ``log`` would fold the pending train metrics into it."""
+        should_log = self.control.should_log  # on_log clears it; the step's own train log is still due
         Trainer.log(self, {f"eval_{key}": value for key, value in metrics.items()
                            if isinstance(value, (int, float)) and math.isfinite(value)})
+        self.control.should_log = should_log
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
