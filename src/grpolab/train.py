@@ -38,7 +38,7 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.tracking.rundir import failures_recorded, lookup_metric
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    resuming = resume_requested(cfg.resume)
+    resuming = resume_requested(cfg.resume, run_dir)
     if resuming and (done := completed_before(run_dir)) is not None:
         return lookup_metric(done, cfg.optimized_metric)
     with failures_recorded(run_dir):  # a config error, too, leaves summary.json with status: failed

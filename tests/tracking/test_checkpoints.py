@@ -22,7 +22,7 @@ from grpolab.tracking.checkpoints import (
     resume_requested,
     unmark,
 )
-from grpolab.tracking.rundir import METRICS_FILE, read_metrics
+from grpolab.tracking.rundir import METRICS_FILE, RunDirectory, read_metrics
 
 
 def write_checkpoint(run_dir: Path, step: int, complete: bool = True, metrics_bytes: int | None = None) -> Path:
@@ -101,13 +101,21 @@ def test_a_metrics_file_not_as_the_checkpoint_left_it_is_only_repaired(tmp_path:
     assert path.read_text() == ""
 
 
-def test_a_requeued_slurm_job_resumes_without_being_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    assert (resume_requested(False), resume_requested(True)) == (False, True)
+def test_a_requeued_job_resumes_without_being_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for variable in ("SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(variable, raising=False)
+    assert (resume_requested(False, tmp_path), resume_requested(True, tmp_path)) == (False, True)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    assert not resume_requested(False)
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-    assert resume_requested(False)
+    assert not resume_requested(False, tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")  # Slurm requeued it
+    assert resume_requested(False, tmp_path)
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    RunDirectory(tmp_path).write_summary(status="preempted")
+    assert not resume_requested(False, tmp_path)  # a preempted run outside submitit waits for resume=true
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")  # submitit's local executor requeues without a count
+    assert resume_requested(False, tmp_path)
+    RunDirectory(tmp_path).write_summary(status="failed")
+    assert not resume_requested(False, tmp_path)
 
 
 def test_archived_checkpoints_are_out_of_the_resume_lookup(tmp_path: Path) -> None:

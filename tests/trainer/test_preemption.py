@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,3 +80,56 @@ def test_sigterm_mid_training_saves_stops_as_preempted_and_resume_continues_the_
     assert (run_dir / "model" / "model.safetensors").exists()
     offline_runs = sorted(path.name for path in (run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(name.endswith(f"-{run_id}") for name in offline_runs)
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            try:
+                command = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found.append((child, command))
+            queue.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_a_submitit_job_signalled_for_preemption_is_requeued_and_resumes(tmp_path: Path) -> None:
+    """submitit's local executor: its preemption signal (USR2) reaches the job process, grpolab saves and stops,
+    hands the signal to submitit, which checkpoints the launcher's callable and requeues; the requeued job resumes."""
+    command = [sys.executable, "-m", "grpolab.train", "-m", "hydra/launcher=submitit_local",
+               *cli(tmp_path / "unused", "warmstart.steps=10")[4:], "seed=0"]
+    env = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    with (tmp_path / "sweep.log").open("w") as log:
+        sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            job = None
+            while sweep.poll() is None:
+                job = job or next((tmp_path / "outputs" / "multirun").glob("*/*/0"), None)
+                if job is not None and max(logged_steps(job) or [0]) >= 6:
+                    task = [pid for pid, line in descendants(sweep.pid) if "submitit.core._submit" in line]
+                    assert len(task) == 1, descendants(sweep.pid)
+                    os.kill(task[0], signal.SIGUSR2)
+                    break
+                time.sleep(0.01)
+            assert sweep.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+    job_log = "".join(path.read_text() for path in job.parent.glob(".submitit/*/*_0_log.*"))
+    assert "preemption: SIGUSR2 received; saving a checkpoint" in job_log
+    assert "Requeued job" in job_log and "resume: continuing from" in job_log
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 24
+    assert [json.loads(line)["step"] for line in (job / "metrics.jsonl").read_text().splitlines()] == list(
+        range(3, 25, 3))

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from grpolab.tracking.rundir import METRICS_FILE, read_json, utc_now_iso, write_json_atomic
+from grpolab.tracking.rundir import METRICS_FILE, SUMMARY_FILE, read_json, utc_now_iso, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,15 @@ def read_grpolab_state(checkpoint: Path) -> dict[str, Any]:
     return read_json(checkpoint / GRPOLAB_STATE_FILE) or {}
 
 
-def resume_requested(resume: bool) -> bool:
-    """``resume=true``, or a job that Slurm restarted (requeued after preemption, e.g. by submitit's handler, or
-    after a node failure): ``SLURM_RESTART_COUNT`` is set on a restarted job, and the requeued job reruns the same
-    command, which does not say ``resume=true``."""
-    return bool(resume) or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+def resume_requested(resume: bool, run_dir: Path) -> bool:
+    """``resume=true``; or a requeued job, which reruns the same command (without ``resume=true``): a job that Slurm
+    restarted (``SLURM_RESTART_COUNT`` > 0: requeued after preemption, or after a node failure), or a submitit job
+    whose run directory records ``status: preempted`` (submitit's local executor requeues without a restart count).
+    """
+    if resume or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        return True
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) and (read_json(run_dir / SUMMARY_FILE) or {}).get(
+        "status") == "preempted"
 
 
 def prepare_resume(run_dir: Path) -> Path | None:
