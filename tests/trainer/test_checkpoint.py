@@ -1,7 +1,7 @@
 """Checkpoints and resume. End to end through the real CLI: a training process killed with SIGKILL mid-training and
 resumed with ``resume=true`` ends with the ``metrics.jsonl`` (every step once, the same values), the ``eval_after``
-and the final model of an uninterrupted run of the same command, in both tokenizer modes. Then the pieces: the
-epoch-aware sampler, grpolab's state file, the final model directory."""
+and the final model of an uninterrupted run of the same command, in both tokenizer modes and for the tiny VLM. Then
+the pieces: the epoch-aware sampler, the weights' key layout, grpolab's state file."""
 
 from __future__ import annotations
 
@@ -11,50 +11,61 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import RESUMABLE_RUN, TIME_KEYS, all_rows, cli, logged_steps, max_differences, run, start_and_signal
+from cli_runs import (
+    RESUMABLE_RUN,
+    TAGGED,
+    TIME_KEYS,
+    all_rows,
+    cli,
+    logged_steps,
+    max_differences,
+    run,
+    start_and_signal,
+)
+from safetensors import safe_open
 from trl.trainer.utils import RepeatSampler
 
 from grpolab.tracking.checkpoints import COMPLETE_MARKER, is_complete, read_grpolab_state
-from grpolab.trainer.checkpoint import EpochRepeatSampler, policy_fingerprint
+from grpolab.trainer.checkpoint import EpochRepeatSampler, load_checkpoint_weights, policy_fingerprint
 
 
 @pytest.fixture(scope="module")
 def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: the warm start is trained once and shared by every run (both tokenizer modes)."""
+    """One cache for the module: a warm start is trained once and shared by the runs that need it."""
     return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["text", "ids"])
-def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(mode: str, tmp_path: Path,
+@pytest.mark.parametrize("variant", [["tokenizer_mode=text", TAGGED], ["tokenizer_mode=ids", TAGGED],
+                                     ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
+def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(variant: list[str], tmp_path: Path,
                                                                            warm_cache: Path) -> None:
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    mode_override = f"tokenizer_mode={mode}"
-    assert run(cli(uninterrupted, mode_override), warm_cache, tmp_path / "a.log") == 0
+    assert run(cli(uninterrupted, *variant), warm_cache, tmp_path / "a.log") == 0
 
     def past_a_checkpoint(run_dir: Path) -> bool:  # a complete checkpoint, and rows logged after it
         return (run_dir / "checkpoint-8" / COMPLETE_MARKER).exists() and max(logged_steps(run_dir) or [0]) >= 9
 
-    code = start_and_signal(cli(killed, mode_override), warm_cache, tmp_path / "b.log", killed, past_a_checkpoint,
+    code = start_and_signal(cli(killed, *variant), warm_cache, tmp_path / "b.log", killed, past_a_checkpoint,
                             signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert json.loads((killed / "summary.json").read_text())["status"] == "running"  # no chance to clean up
 
-    assert run(cli(killed, mode_override, "resume=true"), warm_cache, tmp_path / "c.log") == 0
+    assert run(cli(killed, *variant, "resume=true"), warm_cache, tmp_path / "c.log") == 0
     resumed_log = (tmp_path / "c.log").read_text()
     assert "resume: continuing from" in resumed_log and "restored grpolab's state of step" in resumed_log
 
     expected, actual = all_rows(uninterrupted), all_rows(killed)
     assert [row["step"] for row in actual] == list(range(3, 25, 3))  # every step exactly once
     differences = max_differences(expected, actual)
-    print(f"\n{mode}: {len(actual)} logged steps, max |difference| per metric: {differences}")
+    print(f"\n{' '.join(variant)}: {len(actual)} logged steps, max |difference| per metric: {differences}")
     assert max(differences.values()) == 0.0
     assert len({row["reward"] for row in expected}) > 1 and any(row["loss"] for row in expected)  # not all zeros
     summary, resumed = (json.loads((d / "summary.json").read_text()) for d in (uninterrupted, killed))
     assert resumed["status"] == "completed" and resumed["steps"] == 24
     assert {k: v for k, v in resumed["eval_after"].items() if k not in TIME_KEYS} == {
         k: v for k, v in summary["eval_after"].items() if k not in TIME_KEYS}
-    assert summary["eval_after"]["format"] > 0
+    assert summary["eval_after"]["format"] > 0 or "experiment=vision" in variant  # the tiny VLM needs more
     weights = [(d / "model" / "model.safetensors").read_bytes() for d in (uninterrupted, killed)]
     assert weights[0] == weights[1]
 
@@ -73,6 +84,30 @@ def test_epoch_repeat_sampler_gives_a_resumed_epoch_the_uninterrupted_runs_order
     resumed = sampler(EpochRepeatSampler)
     resumed.set_epoch(2)
     assert list(resumed) == epochs[2] != epochs[0]
+
+
+@pytest.mark.parametrize("modality", ["text", "vision"])
+def test_checkpoint_weights_load_back_into_the_model_whatever_layout_save_pretrained_wrote(tmp_path: Path,
+                                                                                        modality: str) -> None:
+    """A VLM is saved in its original layout (``model.layers`` for ``model.language_model.layers``, ...); the
+    Trainer's own resume loaded none of it."""
+    from grpolab.models.tiny import build_tiny_qwen2, build_tiny_vlm
+    from grpolab.models.tokenizer import build_char_tokenizer
+    from grpolab.models.vision import build_vlm_processor
+
+    def build(seed: int) -> torch.nn.Module:
+        if modality == "text":
+            return build_tiny_qwen2(build_char_tokenizer(), 32, 64, 1, 2, 1, 64, True, seed=seed)
+        return build_tiny_vlm(build_vlm_processor(), 32, 1, 2, 1, 64, 32, 1, 2, seed=seed)
+
+    trained, fresh = build(0), build(1)
+    trained.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
+        overlap = set(saved.keys()) & set(fresh.state_dict())
+    assert not overlap if modality == "vision" else overlap  # the trap: a VLM's saved keys are none of the model's
+    assert load_checkpoint_weights(fresh, tmp_path)
+    assert all(torch.equal(tensor, trained.state_dict()[key]) for key, tensor in fresh.state_dict().items())
+    assert not load_checkpoint_weights(fresh, tmp_path / "no-weights-here")
 
 
 def test_policy_fingerprint_tells_weights_apart_and_ignores_nothing_it_samples() -> None:

@@ -33,7 +33,8 @@ from grpolab.trainer.grpo import (
 QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
 PROMPTS_PER_STEP, GENERATIONS = 2, 4
 OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts", "_generate_single_turn",
-              "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler", "_save_checkpoint")
+              "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler", "_save_checkpoint",
+              "_load_from_checkpoint")
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +74,7 @@ def test_every_private_override_lives_in_grpolab_trainer_and_matches_trls_signat
     assert parameters(GRPOTrainer.log) == ["self", "logs", "start_time"]
     assert parameters(GRPOTrainer._get_train_sampler) == ["self", "dataset"]
     assert parameters(GRPOTrainer._save_checkpoint) == ["self", "model", "trial"]
+    assert parameters(GRPOTrainer._load_from_checkpoint) == ["self", "resume_from_checkpoint", "model"]
     assert parameters(GRPOTrainer.train)[:2] == ["self", "resume_from_checkpoint"]
 
 
@@ -95,6 +97,9 @@ def test_trainer_checkpoints_and_resumes_the_way_grpolabs_checkpoint_state_expec
     assert "self._buffered_inputs[self._step % self.args.steps_per_generation]" in prepare
     assert 'self._metrics[mode].clear()' in source("log")
     assert "RepeatSampler(" in source("_get_train_sampler")
+    # Resuming loads the weights with the saved keys as they are (the reason for grpolab's _load_from_checkpoint).
+    assert "load_result = model.load_state_dict(state_dict, False)" in inspect.getsource(Trainer._load_from_checkpoint)
+    assert "self._load_from_checkpoint(resume_from_checkpoint)" in inspect.getsource(Trainer.train)
 
 
 def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():

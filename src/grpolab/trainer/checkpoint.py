@@ -141,6 +141,43 @@ def load_grpolab_state(trainer: Any, checkpoint: Path) -> None:
     log.info("resume: restored grpolab's state of step %s from %s", shared.get("step"), checkpoint)
 
 
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint: Path) -> bool:
+    """Load a checkpoint's safetensors weights into ``model`` as ``from_pretrained`` would, renaming the keys back;
+    False when the checkpoint has none (the Trainer's own loading then handles it).
+
+    Why: ``save_pretrained`` writes a checkpoint in the original layout of the architecture (transformers 5 reverts
+    the renames ``from_pretrained`` applies: Qwen2-VL's ``model.language_model.*`` is saved as ``model.*``), but the
+    Trainer resumes with ``model.load_state_dict(..., strict=False)`` on the saved keys, so a VLM silently resumed with
+    none of its trained weights (transformers issue 43701). A key that is still missing or unexpected after the
+    renames stops the resume.
+    """
+    from safetensors.torch import load_file
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    index = checkpoint / SAFE_WEIGHTS_INDEX_NAME
+    if (checkpoint / SAFE_WEIGHTS_NAME).exists():
+        files = [checkpoint / SAFE_WEIGHTS_NAME]
+    elif index.exists():
+        files = sorted({checkpoint / name for name in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        return False
+    own = model.state_dict()
+    own_key = {id(tensor): key for key, tensor in own.items()}
+    saved_layout = revert_weight_conversion(model, dict(own))  # the same tensors, under the keys save_pretrained writes
+    renamed = {saved: own_key.get(id(tensor), saved) for saved, tensor in saved_layout.items()}
+    loaded, unexpected = set(), []
+    for file in files:
+        state = {renamed.get(key, key): tensor for key, tensor in load_file(file, device="cpu").items()}
+        unexpected += model.load_state_dict(state, strict=False).unexpected_keys
+        loaded |= set(state) & set(own)
+    missing = set(own) - loaded - set(getattr(model, "all_tied_weights_keys", None) or {})
+    if missing or unexpected:
+        raise RuntimeError(f"resume: the weights in {checkpoint} do not fit the model: missing {sorted(missing)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+    return True
+
+
 def finish_checkpoint(trainer: Any, checkpoint: Path, save_total_limit: int | None, started: float) -> None:
     """Once every process has written its files: mark ``checkpoint`` complete, then delete old checkpoints."""
     trainer.accelerator.wait_for_everyone()

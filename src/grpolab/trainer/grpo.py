@@ -22,6 +22,8 @@ Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.checkpoi
 7. ``_get_train_sampler(dataset)``: TRL's sampler, made epoch-aware so a resumed epoch keeps its data order.
 8. ``_save_checkpoint(model, trial)``: grpolab's state first, then the Trainer's checkpoint, then the completeness
    marker, then the rotation of old checkpoints (deferred until the new one is complete).
+9. ``_load_from_checkpoint(resume_from_checkpoint, model)``: the weights loaded with the key renames ``save_pretrained``
+   reverted (the Trainer's raw ``load_state_dict`` would load none of a VLM's: transformers issue 43701).
 
 Public overrides: ``train`` (counts tokenizer calls while training; remembers the checkpoint it resumes from; stops
 with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
@@ -52,6 +54,7 @@ from grpolab.trainer.checkpoint import (
     EpochRepeatSampler,
     ResumeGrpolabState,
     finish_checkpoint,
+    load_checkpoint_weights,
     policy_fingerprint,
     rotation_deferred,
     save_grpolab_state,
@@ -198,6 +201,14 @@ class GrpolabTrainer(GRPOTrainer):
         with rotation_deferred(self.args) as save_total_limit:
             super()._save_checkpoint(model, trial)
         finish_checkpoint(self, checkpoint, save_total_limit, started)
+
+    # 9 ------------------------------------------------------------------------------------------------------------
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        plain = model is None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled
+                                       or getattr(self.model, "peft_config", None) is not None)
+        if not (plain and load_checkpoint_weights(self.model, Path(resume_from_checkpoint))):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # public ------------------------------------------------------------------------------------------------------
 
