@@ -148,3 +148,47 @@ def test_checkpoints_hold_what_a_resume_needs_and_rotation_keeps_the_newest(tmp_
     # Two updates per rollout: step 9 is the first update of a rollout, whose second half the checkpoint keeps.
     assert local["trl_step"] == 9 and local["rollout"] is not None and len(local["rollout"]) == 2
     assert local["pending_loss"].ndim == 0
+
+
+def test_a_lora_policy_is_kept_loadable_and_resumes_to_the_same_adapter(tmp_path: Path) -> None:
+    """An adapter on a base built from config is saved merged (no name loads that base); a checkpoint holds the
+    adapter, and resuming from it ends with the adapter an uninterrupted run ends with."""
+    peft = pytest.importorskip("peft")
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from grpolab.models.load import load_model, load_tokenizer
+    from grpolab.models.tiny import build_tiny_qwen2
+    from grpolab.models.tokenizer import build_char_tokenizer
+    from grpolab.trainer.checkpoint import save_final_model
+    from grpolab.trainer.grpo import GrpolabTrainer
+
+    tokenizer = build_char_tokenizer()
+
+    def trainer(max_steps: int, output_dir: Path) -> GrpolabTrainer:
+        torch.manual_seed(0)  # the adapter's initialisation
+        base = build_tiny_qwen2(tokenizer, 32, 64, 1, 2, 1, 64, True, seed=0)
+        model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        args = GRPOConfig(output_dir=str(output_dir), per_device_train_batch_size=8, num_generations=4,
+                          max_completion_length=4, max_steps=max_steps, logging_steps=1, save_strategy="steps",
+                          save_steps=2, report_to=[], use_cpu=True, bf16=False, seed=0, learning_rate=0.05)
+        return GrpolabTrainer(model=model, reward_funcs=[lambda completions, **_: [float(len(c)) for c in completions]],
+                              args=args, train_dataset=Dataset.from_dict({"prompt": ["1+2=", "3+4=", "5+6=", "7+8="]}),
+                              processing_class=tokenizer)
+
+    uninterrupted = trainer(3, tmp_path / "a")
+    uninterrupted.train()
+    checkpoint = tmp_path / "a" / "checkpoint-2"
+    assert {"adapter_model.safetensors", "adapter_config.json", "grpolab_state.json"} <= {
+        path.name for path in checkpoint.iterdir()} and is_complete(checkpoint)
+    resumed = trainer(3, tmp_path / "b")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    adapters = [{k: v for k, v in t.model.state_dict().items() if "lora_" in k} for t in (uninterrupted, resumed)]
+    assert adapters[0] and all(torch.equal(tensor, adapters[1][key]) for key, tensor in adapters[0].items())
+
+    model_dir = save_final_model(uninterrupted, tmp_path / "a" / "model", "text")
+    assert not json.loads((model_dir / "grpolab_model.json").read_text())["lora_adapter"]  # merged: no base to name
+    loaded = load_model(str(model_dir), load_tokenizer(str(model_dir)), "text")
+    ids = torch.tensor([tokenizer("1+2=")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(uninterrupted.model(ids).logits, loaded(ids).logits, atol=1e-5)
