@@ -83,3 +83,39 @@ def test_an_installed_wheel_finds_its_configs_from_any_directory(wheel, tmp_path
     assert job.returncode == 0, job.stderr
     config = yaml.safe_load(job.stdout)
     assert config["trainer"]["loss_type"] == "dapo" and config["model"]["network"]["hidden_size"] == 64
+
+
+def readme_command(heading: str) -> str:
+    """The one-line command in the first ```bash block after ``heading`` in README.md."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(heading):].split("```bash\n", 1)[1].split("```", 1)[0]
+    (command,) = block.strip().splitlines()
+    return command
+
+
+def test_ci_runs_exactly_the_readme_test_command_and_both_install_with_the_lock():
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    marker = ci.index("# --- the README's test command (keep the two in step) ---")
+    assert ci[marker + 1] == readme_command("**Run the tests**")
+    for heading in ("**Run the default**", "**Run the tests**"):
+        assert readme_command(heading).count("pip install -c constraints.txt ") == 2, heading
+
+
+def test_the_lock_pins_every_requirement_of_grpolab_and_its_test_extra_exactly():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from grpolab.tracking.rundir import parse_pins
+
+    pins = parse_pins((REPO_ROOT / "constraints.txt").read_text(encoding="utf-8"))
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"constraints.txt misses {name}: rerun python tools/write_constraints.py"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(requirement))
+    # The README installs torch 2.13.0 first (on CPU machines a local CPU wheel): the lock must accept it.
+    assert pins["torch"] == "2.13.0"
+    assert all("+" not in version for version in pins.values())  # a local label would refuse other builds

@@ -352,3 +352,44 @@ def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path) -> None:
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"data.path": str(good)}
     assert "FAILED" in (sweep_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_resume_continues_a_partially_trained_job_from_its_checkpoint(tmp_path: Path) -> None:
+    """The sweep process is killed (SIGKILL) while job 1 trains, after its checkpoint-8: the resumed sweep skips the
+    completed job 0 and continues job 1 from its checkpoint, every step logged once."""
+    command = ["logger=none", "trainer.max_steps=16", "trainer.logging_steps=3", "trainer.save_steps=4",
+               "warmstart.steps=10", "data.train_size=16", "data.eval_size=8", "batch.prompts_per_step=4",
+               "batch.generations_per_prompt=4", "rewards=[accuracy,format,length]", "rewards.length.target=4",
+               "seed=0,1"]
+    environment = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_SILENT": "true"}
+    with (tmp_path / "first.log").open("w") as log:
+        sweep = subprocess.Popen([sys.executable, "-m", "grpolab.train", "-m", *command], cwd=tmp_path,
+                                 env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while sweep.poll() is None:
+                job = next((tmp_path / "outputs" / "multirun").glob("*/*/1"), None)
+                if job is not None and (job / "checkpoint-8" / "checkpoint_complete.json").exists() and any(
+                        row["step"] >= 9 for row in read_metrics(job / "metrics.jsonl")):
+                    sweep.kill()
+                    break
+                time.sleep(0.01)
+            assert sweep.wait(timeout=600) == -9, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert {num: summary["status"] for num, summary in job_summaries(sweep_dir).items()} == {
+        "0": "completed", "1": "running"}
+    completed = (sweep_dir / "0" / "metrics.jsonl").read_bytes()
+
+    resumed = run_cli(tmp_path, *command, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already completed; skipping it" in (sweep_dir / "0" / "train.log").read_text()  # the jobs' own logs
+    assert f"resume: continuing from {sweep_dir / '1' / 'checkpoint-'}" in (sweep_dir / "1" / "train.log").read_text()
+    assert {num: summary["status"] for num, summary in job_summaries(sweep_dir).items()} == {
+        "0": "completed", "1": "completed"}
+    assert (sweep_dir / "0" / "metrics.jsonl").read_bytes() == completed
+    lines = (sweep_dir / "1" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [3, 6, 9, 12, 15]
+    assert not list(sweep_dir.glob("1/*.attempt-*"))  # continued, not rerun

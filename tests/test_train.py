@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from conftest import TINY_RUN
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.preflight import preflight
+from grpolab.tracking.rundir import read_metrics
 
 
 def _summary(tmp_path):
@@ -46,6 +48,41 @@ def test_tiny_run_trains_and_fills_the_run_directory(run_cli, tmp_path):
     modes = {name: stat.S_IMODE((run_dir / name).stat().st_mode) for name in ("summary.json", "manifest.json")}
     assert modes == dict.fromkeys(modes, stat.S_IMODE((run_dir / "metrics.jsonl").stat().st_mode))
     assert "held-out accuracy" in result.stderr + result.stdout
+
+
+#: Wall-clock measurements: the only keys allowed to differ between two runs of one command.
+TIME_KEYS = frozenset({"time_s", "step_time_s", "step_time", "timing/rewards_s", "wall_time_s"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [["tokenizer_mode=text"], ["tokenizer_mode=ids"],
+                                     ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
+def test_the_same_command_twice_gives_identical_metrics(tmp_path, variant):
+    """Fresh caches both times (the warm start is trained twice); held-out evaluations every 2 steps ride along."""
+    from grpolab.tracking.plots import held_out_accuracy
+
+    runs = []
+    for attempt in ("first", "second"):
+        env = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / attempt / "cache"), "WANDB_MODE": "offline"}
+        command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={tmp_path / attempt / 'run'}", *TINY_RUN,
+                   "trainer.max_steps=4", "eval.every_steps=2", "rewards=[accuracy,format,length]",
+                   "rewards.length.target=5", *variant]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(tmp_path / attempt / "run")
+    rows = [[{key: value for key, value in json.loads(line).items() if key not in TIME_KEYS}
+             for line in (run_dir / "metrics.jsonl").read_text().splitlines()] for run_dir in runs]
+    assert rows[0] == rows[1]
+    assert [(row["split"], row["step"]) for row in rows[0]] == [("train", 1), ("eval", 2), ("train", 2),
+                                                                  ("train", 3), ("train", 4)]
+    assert {"accuracy", "format", "num_samples"} <= rows[0][1].keys()
+    summaries = [json.loads((run_dir / "summary.json").read_text()) for run_dir in runs]
+    assert [{k: v for k, v in s["eval_after"].items() if k not in TIME_KEYS} for s in summaries][0] == {
+        k: v for k, v in summaries[1]["eval_after"].items() if k not in TIME_KEYS}
+    # The run plot draws the periodic evaluation next to eval_before and eval_after.
+    points = held_out_accuracy(read_metrics(runs[0] / "metrics.jsonl", split=None), summaries[0])
+    assert [(point.step, point.when) for point in points] == [(0, "before"), (2, "during"), (4, "after")]
+    assert (runs[0] / "reward_curve.png").stat().st_size > 0
 
 
 @pytest.mark.slow

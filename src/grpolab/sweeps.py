@@ -9,7 +9,9 @@
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
 - Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an earlier run of the
   same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
-  there (``completed_before`` for the running job). A failed or missing job runs again; the files of a failed attempt are kept as ``*.attempt-<n>.*``.
+  there (``completed_before`` for the running job). A job that was partially trained (killed, preempted) continues
+  from its newest complete checkpoint (``grpolab.tracking.checkpoints``); a failed or missing job without one runs
+  again, the files of the earlier attempt kept as ``*.attempt-<n>.*``.
 
 Imports no torch (preflight uses it before Hydra starts).
 """
@@ -31,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
@@ -135,9 +138,10 @@ def with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: 
 def previous_completion(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, Any] | None:
     """The summary of a completed earlier run of this job in ``run_dir``, or None when the job has to run.
 
-    A completed run counts only if its recorded overrides equal this job's (resume aside). When the job runs again,
-    the files of an earlier attempt are renamed to ``summary.attempt-<n>.json``/``metrics.attempt-<n>.jsonl`` so the
-    new attempt starts clean and reports do not mix the two.
+    A completed run counts only if its recorded overrides equal this job's (resume aside). A run of this job that
+    left a complete checkpoint is continued from it (its files stay). Otherwise the files of an earlier attempt are
+    renamed to ``summary.attempt-<n>.json``/``metrics.attempt-<n>.jsonl`` (and ``checkpoint.attempt-<n>-<step>``) so
+    the new attempt starts clean and reports do not mix the two.
 
     >>> previous_completion("outputs/multirun/2024-05-01/12-00-00/3", ["optimizer.lr=0.001", "resume=true"])  # doctest: +SKIP
     {'status': 'completed', 'eval_after': {'accuracy': 0.5}, ...}
@@ -150,6 +154,8 @@ def previous_completion(run_dir: str | Path, overrides: Sequence[str]) -> dict[s
     same_job = isinstance(recorded, list) and comparable_overrides(recorded) == comparable_overrides(overrides)
     if summary.get("status") == "completed" and same_job:
         return summary
+    if same_job and newest_complete_checkpoint(run_dir) is not None:
+        return None  # continued from its checkpoint by the job itself
     if recorded is not None and not same_job:
         log.warning("resume: %s held a run of other overrides (%s); running this job again", run_dir, recorded)
     _archive_attempt(run_dir)
@@ -173,6 +179,7 @@ def _archive_attempt(run_dir: Path) -> None:
         if path.exists():
             stem, dot, suffix = name.partition(".")
             path.rename(run_dir / f"{stem}.attempt-{attempt}{dot}{suffix}")
+    archive_checkpoints(run_dir, attempt)
 
 
 # ------------------------------------------------------------------------------------------- failures, report

@@ -5,7 +5,8 @@
     python -m grpolab.train -m optimizer.lr=1e-4,3e-4 seed=0,1
 
 Build order: validate -> seed -> tokenizer -> data -> rewards -> prompts (per tokenizer mode) -> GRPOConfig -> model
--> held-out evaluator -> warm start -> held-out eval -> trainer -> train -> held-out eval. Data, rewards and the
+-> held-out evaluator -> warm start -> held-out eval -> trainer -> train (from the newest complete checkpoint with
+``resume=true``) -> the final model in ``<run_dir>/model`` -> held-out eval. Data, rewards and the
 GRPOConfig come before the model so that every mismatch fails before a model is loaded; heavy libraries are
 imported only inside ``train`` so that ``--cfg job`` and config errors stay instant.
 """
@@ -25,6 +26,7 @@ from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import ConfigError, config_errors, validate
 from grpolab.tracking.processes import join_before_hydra, launched_processes
+from grpolab.tracking.rundir import RunPreempted
 
 log = logging.getLogger("grpolab.train")
 register_schemas()
@@ -33,14 +35,18 @@ register_schemas()
 def train(cfg: DictConfig) -> float | None:
     """Run one job; returns ``cfg.optimized_metric`` from the run's summary (what Optuna maximises)."""
     from grpolab.sweeps import completed_before
+    from grpolab.tracking.checkpoints import prepare_resume, resume_requested
     from grpolab.tracking.rundir import failures_recorded, lookup_metric
 
     processes = launched_processes()  # one, or several started by a launcher (torchrun): one data-parallel run
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.resume and (done := completed_before(run_dir)) is not None:
+    resuming = resume_requested(cfg.resume, run_dir)
+    if resuming and (done := completed_before(run_dir)) is not None:
         return lookup_metric(done, cfg.optimized_metric)
     with failures_recorded(run_dir):  # a config error, too, leaves summary.json with status: failed
         batch_fields = validate(cfg, processes.world_size)
+    # The newest complete checkpoint, the run directory cut back to it (by the main process, for all of them).
+    resume = processes.on_main(prepare_resume, run_dir) if resuming else None
 
     import torch
     from hydra.utils import instantiate
@@ -55,11 +61,13 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.trainer.build import build_trainer, grpo_arguments
     from grpolab.trainer.callbacks import ParameterChangeCallback
     from grpolab.trainer.engines import training_precision
+    from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
     quiet_libraries()  # library warnings and logs to train.log, not the console
     config = OmegaConf.to_container(cfg, resolve=True)
-    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=instantiate(cfg.logger)) as run:
+    logger = instantiate(cfg.logger)
+    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=logger, resumed=resume is not None) as run:
         set_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         log.info("run directory %s; seed %d, %d torch threads", run_dir, cfg.seed, torch.get_num_threads())
@@ -90,12 +98,14 @@ def train(cfg: DictConfig) -> float | None:
                                                Path(cfg.paths.cache_dir) / "warmstart",
                                                {"model": config["model"], "data": config["data"]}, cfg.seed)
                 log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
-            before = run.record(eval_before=evaluate(model))["eval_before"]
+            if resume is None or (before := run.run_dir.read_summary()["eval_before"]) is None:  # else the 1st try's
+                before = run.record(eval_before=evaluate(model))["eval_before"]
         log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
         trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
-                                [*run.callbacks, ParameterChangeCallback(run.record)], run_dir)
+                                [*run.callbacks, ParameterChangeCallback(run.record)], run_dir, evaluate)
         show_progress(trainer)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
+        save_final_model(trainer, run_dir / "model", cfg.model.modality)
         with training_precision(args):
             after = run.record(eval_after=evaluate(model))["eval_after"]
         log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
@@ -106,6 +116,9 @@ def train(cfg: DictConfig) -> float | None:
 def hydra_entry(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
+    except RunPreempted as preempted:
+        preempted.hand_over()  # recorded as preempted by now; e.g. submitit requeues the job
+        raise
     except ConfigError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the job is recorded as failed; the sweep goes on

@@ -105,7 +105,7 @@ def test_cfg_job_and_config_errors_import_no_torch(tmp_path: Path) -> None:
     shown = subprocess.run([sys.executable, "-X", "importtime", "-m", "grpolab.train", "--cfg", "job"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "  use_vllm: false" in shown.stdout and "  save_steps: 500.0" in shown.stdout
+    assert "  use_vllm: false" in shown.stdout and "  save_on_each_node: false" in shown.stdout
     heavy = {"torch", "trl", "transformers"}
     imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines() if line.startswith("import time")}
     assert not heavy & imported

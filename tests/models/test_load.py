@@ -25,6 +25,22 @@ def saved_tiny(tmp_path):
     return model, tokenizer, directory
 
 
+def test_the_character_tokenizer_saved_next_to_a_qwen2_checkpoint_reloads_with_identical_ids(saved_tiny):
+    """transformers 5's AutoTokenizer picks Qwen2Tokenizer by model type, which drops spaces and newlines here."""
+    from transformers import AutoTokenizer
+
+    from grpolab.models.load import load_tokenizer
+
+    _, tokenizer, directory = saved_tiny
+    text = "12 + 7 =\n  <answer>19</answer>\tok<|im_end|>"
+    assert AutoTokenizer.from_pretrained(directory)(text)["input_ids"] != tokenizer(text)["input_ids"]  # the trap
+    reloaded = load_tokenizer(str(directory))
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded.decode(reloaded(text)["input_ids"]) == text
+    assert (reloaded.padding_side, reloaded.pad_token, reloaded.chat_template) == (
+        "left", tokenizer.pad_token, tokenizer.chat_template)
+
+
 @pytest.mark.parametrize("preset", HUB_PRESETS)
 def test_preset_names_a_hub_id_by_default(compose_cfg, preset):
     cfg = compose_cfg([f"model={preset}"])

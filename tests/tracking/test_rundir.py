@@ -17,7 +17,9 @@ import pytest
 from grpolab.tracking.rundir import (
     SUMMARY_FIELDS,
     RunDirectory,
+    RunPreempted,
     git_state,
+    lock_state,
     lookup_metric,
     mean_of_last,
     read_metrics,
@@ -84,6 +86,27 @@ def test_record_outcome_marks_completion(tmp_path: Path) -> None:
     assert isinstance(summary["wall_time_s"], float)
 
 
+def test_record_outcome_records_a_preemption_and_lets_the_process_exit(tmp_path: Path) -> None:
+    run_dir = RunDirectory(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        with run_dir.record_outcome():
+            raise RunPreempted("SIGTERM at step 7: saved checkpoint-7", 143)
+    summary = run_dir.read_summary()
+    assert (summary["status"], summary["reason"]) == ("preempted", "SIGTERM at step 7: saved checkpoint-7")
+    assert stopped.value.code == 143 and isinstance(summary["wall_time_s"], float)
+
+
+def test_lock_state_hashes_the_lock_and_names_every_package_installed_at_another_version(tmp_path: Path) -> None:
+    lock = tmp_path / "constraints.txt"
+    torch_version = metadata.version("torch")  # 2.13.0+cpu here: a local label satisfies a pin without one
+    lock.write_text(f"# generated\ntorch=={torch_version.split('+')[0]}\ntrl==0.0.1\nnot-a-package-xyz==1.0\n")
+    state = lock_state(lock)
+    assert state["file"] == str(lock) and len(state["sha256"]) == 64
+    assert state["differs"] == {"trl": {"locked": "0.0.1", "installed": metadata.version("trl")},
+                                "not-a-package-xyz": {"locked": "1.0", "installed": None}}
+    assert lock_state(tmp_path / "missing.txt") == {"file": None, "sha256": None, "differs": {}}
+
+
 def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> None:
     # A fresh interpreter, so "torch not imported" is about this code and not about other tests.
     script = (
@@ -105,6 +128,7 @@ def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> 
     for key in ("hostname", "platform", "command", "command_line", "started_at"):
         assert manifest[key], key
     assert manifest["started_at"].endswith("Z")
+    assert set(manifest["lock"]) == {"file", "sha256", "differs"}
     # grpolab is installed editable from its git checkout
     assert re.fullmatch(r"[0-9a-f]{40}", manifest["git"]["commit"])
     assert isinstance(manifest["git"]["dirty"], bool)

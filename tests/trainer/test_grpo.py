@@ -33,7 +33,8 @@ from grpolab.trainer.grpo import (
 QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
 PROMPTS_PER_STEP, GENERATIONS = 2, 4
 OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts", "_generate_single_turn",
-              "_calculate_rewards", "_get_per_token_logps_and_entropies")
+              "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler", "_save_checkpoint",
+              "_load_from_checkpoint")
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +72,34 @@ def test_every_private_override_lives_in_grpolab_trainer_and_matches_trls_signat
     assert logps[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
     assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(logps)
     assert parameters(GRPOTrainer.log) == ["self", "logs", "start_time"]
+    assert parameters(GRPOTrainer._get_train_sampler) == ["self", "dataset"]
+    assert parameters(GRPOTrainer._save_checkpoint) == ["self", "model", "trial"]
+    assert parameters(GRPOTrainer._load_from_checkpoint) == ["self", "resume_from_checkpoint", "model"]
+    assert parameters(GRPOTrainer.train)[:2] == ["self", "resume_from_checkpoint"]
+
+
+def test_trainer_checkpoints_and_resumes_the_way_grpolabs_checkpoint_state_expects():
+    """What ``GrpolabTrainer._save_checkpoint`` / ``pending_state`` rely on in transformers 5.24 and TRL 1.16."""
+    from transformers import Trainer
+
+    save = inspect.getsource(Trainer._save_checkpoint)
+    # grpolab lifts save_total_limit for the call, marks the checkpoint complete, then rotates itself.
+    assert "save_total_limit=self.args.save_total_limit" in save and save.rstrip().endswith(")")
+    assert save.index("self.state.save_to_json") < save.index("rotate_checkpoints(")
+    loop = inspect.getsource(Trainer._inner_training_loop)
+    # The log window is reset before on_train_begin, where grpolab restores it.
+    assert loop.index("self._globalstep_last_logged = self.state.global_step") < loop.index("on_train_begin")
+    assert loop.index("self._tr_loss = torch.tensor(0.0") < loop.index("on_train_begin")
+    epoch = inspect.getsource(Trainer._run_epoch)
+    assert "train_dataloader.set_epoch(epoch)" in epoch  # reaches EpochRepeatSampler.set_epoch
+    prepare = source("_prepare_inputs")
+    assert "self._step % generate_every == 0 or self._buffered_inputs is None" in prepare
+    assert "self._buffered_inputs[self._step % self.args.steps_per_generation]" in prepare
+    assert 'self._metrics[mode].clear()' in source("log")
+    assert "RepeatSampler(" in source("_get_train_sampler")
+    # Resuming loads the weights with the saved keys as they are (the reason for grpolab's _load_from_checkpoint).
+    assert "load_result = model.load_state_dict(state_dict, False)" in inspect.getsource(Trainer._load_from_checkpoint)
+    assert "self._load_from_checkpoint(resume_from_checkpoint)" in inspect.getsource(Trainer.train)
 
 
 def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():

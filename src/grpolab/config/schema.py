@@ -73,11 +73,12 @@ class DynamicSamplingConfig:
 
 @dataclass
 class EvalConfig:
-    """Greedy held-out evaluation before and after GRPO."""
+    """Greedy held-out evaluation before and after GRPO, and every ``every_steps`` optimizer steps (null: never)."""
 
     num_problems: Optional[int] = None
     batch_size: int = 100
     max_new_tokens: int = MISSING
+    every_steps: Optional[int] = None
     # name -> reward definition (conf/rewards options, scored at text level) whose held-out mean is reported.
     metrics: dict[str, Any] = field(default_factory=dict)
 

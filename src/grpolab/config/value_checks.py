@@ -160,6 +160,8 @@ def check_run_values(cfg: DictConfig) -> None:
             "an integer >= 1, or null (the whole held-out split)")
     require("eval.max_new_tokens", cfg.eval.max_new_tokens, _at_least(1, True)(cfg.eval.max_new_tokens),
             "an integer >= 1")
+    require("eval.every_steps", cfg.eval.every_steps, _or_null(_at_least(1, True))(cfg.eval.every_steps),
+            "an integer >= 1 (optimizer steps between held-out evaluations), or null (before and after only)")
     _check_optimized_metric(cfg)
     schedules = TRL_FIELDS["lr_scheduler_type"].choices
     require("scheduler.name", cfg.scheduler.name, cfg.scheduler.name in schedules, f"one of {', '.join(schedules)}")

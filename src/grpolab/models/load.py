@@ -8,7 +8,14 @@ saved to disk loads through the very functions the hub presets use (the save/loa
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
 from grpolab.config.enums import Modality
 
@@ -36,9 +43,24 @@ def align_special_tokens(model: PreTrainedModel, processing_class) -> PreTrained
     return model
 
 
+#: ``tokenizer_class`` values of a tokenizer defined entirely by its ``tokenizer.json`` (grpolab's character
+#: tokenizer saves as the first).
+GENERIC_TOKENIZER_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
 def load_tokenizer(name_or_path: str, padding_side: str = "left"):
-    """A tokenizer by hub id or local directory, given a pad token if it has none (GRPO pads batches)."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side=padding_side)
+    """A tokenizer by hub id or local directory, given a pad token if it has none (GRPO pads batches).
+
+    A tokenizer saved as a generic ``tokenizer.json`` tokenizer is loaded as one: transformers 5's ``AutoTokenizer``
+    picks the class from the model type for some models (Qwen2: ``Qwen2Tokenizer``) whatever ``tokenizer_config.json``
+    records, and would rebuild grpolab's character tokenizer saved next to a Qwen2 checkpoint (a run's ``model/``)
+    as a byte-level one that drops spaces and newlines.
+    """
+    recorded = get_tokenizer_config(name_or_path).get("tokenizer_class")
+    if recorded in GENERIC_TOKENIZER_CLASSES:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(name_or_path, padding_side=padding_side)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side=padding_side)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 WANDB_TAG_MAX_CHARS = 64  # wandb rejects longer tags
+WANDB_RUN_ID_FILE = "grpolab-run-id.txt"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class JobInfo:
     sweep_dir: str | None = None  # set only in a multirun
     job_num: int | None = None
     job_name: str | None = None
+    resumed: bool = False  # the job continues a run of its run directory from a checkpoint
 
     @classmethod
     def from_hydra(cls) -> JobInfo:
@@ -178,6 +180,8 @@ class WandbLogger:
     Tags are the job's overrides; the config is the resolved job config plus ``overrides`` as a dict.
     ``silent=None`` means: silent unless ``mode="online"`` (no banner, no history/summary block after the run: the
     run directory holds both; online, wandb prints the run's URL).
+    A resumed job (``job_info.resumed``) continues the wandb run its run directory started (same run id,
+    ``resume="allow"``; the id is kept in ``<run_dir>/wandb/grpolab-run-id.txt``) instead of starting a new one.
 
     >>> logger = WandbLogger(project="grpolab", mode="offline")
     >>> logger.start("outputs/run", cfg_dict, JobInfo.from_hydra())  # doctest: +SKIP
@@ -212,10 +216,13 @@ class WandbLogger:
         import wandb
 
         run_dir = Path(run_dir)
+        id_file = run_dir / "wandb" / WANDB_RUN_ID_FILE
+        previous_id = id_file.read_text(encoding="utf-8").strip() if job_info.resumed and id_file.exists() else None
         # For code that reads the environment instead of our run (WandbCallback's fallback init, wandb subprocesses).
         self._environment.set(WANDB_MODE=self.mode, WANDB_DIR=str(run_dir), WANDB_PROJECT=self.project)
         try:
             self.run = wandb.init(
+                **({"id": previous_id, "resume": "allow"} if previous_id else {}),
                 project=self.project,
                 entity=self.entity,
                 group=self.group if self.group is not None else job_info.sweep_id,
@@ -231,6 +238,9 @@ class WandbLogger:
         except BaseException:
             self._environment.restore()
             raise
+        if self.run is not None and getattr(self.run, "id", None):
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(f"{self.run.id}\n", encoding="utf-8")
         return ["wandb"]
 
     def finish(self, summary: Mapping[str, Any]) -> None:

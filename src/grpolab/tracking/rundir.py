@@ -7,8 +7,9 @@ strings) it holds the files below. All JSON is strict (no NaN/Infinity: non-fini
 ``summary.json`` -- one JSON object, rewritten atomically (tmp + rename) and merged key by key (shallow) so it can be
 filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` until known):
 
-- ``status``: ``"running" | "completed" | "failed"``. A job killed without a chance to clean up stays ``"running"``.
-- ``reason``: ``null``, or for failures ``"<ExceptionType>: <message>"``.
+- ``status``: ``"running" | "completed" | "failed" | "preempted"``. A job killed without a chance to clean up stays
+  ``"running"``; ``"preempted"``: SIGTERM/SIGUSR1 made it save a checkpoint and stop (``resume=true`` continues it).
+- ``reason``: ``null``, or for failures ``"<ExceptionType>: <message>"``, or what preempted the run.
 - ``steps``: int, optimizer steps done (``TrainerState.global_step``).
 - ``wall_time_s``: float, seconds from entering ``RunDirectory.record_outcome()`` to leaving it.
 - ``eval_before`` / ``eval_after``: ``{metric: float}`` on the held-out split before / after training; both contain
@@ -26,8 +27,10 @@ filled in stages. Always contains every key of ``SUMMARY_FIELDS`` (``null`` unti
 config as a dict), ``overrides`` (list[str], Hydra task overrides), ``git`` (``{"commit": str | null, "dirty": bool |
 null, "root": str | null}`` for the grpolab checkout), ``versions`` (``{"python": str, "torch": str | null,
 "transformers": ..., "trl", "accelerate", "datasets", "hydra-core", "omegaconf", "wandb", "math-verify", "grpolab"}``,
-``null`` when not installed), ``hostname``, ``platform``, ``command`` (list[str], the command as typed:
-``python -m grpolab.train ...`` or ``grpolab-train ...``, see ``typed_command``), ``command_line`` (the same,
+``null`` when not installed), ``lock`` (``{"file": str | null, "sha256": str | null, "differs": {package: {"locked":
+str, "installed": str | null}}}``: the version lock ``constraints.txt`` of the grpolab checkout and the pinned
+packages whose installed version differs from it), ``hostname``, ``platform``, ``command`` (list[str], the command as
+typed: ``python -m grpolab.train ...`` or ``grpolab-train ...``, see ``typed_command``), ``command_line`` (the same,
 shell-quoted), ``started_at`` (ISO-8601 UTC).
 
 ``metrics.jsonl`` -- one JSON object per line, appended per Trainer log call (never the end-of-training summary log):
@@ -39,8 +42,9 @@ shell-quoted), ``started_at`` (ISO-8601 UTC).
   ``rewards/<reward name>/mean`` and ``rewards/<reward name>/std`` per reward function, ``kl``, ``entropy``,
   ``learning_rate``, ``grad_norm``, ``completions/mean_length``, ``epoch``, ... (absent keys were not logged).
 
-Readers must tolerate a truncated last line (a job killed mid-write) and, after a resume, repeated steps: the last row
-for a (split, step) wins. ``read_metrics`` implements both.
+Readers must tolerate a truncated last line (a job killed mid-write) and repeated steps: the last row for a (split,
+step) wins. ``read_metrics`` implements both. A resumed run first cuts the file back to where its checkpoint left it
+(``grpolab.tracking.checkpoints.prepare_resume``), so after a kill and a resume every step is in it exactly once.
 
 ``reward_curve.png`` -- written by ``grpolab.tracking.plots.plot_run`` at the end of a job: train reward per step and
 held-out accuracy (``eval_before`` at step 0, ``split: eval`` rows with ``accuracy``, ``eval_after`` at the last step).
@@ -48,6 +52,7 @@ held-out accuracy (``eval_before`` at step 0, ``split: eval`` rows with ``accura
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -59,7 +64,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -73,7 +78,9 @@ MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"
 REWARD_CURVE_FILE = "reward_curve.png"
 
-STATUSES = ("running", "completed", "failed")
+STATUSES = ("running", "completed", "failed", "preempted")
+#: The version lock at the top of a grpolab checkout (``pip install -c constraints.txt ...``).
+LOCK_FILE = "constraints.txt"
 SUMMARY_FIELDS = (
     "status",
     "reason",
@@ -340,6 +347,48 @@ def _grpolab_module(path: str) -> str | None:
     return ".".join(relative.with_suffix("").parts) if relative.suffix == ".py" else None
 
 
+def lock_state(lock_file: Path | None = None) -> dict[str, Any]:
+    """The version lock next to the grpolab checkout (``constraints.txt``): its hash and every pinned package whose
+    installed version differs (``pip install -c constraints.txt`` makes that empty); nulls when there is no lock
+    (grpolab installed from a wheel).
+
+    >>> lock_state()  # doctest: +SKIP
+    {'file': '/src/grpolab/constraints.txt', 'sha256': '4f1c...', 'differs': {}}
+    """
+    if lock_file is None:
+        import grpolab
+
+        lock_file = Path(grpolab.__file__).resolve().parents[2] / LOCK_FILE  # src/grpolab/__init__.py -> the checkout
+    try:
+        text = lock_file.read_bytes()
+    except OSError:
+        return {"file": None, "sha256": None, "differs": {}}
+    differs: dict[str, dict[str, str | None]] = {}
+    for name, locked in parse_pins(text.decode("utf-8")).items():
+        try:
+            installed: str | None = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        # A local label (torch 2.13.0+cpu) satisfies a pin without one, as it does for pip.
+        if installed is None or installed.split("+")[0] != locked.split("+")[0]:
+            differs[name] = {"locked": locked, "installed": installed}
+    return {"file": str(lock_file), "sha256": hashlib.sha256(text).hexdigest(), "differs": differs}
+
+
+def parse_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a constraints file (comments, blank lines and other specifiers skipped).
+
+    >>> parse_pins("# lock\ntorch==2.13.0  # cpu\nnumpy>=2\n")
+    {'torch': '2.13.0'}
+    """
+    pins = {}
+    for line in text.splitlines():
+        name, separator, version = line.split("#", 1)[0].strip().partition("==")
+        if separator and name.strip() and version.strip():
+            pins[name.strip()] = version.strip()
+    return pins
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions from package metadata (importing torch just to ask its version would cost seconds)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -349,6 +398,18 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+class RunPreempted(SystemExit):
+    """Raised once a preempted run has saved its checkpoint: recorded as ``status: preempted`` with ``reason`` (the
+    signal and the checkpoint), then the process exits with ``code`` (128 + the signal number, as a shell reports a
+    process the signal ended), without a traceback. ``hand_over()`` (called by the entry point once the run is
+    recorded) passes the signal on to the handler grpolab's replaced, e.g. submitit's requeue."""
+
+    def __init__(self, reason: str, code: int, hand_over: Callable[[], None] = lambda: None) -> None:
+        super().__init__(code)
+        self.reason = reason
+        self.hand_over = hand_over
 
 
 @contextmanager
@@ -442,6 +503,7 @@ class RunDirectory:
             "overrides": list(overrides),
             "git": git_state(Path(grpolab.__file__).resolve().parent),
             "versions": package_versions(),
+            "lock": lock_state(),
             "hostname": socket.gethostname(),
             "platform": platform.platform(),
             "command": command,
@@ -458,7 +520,7 @@ class RunDirectory:
 
     @contextmanager
     def record_outcome(self) -> Iterator[RunDirectory]:
-        """Bracket a job: ``running`` on entry; ``completed`` or ``failed`` (with the reason) on exit.
+        """Bracket a job: ``running`` on entry; ``completed``, ``preempted`` or ``failed`` (with the reason) on exit.
 
         Any exception, including KeyboardInterrupt, is recorded and re-raised; ``wall_time_s`` and ``finished_at`` are
         written either way. Fields written inside the block are kept.
@@ -467,6 +529,10 @@ class RunDirectory:
         self.write_summary(status="running", reason=None, started_at=utc_now_iso(), finished_at=None)
         try:
             yield self
+        except RunPreempted as preempted:
+            self.write_summary(status="preempted", reason=preempted.reason,
+                               wall_time_s=time.perf_counter() - started, finished_at=utc_now_iso())
+            raise
         except BaseException as exc:
             try:
                 self.mark_failed(exc, wall_time_s=time.perf_counter() - started, finished_at=utc_now_iso())

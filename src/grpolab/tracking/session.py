@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grpolab.tracking.loggers import ExperimentLogger, JobInfo, NoLogger
@@ -55,11 +55,13 @@ def tracked_run(
     job_info: JobInfo | None = None,
     final_reward_window: int = FINAL_REWARD_WINDOW,
     plot: bool = True,
+    resumed: bool = False,
 ) -> Iterator[TrackedRun]:
     """Write the manifest, start the logger, yield; then record the outcome, finish the logger, plot the run.
 
     ``job_info`` defaults to ``JobInfo.from_hydra()`` (overrides, sweep id). The yielded ``callbacks`` contain the
-    ``MetricsFileCallback`` that fills ``metrics.jsonl`` and the training fields of ``summary.json``.
+    ``MetricsFileCallback`` that fills ``metrics.jsonl`` and the training fields of ``summary.json``. ``resumed``: the
+    job continues a run of this directory from a checkpoint (the logger continues that run's record).
 
     >>> with tracked_run("outputs/run", config={"seed": 0}, seed=0) as run:  # doctest: +SKIP
     ...     run.run_dir.write_summary(eval_after={"accuracy": 1.0})
@@ -68,7 +70,7 @@ def tracked_run(
     if not directory.main_process:  # the main process tells the story; the others only warn
         logging.getLogger("grpolab").setLevel(logging.WARNING)
     logger = logger if logger is not None else NoLogger()
-    job_info = job_info if job_info is not None else JobInfo.from_hydra()
+    job_info = replace(job_info if job_info is not None else JobInfo.from_hydra(), resumed=resumed)
     logger_started = False
     tracked: TrackedRun | None = None
     failing = False

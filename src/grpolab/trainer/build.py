@@ -20,6 +20,7 @@ from grpolab.tracking.processes import launched_processes
 from grpolab.trainer.args import build_grpo_config
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
+from grpolab.trainer.evaluation import HeldOutEvaluator, PeriodicEvaluation
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,18 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
 
 @adapter_errors()
 def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
-                  preparation: Any, callbacks: list[Any], run_dir: Path) -> GrpolabTrainer:
+                  preparation: Any, callbacks: list[Any], run_dir: Path,
+                  evaluate: HeldOutEvaluator | None = None) -> GrpolabTrainer:
     """The trainer, with the optimizer group's optimizer (built by the Trainer once the engine has wrapped the
     model), the adapters of the ``peft`` group, the KL reference pinned to the starting policy (beta > 0; with
-    adapters TRL uses the base model with the adapters disabled instead) and the dynamic sampler when
-    ``dynamic_sampling.enabled``."""
+    adapters TRL uses the base model with the adapters disabled instead), the dynamic sampler when
+    ``dynamic_sampling.enabled`` and the held-out ``evaluate`` every ``eval.every_steps``."""
     with config_errors("peft"):
         adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
     if args.beta != 0 and adapters is None:  # the main process saves the starting policy, every process loads it
         model.config._name_or_path = launched_processes().on_main(
             _pinned_reference, model, run_dir, cfg.model.name_or_path is not None and not cfg.warmstart)
-    return GrpolabTrainer(
+    trainer = GrpolabTrainer(
         model=model,
         reward_funcs=rewards.trainer_reward_funcs,
         reward_processing_classes=rewards.reward_processing_classes,
@@ -74,6 +76,9 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
         lazy_decoding=preparation.mode is TokenizerMode.ids,
         dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
     )
+    if evaluate is not None and cfg.eval.every_steps is not None:
+        trainer.add_callback(PeriodicEvaluation(evaluate, cfg.eval.every_steps, trainer.log_held_out))
+    return trainer
 
 
 def _pinned_reference(model: Any, run_dir: Path, loadable_as_is: bool) -> str:

@@ -31,7 +31,8 @@ Decisions, all visible in the metrics:
 * Refill prompts come from the train dataset in shuffled epochs of their own (seeded from ``args.seed``), each
   repeated ``num_generations`` times like TRL's ``RepeatSampler``; the main dataloader is not advanced, so epochs and
   ``max_steps`` keep counting optimizer steps as usual. With several processes every process draws a disjoint slice
-  of the same permutation.
+  of the same permutation. A checkpoint keeps the stream's position (``refill_position``), so a resumed run draws
+  the refill prompts the uninterrupted run would have drawn.
 * Advantages are those TRL computed in each round. They are per group for ``scale_rewards`` ``group``/``none``, so
   concatenation leaves them exact; with ``scale_rewards="batch"`` each round's groups are scaled by that round's std.
 
@@ -134,14 +135,32 @@ class RefillPrompts:
         self.process_index = process_index
         self._generator = torch.Generator().manual_seed(seed)
         self._pending: list[int] = []
+        #: Indices consumed so far on all processes together: the stream's position, kept in checkpoints.
+        self.consumed = 0
 
     def take(self, count: int) -> list[int]:
         """The next ``count`` indices for this process (``count * num_processes`` are consumed in total)."""
-        total = count * self.num_processes
+        drawn = self._draw(count * self.num_processes)
+        return drawn[self.process_index * count : (self.process_index + 1) * count]
+
+    def fast_forward(self, consumed: int) -> None:
+        """Continue where a stream that had consumed ``consumed`` indices stopped (a resumed run): the epochs are
+        drawn lazily in both cases, so the generator ends in the same state.
+
+        >>> a, b = RefillPrompts(dataset_size=5, seed=0), RefillPrompts(dataset_size=5, seed=0)
+        >>> _ = a.take(3), a.take(4)
+        >>> b.fast_forward(7)
+        >>> a.take(6) == b.take(6)
+        True
+        """
+        self._draw(consumed - self.consumed)
+
+    def _draw(self, total: int) -> list[int]:
         while len(self._pending) < total:
             self._pending += torch.randperm(self.dataset_size, generator=self._generator).tolist()
         drawn, self._pending = self._pending[:total], self._pending[total:]
-        return drawn[self.process_index * count : (self.process_index + 1) * count]
+        self.consumed += total
+        return drawn
 
 
 @dataclass
@@ -253,13 +272,29 @@ class DynamicSampler:
         total[torch.isnan(grouped).all(dim=-1)] = torch.nan  # unscorable samples join no baseline in TRL either
         return reward_spread(total).gt(_EQUAL_REWARD_ATOL)
 
-    def _refill_inputs(self, trainer: Any, num_prompts: int) -> list[dict[str, Any]]:
-        """``num_prompts`` fresh prompts from the train dataset, each repeated ``num_generations`` times."""
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    @property
+    def refill_position(self) -> int:
+        """How many refill prompts the run has drawn (on all processes): what a checkpoint keeps of the sampler."""
+        return 0 if self._refill is None else self._refill.consumed
+
+    def resume_refill(self, trainer: Any, position: int) -> None:
+        """Continue the refill stream of a checkpointed run that had drawn ``position`` prompts."""
+        if position:
+            self._refill_stream(trainer).fast_forward(position)
+
+    def _refill_stream(self, trainer: Any) -> RefillPrompts:
         if self._refill is None:
             self._refill = RefillPrompts(
                 len(trainer.train_dataset), seed=trainer.args.seed + 1,
                 num_processes=trainer.accelerator.num_processes, process_index=trainer.accelerator.process_index,
             )
+        return self._refill
+
+    def _refill_inputs(self, trainer: Any, num_prompts: int) -> list[dict[str, Any]]:
+        """``num_prompts`` fresh prompts from the train dataset, each repeated ``num_generations`` times."""
+        self._refill_stream(trainer)
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, description="dynamic sampling")
         rows = [trainer.train_dataset[index] for index in self._refill.take(num_prompts)]
         return collate([row for row in rows for _ in range(trainer.num_generations)])

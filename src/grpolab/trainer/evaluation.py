@@ -1,7 +1,9 @@
 """Held-out evaluation: greedy decoding of every held-out prompt, scored by reward definitions at text level.
 
 Prompts go through the run's :class:`~grpolab.data.prompts.PromptEncoder` (the trainer's chat template arguments,
-image rows with their pixels), so the evaluation sees each prompt exactly as training renders it.
+image rows with their pixels), so the evaluation sees each prompt exactly as training renders it. It runs before and
+after GRPO, every ``eval.every_steps`` optimizer steps during it (:class:`PeriodicEvaluation`), and on a saved model
+(``python -m grpolab.evaluate <run_dir>``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TrainerCallback
 
 from grpolab.data.prompts import PIXEL_VALUES, PROMPT_IDS, SOURCE_PREFIX, PromptEncoder, select_rows
 from grpolab.tracking.processes import launched_processes
@@ -112,3 +114,24 @@ def _strip_after_eos(ids: list[int], eos: int | list[int]) -> list[int]:
         if token in eos_ids:
             return ids[: i + 1]
     return ids
+
+
+class PeriodicEvaluation(TrainerCallback):
+    """``eval.every_steps``: the held-out evaluation every that many optimizer steps during training, logged the way
+    the Trainer logs its own evaluations (``log``: ``GrpolabTrainer.log_held_out``), so ``metrics.jsonl`` gets a
+    ``{"split": "eval", "step": N, "accuracy": ...}`` row and the logger ``eval/accuracy``. Not at the last step:
+    ``eval_after`` is that evaluation. Greedy decoding draws no random numbers, so evaluating changes no training step.
+    """
+
+    def __init__(self, evaluate: HeldOutEvaluator, every_steps: int, log: Callable[[dict[str, float]], None]) -> None:
+        if every_steps < 1:
+            raise ValueError(f"eval.every_steps must be a positive number of steps or null, got {every_steps}")
+        self.evaluate = evaluate
+        self.every_steps = every_steps
+        self.log = log
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every_steps == 0 and state.global_step < state.max_steps:
+            metrics = self.evaluate(model)
+            log.info("held-out at step %d: %s", state.global_step, metrics)
+            self.log(metrics)

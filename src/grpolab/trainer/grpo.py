@@ -17,23 +17,49 @@ when TRL renames or reshapes what it relies on):
    text rewards read ``prompts`` as decoded text; the time spent is measured; the rewards are kept for the sampler.
 6. ``_get_per_token_logps_and_entropies(...)``: the image fields for the forward passes TRL makes inside the step.
 
-Public overrides: ``train`` (counts tokenizer calls while training) and ``log`` (adds the per-step cost metrics
-``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``, ``timing/rewards_s``, and in ids mode
-decodes the logged prompts so completion tables show text). Everything else is TRL's own code path, which is what
-lets the text and ids modes take identical steps for the same seed.
+Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.checkpoint``):
+
+7. ``_get_train_sampler(dataset)``: TRL's sampler, made epoch-aware so a resumed epoch keeps its data order.
+8. ``_save_checkpoint(model, trial)``: grpolab's state first, then the Trainer's checkpoint, then the completeness
+   marker, then the rotation of old checkpoints (deferred until the new one is complete).
+9. ``_load_from_checkpoint(resume_from_checkpoint, model)``: the weights loaded with the key renames ``save_pretrained``
+   reverted (the Trainer's raw ``load_state_dict`` would load none of a VLM's: transformers issue 43701).
+
+Public overrides: ``train`` (counts tokenizer calls while training; remembers the checkpoint it resumes from; stops
+with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
+``log`` (adds the per-step cost metrics ``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``,
+``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). Everything else is
+TRL's own code path, which is what lets the text and ids modes take identical steps for the same seed.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from grpolab.data.prompts import IMAGE_GRID, PIXEL_VALUES, SOURCE_PREFIX, ImageInputs, PromptEncoder, is_token_ids
+from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
+from grpolab.trainer.checkpoint import (
+    EpochRepeatSampler,
+    ResumeGrpolabState,
+    finish_checkpoint,
+    load_checkpoint_weights,
+    policy_fingerprint,
+    rotation_deferred,
+    save_grpolab_state,
+)
+from grpolab.trainer.preemption import PreemptionSignals
 
 
 class GrpolabTrainer(GRPOTrainer):
@@ -65,6 +91,14 @@ class GrpolabTrainer(GRPOTrainer):
         self._batch_prompt_ids: list[list[int]] | None = None
         self._batch_images: ImageInputs | None = None
         self._window = (0, 0, 0, 0.0)  # step, encoded, decoded, reward seconds at the last train log
+        # What a checkpoint must have been trained from to be resumed here (the warm start shows in the starting
+        # policy; TRL loaded the KL reference, when there is one, from model.config._name_or_path).
+        self.run_identity = {"starting_policy": policy_fingerprint(self.model),
+                             "reference": policy_fingerprint(self.ref_model)}
+        self.resumed_from: Path | None = None
+        self.add_callback(ResumeGrpolabState(self))
+        self.preemption = PreemptionSignals()
+        self.add_callback(self.preemption)
 
     # 1 ------------------------------------------------------------------------------------------------------------
 
@@ -154,11 +188,83 @@ class GrpolabTrainer(GRPOTrainer):
                                      completion_length)
         return {**fields, "num_images": images.num_images}
 
+    # 7 ------------------------------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        return EpochRepeatSampler.like(sampler) if type(sampler) is RepeatSampler else sampler
+
+    # 8 ------------------------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        started = time.perf_counter()
+        checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            unmark(checkpoint)  # a step saved again (after a resume) is incomplete until marked again
+        save_grpolab_state(self, checkpoint)
+        with rotation_deferred(self.args) as save_total_limit:
+            super()._save_checkpoint(model, trial)
+        finish_checkpoint(self, checkpoint, save_total_limit, started)
+
+    # 9 ------------------------------------------------------------------------------------------------------------
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        plain = model is None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled
+                                       or getattr(self.model, "peft_config", None) is not None)
+        if not (plain and load_checkpoint_weights(self.model, Path(resume_from_checkpoint))):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
     # public ------------------------------------------------------------------------------------------------------
 
-    def train(self, *args: Any, **kwargs: Any):
-        with self.tokenizer_calls.installed():
-            return super().train(*args, **kwargs)
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        if resume_from_checkpoint is True:  # the Trainer's own lookup ignores whether a checkpoint is complete
+            resume_from_checkpoint = newest_complete_checkpoint(Path(self.args.output_dir))
+        self.resumed_from = Path(resume_from_checkpoint) if resume_from_checkpoint else None
+        with self.preemption, self.tokenizer_calls.installed():
+            output = super().train(resume_from_checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                                   **kwargs)
+        self.preemption.stop_if_requested(self)  # RunPreempted once a signal made it save a checkpoint and stop
+        return output
+
+    def pending_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What this trainer holds between optimizer steps and a resume needs (``grpolab.trainer.checkpoint``):
+        ``(shared, local)``, the same on every process (JSON) and this process's own (tensors)."""
+        step, encoded, decoded, reward_s = self._window
+        counter = self.tokenizer_calls
+        shared = {
+            "last_logged_step": self._globalstep_last_logged,
+            "pending_metrics": {key: list(values) for key, values in self._metrics["train"].items()},
+            "cost_window": {"step": step, "encoded": counter.encoded - encoded, "decoded": counter.decoded - decoded,
+                            "reward_s": self.reward_seconds - reward_s},
+            "refill_position": self.dynamic_sampling.refill_position if self.dynamic_sampling is not None else 0,
+        }
+        mid_rollout = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
+        local = {"trl_step": self._step, "pending_loss": self._tr_loss.detach().clone(),
+                 "rollout": self._buffered_inputs if mid_rollout else None}
+        return shared, local
+
+    def restore_pending_state(self, shared: dict[str, Any], local: dict[str, Any]) -> None:
+        """Undo ``pending_state`` in a trainer about to resume (the Trainer has just reset its log window)."""
+        self._globalstep_last_logged = shared["last_logged_step"]
+        self._metrics["train"] = defaultdict(list, {key: list(values)
+                                                    for key, values in shared["pending_metrics"].items()})
+        window, counter = shared["cost_window"], self.tokenizer_calls
+        self._window = (window["step"], counter.encoded - window["encoded"], counter.decoded - window["decoded"],
+                        self.reward_seconds - window["reward_s"])
+        if self.dynamic_sampling is not None:
+            self.dynamic_sampling.resume_refill(self, shared["refill_position"])
+        self._step = local["trl_step"]
+        self._buffered_inputs = local["rollout"]
+        self._tr_loss.copy_(local["pending_loss"])
+
+    def log_held_out(self, metrics: dict[str, float]) -> None:
+        """Log a held-out evaluation made during training (``eval_<metric>`` keys, as the Trainer's own evaluation
+        logs them) to every ``on_log`` consumer: ``metrics.jsonl`` gets a ``split: eval`` row, the logger its
+        ``eval/...`` values. ``Trainer.log`` directly: TRL's ``log`` would fold the pending train metrics into it."""
+        should_log = self.control.should_log  # on_log clears it; the step's own train log is still due
+        Trainer.log(self, {f"eval_{key}": value for key, value in metrics.items()
+                           if isinstance(value, (int, float)) and math.isfinite(value)})
+        self.control.should_log = should_log
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:

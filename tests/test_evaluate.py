@@ -1,0 +1,76 @@
+"""The trained model is kept: ``<run_dir>/model`` loads with ``from_pretrained`` (tokenizer with identical IDs), is a
+``model.name_or_path`` for a further run, and ``python -m grpolab.evaluate <run_dir>`` re-evaluates it to the
+``eval_after`` the run recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grpolab.models.load import load_model, load_tokenizer
+from grpolab.models.tokenizer import build_char_tokenizer
+
+#: A warm start long enough for held-out scores that are not all zero, then a few GRPO steps.
+TRAINED_RUN = ["logger=none", "trainer.max_steps=4", "trainer.logging_steps=2", "warmstart.steps=300",
+               "data.train_size=256", "data.eval_size=64", "data.untagged_solution_rate=0.3",
+               "batch.prompts_per_step=4", "batch.generations_per_prompt=4"]
+SCORES = ("accuracy", "format", "num_samples")
+
+
+def grpolab(module: str, *arguments: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GRPOLAB_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    result = grpolab("grpolab.train", f"hydra.run.dir={root / 'run'}", *TRAINED_RUN, cache=root / "cache", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def scores(evaluation: dict) -> dict:
+    return {key: evaluation[key] for key in SCORES}
+
+
+@pytest.mark.slow
+def test_evaluate_cli_reproduces_eval_after_from_the_saved_model(trained_run: Path) -> None:
+    recorded = json.loads((trained_run / "summary.json").read_text())["eval_after"]
+    assert recorded["format"] > 0  # a comparison of zeros would prove little
+    result = grpolab("grpolab.evaluate", str(trained_run), cache=trained_run.parent / "cache", cwd=trained_run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed, verdict = result.stdout.strip().splitlines()[-2:]
+    assert scores(json.loads(printed)) == scores(recorded)
+    assert verdict.startswith(f"held-out accuracy {recorded['accuracy']}: the same as summary.json's eval_after")
+
+
+@pytest.mark.slow
+def test_the_saved_model_loads_with_from_pretrained_and_starts_a_further_run(trained_run: Path) -> None:
+    model_dir = trained_run / "model"
+    info = json.loads((model_dir / "grpolab_model.json").read_text())
+    assert info["use_in_a_run"] == f"python -m grpolab.train model=causal_lm model.name_or_path={model_dir}"
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= {
+        path.name for path in model_dir.iterdir()}
+    # transformers 5 would load the character tokenizer next to a Qwen2 config as Qwen2Tokenizer (spaces dropped).
+    text = "12 + 7 =\n<answer>19</answer>  done\t<|im_end|>"
+    reloaded, built = load_tokenizer(str(model_dir)), build_char_tokenizer()
+    assert reloaded(text)["input_ids"] == built(text)["input_ids"]
+    assert reloaded.decode(reloaded(text)["input_ids"]) == text
+    model = load_model(str(model_dir), reloaded, "text")
+    assert model.generation_config.eos_token_id == built.eos_token_id
+
+    further = trained_run.parent / "further"
+    without_warm_start = [override for override in TRAINED_RUN if not override.startswith("warmstart.")]
+    result = grpolab("grpolab.train", f"hydra.run.dir={further}", *without_warm_start, "model=causal_lm",
+                     f"model.name_or_path={model_dir}", "warmstart=none", "trainer.max_steps=1",
+                     cache=trained_run.parent / "cache", cwd=trained_run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (json.loads((d / "summary.json").read_text()) for d in (trained_run, further))
+    assert scores(second["eval_before"]) == scores(first["eval_after"])  # the same policy, the same tokens
