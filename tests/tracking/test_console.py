@@ -241,7 +241,7 @@ def test_a_single_run_prints_progress_lines_and_ends_with_the_summary(run_cli, t
     summary_start = next(i for i, line in enumerate(lines) if line.startswith("grpolab: run completed in "))
     block = lines[summary_start:]
     assert block[2:] == ["  train reward       " + block[2].split(maxsplit=2)[2], "  run directory      run",
-                         "  plot               run/reward_curve.png", "  log                run/train.log"], block
+                         "  model              run/model", "  plot               run/reward_curve.png", "  log                run/train.log"], block
     assert re.fullmatch(r"  held-out accuracy  \d\.\d{3} -> \d\.\d{3} \(before -> after GRPO, 16 problems\)",
                         block[1]), block
 
@@ -263,7 +263,7 @@ def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(run_cli, tiny_r
                if line.startswith(f"[job {num} optimizer.lr={lr}] ")]
         assert any(f"run directory {tmp_path / 'sweep' / str(num)};" in line for line in own), own
         assert any(" GRPO 3/3 (100%" in line for line in own), own
-        assert own[-6].startswith("grpolab: run completed in "), own
+        assert own[-7].startswith("grpolab: run completed in "), own
         assert own[-1] == f"  log                sweep/{num}/train.log", own
     # A job's every line carries its prefix. Left unprefixed: Hydra's launcher lines and the sweep report, and the line
     # transformers prints when it is imported with WANDB_MODE=offline in the environment (run_cli sets it).

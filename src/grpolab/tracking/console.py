@@ -139,7 +139,8 @@ def quiet_libraries() -> None:
 
     Python warnings (``pin_memory`` without an accelerator, deprecations) become ``py.warnings`` records; the
     transformers and datasets loggers lose their own stderr handlers and propagate to Hydra's handlers; datasets'
-    ``Map:``/``Saving the dataset`` bars are off. Safe to call once per job.
+    ``Map:``/``Saving the dataset`` bars and transformers' ``Writing model shards``/``Loading weights`` bars are off
+    (the Trainer's own step bar is ``trainer.disable_tqdm``'s). Safe to call once per job.
     """
     import datasets
     import transformers
@@ -152,6 +153,7 @@ def quiet_libraries() -> None:
         if type(handler) is logging.StreamHandler:  # the one datasets adds for stderr; records still propagate
             datasets_logger.removeHandler(handler)
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def fields(mapping: Mapping[str, Any]) -> str:

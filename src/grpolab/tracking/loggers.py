@@ -238,6 +238,9 @@ class WandbLogger:
         except BaseException:
             self._environment.restore()
             raise
+        # wandb's terminal messages follow the settings of the process's first wandb.setup, not this run's: without
+        # this TRL's model card (``wandb.run.url`` of an offline run) prints "URL not available" at every save.
+        wandb.termsetup(self.run.settings, None)
         if self.run is not None and getattr(self.run, "id", None):
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(f"{self.run.id}\n", encoding="utf-8")
