@@ -30,9 +30,11 @@ def load_cases() -> list[dict[str, Any]]:
     return yaml.safe_load(CASES.read_text())["cases"]
 
 
-def run(args: list[str]) -> tuple[list[str], int, bool]:
+def run(args: list[str], files: dict[str, str]) -> tuple[list[str], int, bool]:
     """(stderr lines starting with "grpolab: ", exit code, whether a run or sweep directory was made)."""
     with tempfile.TemporaryDirectory() as workdir:
+        for name, text in files.items():
+            (Path(workdir) / name).write_text(text, encoding="utf-8")
         env = {**os.environ, "GRPOLAB_CACHE_DIR": str(Path(workdir) / "cache"), "WANDB_MODE": "offline",
                "PYTHONWARNINGS": "ignore"}
         result = subprocess.run([*PROGRAM, *args], capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
@@ -51,7 +53,7 @@ def _cell(text: str) -> str:
 def main() -> int:
     rows, drift, started = [], [], time.perf_counter()
     for case in load_cases():
-        lines, code, made_dir = run(case["args"])
+        lines, code, made_dir = run(case["args"], case.get("files", {}))
         line = lines[0] if len(lines) == 1 else " / ".join(lines) or "(no grpolab: line)"
         where = "job" if made_dir else "preflight"
         if len(lines) != 1 or not matches(case, line) or code != case.get("exit", 2) or where != case["caught_by"]:

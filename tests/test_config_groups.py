@@ -21,6 +21,7 @@ REQUIRED = {
     ("model", "causal_lm"): ["model.name_or_path=/models/any-causal-lm"],
     ("model", "vlm"): ["model.name_or_path=/models/any-vlm"],
     ("data", "jsonl"): ["data.path=/data/rows.jsonl"],
+    ("data", "columns"): ["data.path=/data/rows.csv"],
     ("data", "image_jsonl"): ["data.path=/data/images.jsonl"],
 }
 # Hydra's own groups, and the experiment group (tested below with every experiment).

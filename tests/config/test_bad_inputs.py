@@ -28,6 +28,8 @@ def test_the_table_is_large_and_has_no_duplicates() -> None:
 def test_bad_input_is_answered_in_one_line(case: dict[str, Any], tmp_path: Path) -> None:
     env = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline",
            "PYTHONWARNINGS": "ignore"}
+    for name, text in case.get("files", {}).items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "grpolab.train", *case["args"]], capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: ")]
