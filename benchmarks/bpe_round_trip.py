@@ -33,7 +33,8 @@ from grpolab.rewards.tags import ALL_TAGS
 
 GSM8K_TEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gsm8k" / "test.jsonl"
 VOCAB_SIZE = 4096
-SYSTEM_PROMPT = "Solve the problem. Think inside <think></think>, then give only the final number inside <answer></answer>."
+SYSTEM_PROMPT = ("Solve the problem. Think inside <think></think>, then give only the final number inside "
+                 "<answer></answer>.")
 LAYOUTS = {
     "adjacent": "<think>{steps}</think><answer>{answer}</answer>",
     "newline": "<think>{steps}</think>\n<answer>{answer}</answer>",
@@ -78,8 +79,9 @@ def agreement_table(tokenizers: dict, solutions: list[tuple[str, str]]) -> str:
                  for layout, template in LAYOUTS.items()}
         # Tags spelt character by character: the same text, other IDs (a model can sample them).
         cases["newline, tags spelt by character"] = {"completion_ids": [
-            [*encoded(tokenizer, list("<think>")), *encoded(tokenizer, [s]), *encoded(tokenizer, list("</think>\n<answer>")),
-             *encoded(tokenizer, [a]), *encoded(tokenizer, list("</answer>"))] for a, s in solutions]}
+            [*encoded(tokenizer, list("<think>")), *encoded(tokenizer, [s]),
+             *encoded(tokenizer, list("</think>\n<answer>")), *encoded(tokenizer, [a]),
+             *encoded(tokenizer, list("</answer>"))] for a, s in solutions]}
         for layout, given in cases.items():
             format_text, format_token = score_both_levels(Format, tokenizer, **given)
             accuracy_text, accuracy_token = score_both_levels(accuracy, tokenizer, answers=answers, **given)

@@ -160,6 +160,8 @@ def test_image_rows_are_chat_prompts_with_one_image_part_per_image(load, tmp_pat
         (["data.conversational=false", "data.columns.images=note"],
          "data.conversational=false, but image rows need chat prompts"),
         (["data.eval_fraction=1.5"], "data.eval_fraction=1.5 must be in (0, 1), or null (eval_size rows)"),
+        (["data.eval_path={path}", "data.eval_split=train"], "data.eval_split=train is data.split: the held-out rows "
+                                                              "would be training rows"),
         (["data.eval_split=test"], "data.eval_split=test: data.path='{path}' is one file, which has no splits; set "
                                    "data.eval_path to a held-out file, or carve rows with data.eval_size / "
                                    "data.eval_fraction"),
@@ -169,7 +171,7 @@ def test_image_rows_are_chat_prompts_with_one_image_part_per_image(load, tmp_pat
 def test_bad_settings_fail_in_one_line(load, tmp_path, overrides, message):
     path = write(ROWS, tmp_path / "rows.csv")
     with pytest.raises(DataError) as error:
-        load(f"data.path={path}", *MAPPING, *overrides)
+        load(f"data.path={path}", *MAPPING, *(override.format(path=path) for override in overrides))
     assert str(error.value).startswith(message.format(path=path)) and "\n" not in str(error.value)
 
 

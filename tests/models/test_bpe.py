@@ -18,7 +18,8 @@ from grpolab.rewards.tags import ALL_TAGS
 from grpolab.rewards.vocabulary import describe_vocabulary
 
 VOCAB_SIZE = 4096
-SYSTEM_PROMPT = "Solve the problem. Think inside <think></think>, then give only the final number inside <answer></answer>."
+SYSTEM_PROMPT = ("Solve the problem. Think inside <think></think>, then give only the final number inside "
+                 "<answer></answer>.")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def test_special_tokens_padding_and_the_chat_template(tokenizer):
     assert (tokenizer.pad_token, tokenizer.eos_token) == ("<|pad|>", "<|endoftext|>")
     assert tokenizer.pad_token_id != tokenizer.eos_token_id and tokenizer.padding_side == "left"
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "What is 2+3?"}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]
     assert tokenizer.decode(ids) == (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
                                      "What is 2+3?<|im_end|>\n<|im_start|>assistant\n")
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")  # one token, not split by the BPE
@@ -73,7 +75,8 @@ def test_bad_settings_fail_in_one_line(tmp_path):
         bpe_tokenizer_from_jsonl("nowhere.jsonl", ["question"], VOCAB_SIZE)
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"question": "q"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="^model.tokenizer.fields: line 1 of .* has no 'answer' field; it has question$"):
+    with pytest.raises(ValueError,
+                       match="^model.tokenizer.fields: line 1 of .* has no 'answer' field; it has question$"):
         bpe_tokenizer_from_jsonl(str(rows), ["question", "answer"], VOCAB_SIZE)
 
 

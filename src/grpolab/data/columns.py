@@ -127,6 +127,9 @@ class ColumnDataset:
             raise DataError(f"data.eval_split={self.eval_split}: data.path={self.path!r} is one file, which has no "
                             "splits; set data.eval_path to a held-out file, or carve rows with data.eval_size / "
                             "data.eval_fraction")
+        if self.eval_split == self.split and self.eval_path in (None, self.path):
+            raise DataError(f"data.eval_split={self.eval_split} is data.split: the held-out rows would be training "
+                            "rows; name another split, or carve rows with data.eval_size / data.eval_fraction")
         if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
             raise DataError(f"data.eval_fraction={self.eval_fraction} must be in (0, 1), or null (eval_size rows)")
 
@@ -204,5 +207,5 @@ class ColumnDataset:
             raise DataError(f"{source}: row {row}: data.columns.{role}={self.columns[role]!r} is empty")
         if isinstance(value, (list, dict)):
             raise DataError(f"{source}: row {row}: data.columns.{role}={self.columns[role]!r} holds "
-                            f"{type(value).__name__} {str(value):.60}, expected text")
+                            f"{type(value).__name__} {value!s:.60}, expected text")
         return str(value)

@@ -35,7 +35,8 @@ def train_bpe_tokenizer(
     chat_template: str | None = CHAT_TEMPLATE,
     min_frequency: int = 2,
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of ``vocab_size`` tokens (256 bytes, merges, ``[pad, eos] + special_tokens``) on ``texts``.
+    """Train a byte-level BPE of ``vocab_size`` tokens (256 bytes, merges, ``[pad, eos] + special_tokens``) on
+    ``texts``.
 
     >>> tokenizer = train_bpe_tokenizer(["12 apples and 7 pears cost 19 dollars."] * 50, vocab_size=300)
     >>> tokenizer.decode(tokenizer("7 pears")["input_ids"]), len(tokenizer("<answer>")["input_ids"]) > 1
