@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_vs_token_table.py"
-SMALL = ["warmstart.steps=5", "trainer.max_steps=2", "data.train_size=32", "data.eval_size=8", "eval.num_problems=8",
-         "batch.prompts_per_step=2", "batch.generations_per_prompt=2"]
+SMALL = ["warmstart.steps=5", "trainer.max_steps=2", "trainer.logging_steps=1", "data.train_size=32",
+         "data.eval_size=8", "eval.num_problems=8", "batch.prompts_per_step=2", "batch.generations_per_prompt=2"]
 
 
 @pytest.mark.slow
