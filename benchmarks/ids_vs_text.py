@@ -1,19 +1,22 @@
 """Host-side time per GRPO step, ``tokenizer_mode=text`` vs ``tokenizer_mode=ids``, through the real pipeline.
 
 Host-side time is everything in a training step except the model's own compute: the wall time between two
-``on_step_end`` callbacks minus the time inside ``model.generate``, ``model.forward`` (outside generate),
-``accelerator.backward`` and ``optimizer.step``. It is what tokenization, decoding, reward functions, padding,
+``on_step_end`` callbacks minus the time inside ``model.generate``, ``model.forward`` (outside generate), TRL's
+per-token log-prob pass (``_get_per_token_logps_and_entropies``: the forward plus log-softmax and entropy over the
+logits), ``accelerator.backward`` and ``optimizer.step``. It is what tokenization, decoding, reward functions, padding,
 advantages and logging cost. Each run is a real job (``grpolab.train.train`` on a composed config, warm start cached),
 steps after the first ``--skip`` are timed, and each variant's per-run median is reported as the median over runs.
 
 Variants (tokenizer_mode / reward_level): ``text/text`` is stock TRL; ``ids/token`` is the full ID pipeline; the two
 mixed ones separate the effect of the tokenizer mode from that of the reward level.
 
-Scenarios: ``default`` (the embedded arithmetic task, ~8-token prompts) and ``long`` (the same task behind a
-~200-character instruction: ~200-token prompts with the character tokenizer, GSM8K-sized).
+Scenarios: ``default`` (the embedded arithmetic task, ~8-token prompts), ``long`` (the same task behind a
+~200-character instruction: ~200-token prompts with the character tokenizer) and ``gsm8k_bpe`` (a real subword
+vocabulary: ``model=tiny_bpe``, the byte-level BPE of 4,096 tokens trained on the vendored GSM8K test split, and
+``data=gsm8k`` on that split: chat prompts of median 120 BPE tokens; no warm start, 32-token completions).
 
-    python benchmarks/ids_vs_text.py                       # 5 runs of every variant on both scenarios
-    python benchmarks/ids_vs_text.py --runs 3 --scenarios default --variants text/text ids/token
+    python benchmarks/ids_vs_text.py --doc docs/ids_vs_text.md   # 5 runs of every variant, every scenario
+    python benchmarks/ids_vs_text.py --runs 1 --steps 4 --scenarios gsm8k_bpe --variants text/text ids/token
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ LONG_INSTRUCTION = (
     "You are a careful calculator. Read the expression below, compute its value exactly, and reply with the "
     "integer result only, written inside answer tags, without any explanation, units or extra spaces. Expression: "
 )
+GSM8K_TEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gsm8k" / "test.jsonl"
 SCENARIOS = {
     "default": [],
     "long": [f"data.prompt_template='{LONG_INSTRUCTION}{{a}}{{op}}{{b}}='", "model.network.max_position_embeddings=512"],
+    # An untrained model's completions seldom hold a tagged answer, so math-verify seldom runs here: the text-reward
+    # share of host time is a lower bound (the `default` scenario, warm-started, shows the full cost).
+    "gsm8k_bpe": ["model=tiny_bpe", f"model.tokenizer.path={GSM8K_TEST}", "data=gsm8k", f"data.path={GSM8K_TEST}",
+                  "warmstart=none", "trainer.max_completion_length=32"],
 }
 VARIANTS = ("text/text", "ids/token", "ids/text", "text/token")
 COMMON = ["logger=none", "eval.num_problems=20", "trainer.logging_steps=1000", "trainer.disable_tqdm=true"]
@@ -46,8 +54,8 @@ COMMON = ["logger=none", "eval.num_problems=20", "trainer.logging_steps=1000", "
 class ModelClock:
     """Seconds spent inside the model's compute; nested calls (forward inside generate) count once."""
 
-    def __init__(self) -> None:
-        self.seconds = {"generate": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    def __init__(self, buckets: tuple[str, ...] = ("generate", "forward", "backward", "optimizer")) -> None:
+        self.seconds = dict.fromkeys(buckets, 0.0)
         self._depth = 0
 
     def wrap(self, owner: Any, name: str, bucket: str) -> None:
@@ -71,47 +79,59 @@ class ModelClock:
         return sum(self.seconds.values())
 
 
-def timed_trainer_class(samples: list[dict[str, float]]):
-    """A ``GrpolabTrainer`` subclass that records per-step wall and model seconds into ``samples``."""
+@contextmanager
+def timed_steps(samples: list[dict[str, float]]):
+    """While open, every ``GrpolabTrainer.train`` records per-step wall and model seconds into ``samples``.
+
+    The method is wrapped on the class itself (not the name a module imported), so the trainer the composition root
+    builds is timed wherever it is constructed.
+    """
     from transformers import TrainerCallback
 
     from grpolab.trainer.grpo import GrpolabTrainer
 
     class StepClock(TrainerCallback):
-        def __init__(self, clock: ModelClock) -> None:
-            self.clock, self.last = clock, None
+        def __init__(self, clock: ModelClock, tokenizer_clock: ModelClock, trainer: Any) -> None:
+            self.clock, self.tokenizer_clock, self.trainer, self.last = clock, tokenizer_clock, trainer, None
 
         def on_step_end(self, args, state, control, **kwargs):
-            now = (time.perf_counter(), dict(self.clock.seconds))
+            now = (time.perf_counter(), dict(self.clock.seconds), self.tokenizer_clock.total,
+                   self.trainer.reward_seconds)
             if self.last is not None:
                 wall = now[0] - self.last[0]
                 parts = {k: now[1][k] - self.last[1][k] for k in now[1]}
-                samples.append({"wall": wall, "model": sum(parts.values()), **parts})
+                samples.append({"wall": wall, "model": sum(parts.values()), **parts,
+                                "tokenizer": now[2] - self.last[2], "rewards": now[3] - self.last[3]})
             self.last = now
 
-    class TimedTrainer(GrpolabTrainer):
-        def train(self, *args: Any, **kwargs: Any):
-            clock = ModelClock()
-            clock.wrap(self.model, "generate", "generate")
-            clock.wrap(self.model, "forward", "forward")
-            clock.wrap(self.accelerator, "backward", "backward")
-            clock.wrap(self.optimizer, "step", "optimizer")
-            self.add_callback(StepClock(clock))
-            return super().train(*args, **kwargs)
+    original = GrpolabTrainer.train
 
-    return TimedTrainer
+    def train(self, *args: Any, **kwargs: Any):
+        clock = ModelClock()
+        clock.wrap(self.model, "generate", "generate")
+        clock.wrap(self.model, "forward", "forward")
+        # TRL's per-token log-prob pass: the forward plus log-softmax and entropy over the full-vocabulary logits,
+        # model compute that grows with the vocabulary (4,096 BPE tokens vs 109 characters), not host-side work.
+        clock.wrap(self, "_get_per_token_logps_and_entropies", "forward")
+        clock.wrap(self.accelerator, "backward", "backward")
+        clock.wrap(self.optimizer, "step", "optimizer")
+        # Host-side parts, read alongside: tokenizer calls (the entry points every encode and decode of TRL and
+        # grpolab goes through; nested calls count once) and the trainer's own reward timer.
+        tokenizer, tokenizer_clock = self.processing_class, ModelClock(("tokenizer",))
+        for name in ("apply_chat_template", "_encode_plus", "batch_decode", "decode"):
+            tokenizer_clock.wrap(tokenizer, name, "tokenizer")
+        self.add_callback(StepClock(clock, tokenizer_clock, self))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            for name in ("apply_chat_template", "_encode_plus", "batch_decode", "decode"):
+                delattr(tokenizer, name)
 
-
-@contextmanager
-def patched_trainer(samples: list[dict[str, float]]):
-    import grpolab.trainer.grpo as grpo
-
-    original = grpo.GrpolabTrainer
-    grpo.GrpolabTrainer = timed_trainer_class(samples)
+    GrpolabTrainer.train = train
     try:
         yield
     finally:
-        grpo.GrpolabTrainer = original
+        GrpolabTrainer.train = original
 
 
 def run_once(overrides: list[str], run_dir: Path) -> list[dict[str, float]]:
@@ -131,7 +151,7 @@ def run_once(overrides: list[str], run_dir: Path) -> list[dict[str, float]]:
         HydraConfig.instance().set_config(cfg)
         del cfg["hydra"]
     samples: list[dict[str, float]] = []
-    with patched_trainer(samples), contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log dict
+    with timed_steps(samples), contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log dict
         train(cfg)
     return samples
 
@@ -139,9 +159,10 @@ def run_once(overrides: list[str], run_dir: Path) -> list[dict[str, float]]:
 def summarise(samples: list[dict[str, float]], skip: int) -> dict[str, float]:
     """Median per step of one run, after the first ``skip`` timed steps."""
     kept = samples[skip:] or samples
-    keys = ["wall", "model", "generate", "forward", "backward", "optimizer"]
+    keys = ["wall", "model", "generate", "forward", "backward", "optimizer", "tokenizer", "rewards"]
     result = {key: statistics.median(s[key] for s in kept) for key in keys}
     result["host"] = statistics.median(s["wall"] - s["model"] for s in kept)
+    result["host_share"] = statistics.median((s["wall"] - s["model"]) / s["wall"] for s in kept)
     return result
 
 
@@ -153,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write every run's medians here")
+    parser.add_argument("--doc", type=Path, help="also write the table, with the command and machine, to this "
+                                                 "Markdown file (README links docs/ids_vs_text.md)")
     args = parser.parse_args(argv)
 
     import logging
@@ -173,15 +196,43 @@ def main(argv: list[str] | None = None) -> int:
                     results[scenario][variant].append(summary)
                     print(f"{scenario:8s} {variant:10s} run {run}: host {summary['host'] * 1e3:7.1f} ms/step, "
                           f"end-to-end {summary['wall'] * 1e3:7.1f} ms/step", file=sys.stderr, flush=True)
-    print(report(results))
+    table = report(results)
+    print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    if args.doc:
+        args.doc.write_text(document(table, argv if argv is not None else sys.argv[1:], args), encoding="utf-8")
     return 0
 
 
+def document(table: str, argv: list[str], args: argparse.Namespace) -> str:
+    """The Markdown page ``--doc`` writes: what was run, where, and the table."""
+    import platform
+
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        "# Host-side time per GRPO step: text vs ids mode\n\n"
+        f"Generated by `python benchmarks/ids_vs_text.py {' '.join(argv)}`; do not edit by hand. "
+        f"{args.runs} run(s) per variant and scenario, {args.steps} GRPO steps each, the first {args.skip} timed "
+        "steps discarded; each figure is the median over runs of a run's median step. Host = step wall time minus "
+        "the time inside `model.generate`, `model.forward`, TRL's per-token log-prob pass (forward, log-softmax and "
+        "entropy over the logits), `accelerator.backward` and `optimizer.step`; host share "
+        "= host / end-to-end. Of the host time, *tokenizer* is the time inside the tokenizer's encode/decode entry "
+        "points and *rewards* the time inside the reward functions (with `ids/text`, the lazy decoding of "
+        "completions happens inside the rewards and counts in both). Variants are "
+        "`tokenizer_mode/reward_level`; text/text is stock TRL.\n\n"
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} "
+        f"at the end, torch {torch.__version__} ({torch.get_num_threads()} threads).\n\n"
+        f"{table}\n"
+    )
+
+
 def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
-    lines = ["| scenario | variant | runs | host ms/step | model ms/step (gen/fwd/bwd/opt) | end-to-end ms/step | "
-             "host vs text/text | end-to-end vs text/text |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | variant | runs | host ms/step | of which tokenizer / rewards | model ms/step "
+             "(gen/fwd/bwd/opt) | end-to-end ms/step | host share of step | host vs text/text | "
+             "end-to-end vs text/text |", "|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, variants in results.items():
         median = {variant: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
                   for variant, runs in variants.items() if runs}
@@ -191,7 +242,8 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
             host_ratio = f"{m['host'] / base['host']:.0%}" if base else "—"
             wall_ratio = f"{m['wall'] / base['wall']:.0%}" if base else "—"
             lines.append(f"| {scenario} | {variant} | {len(variants[variant])} | {m['host'] * 1e3:.1f} | "
-                         f"{m['model'] * 1e3:.0f} ({parts}) | {m['wall'] * 1e3:.1f} | {host_ratio} | {wall_ratio} |")
+                         f"{m['tokenizer'] * 1e3:.1f} / {m['rewards'] * 1e3:.1f} | {m['model'] * 1e3:.0f} ({parts}) | "
+                         f"{m['wall'] * 1e3:.1f} | {m['host_share']:.1%} | {host_ratio} | {wall_ratio} |")
     return "\n".join(lines)
 
 

@@ -22,7 +22,9 @@ REQUIRED = {
     ("rewards", "reward_model"): ["rewards.reward_model.name_or_path=/models/any-reward-model"],
     ("model", "causal_lm"): ["model.name_or_path=/models/any-causal-lm"],
     ("model", "vlm"): ["model.name_or_path=/models/any-vlm"],
+    ("model", "tiny_bpe"): ["model.tokenizer.path=/data/texts.jsonl"],
     ("data", "jsonl"): ["data.path=/data/rows.jsonl"],
+    ("data", "columns"): ["data.path=/data/rows.csv"],
     ("data", "image_jsonl"): ["data.path=/data/images.jsonl"],
     ("distributed", "zero3"): ["warmstart=none"],  # sharded as it loads: no warm start
 }

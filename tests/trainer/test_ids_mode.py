@@ -3,7 +3,9 @@
 * during ``trainer.train()`` in ids mode the tokenizer never encodes (and, with token rewards and completion logging
   off, never decodes); the same spy sees both in text mode, so these tests can fail;
 * text and ids mode give the same prompt IDs, completion IDs, loss and rewards for the first 5 steps;
-* a lossy prompt round trip is announced at start-up; bad inputs fail before training in one line.
+* a lossy prompt round trip is announced at start-up; bad inputs fail before training in one line;
+* with a byte-level BPE (model=tiny_bpe): pre-tokenized prompts reach generation and the rewards exactly as given,
+  non-canonical ones included (the text mode re-encodes them), and canonical ones give identical text/ids steps.
 """
 
 from __future__ import annotations
@@ -281,3 +283,104 @@ def test_cli_reports_a_bad_dataset_in_one_line(run_cli, tmp_path):
     assert errors == ["grpolab: config error: train split: row 0 of 'prompt_ids' has token id 5000 outside the "
                       "model's vocabulary [0, 109) (tokenizer_mode=ids with a dataset tokenized for another model?)"]
     assert "Traceback" not in result.stderr
+
+
+# -- a byte-level BPE tokenizer (model=tiny_bpe, trained on the vendored GSM8K text) --------------------------------
+
+
+def bpe_overrides(gsm8k_test_split: Path) -> list[str]:
+    """The tiny Qwen2 with the BPE; "<answer>19</answer>" + EOS is 12 BPE tokens, so completions get room for it."""
+    return ["model=tiny_bpe", f"model.tokenizer.path={gsm8k_test_split}", "trainer.max_completion_length=16"]
+
+
+def bpe_tokenizer(gsm8k_test_split: Path):
+    """The tokenizer model=tiny_bpe builds in the job (BPE training is deterministic)."""
+    from grpolab.models.bpe import bpe_tokenizer_from_jsonl
+
+    return bpe_tokenizer_from_jsonl(str(gsm8k_test_split), ["question", "answer"], 4096)
+
+
+@pytest.fixture
+def generation_inputs(monkeypatch):
+    """The prompt IDs every train step hands to generation, and those its rewards receive as ``prompt_ids``."""
+    seen: dict[str, list[list[int]]] = {"generation": [], "rewards": []}
+    generate, reward_rows = GrpolabTrainer._generate_single_turn, GrpolabTrainer._reward_rows
+
+    def recording_generate(self, prompt_ids, *args, **kwargs):
+        seen["generation"].extend(list(map(int, ids)) for ids in prompt_ids)
+        return generate(self, prompt_ids, *args, **kwargs)
+
+    def recording_rows(self, inputs):
+        rows = reward_rows(self, inputs)
+        seen["rewards"].extend(list(map(int, row["prompt_ids"])) for row in rows)
+        return rows
+
+    monkeypatch.setattr(GrpolabTrainer, "_generate_single_turn", recording_generate)
+    monkeypatch.setattr(GrpolabTrainer, "_reward_rows", recording_rows)
+    return seen
+
+
+def test_bpe_prompt_ids_reach_generation_as_given_even_when_not_canonical(compose_cfg, tmp_path, monkeypatch,
+                                                                         gsm8k_test_split, generation_inputs):
+    """GSM8K questions as IDs: half the tokenizer's own encoding, half encoded sentence by sentence (each keeping its
+    trailing space, which the canonical encoding merges into the next word). The ids mode hands every row to
+    generation and to the rewards exactly as given; the text mode, given the same prompts as text, re-encodes them."""
+    import re
+
+    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
+    tokenizer = bpe_tokenizer(gsm8k_test_split)
+    rows = [json.loads(line) for line in gsm8k_test_split.read_text(encoding="utf-8").splitlines()[:12]]
+    records = []
+    for index, row in enumerate(rows):
+        sentences = re.findall(r".+?(?:[.?!]\s+|$)", row["question"]) if index % 2 else [row["question"]]
+        ids = [i for sentence in sentences for i in tokenizer(sentence)["input_ids"]]
+        records.append({"prompt_ids": ids, "prompt": tokenizer.decode(ids),
+                        "answer": row["answer"].rpartition("####")[2].strip()})
+    canonical = [tokenizer(r["prompt"])["input_ids"] for r in records]
+    non_canonical = [r["prompt_ids"] for r, c in zip(records, canonical) if r["prompt_ids"] != c]
+    assert len(non_canonical) == 6  # every sentence-wise row has a sentence boundary the canonical encoding merges
+    settings = [*bpe_overrides(gsm8k_test_split), "data=jsonl", "data.eval_size=4", "warmstart=none",
+                "trainer.max_steps=1", "batch.prompts_per_step=8", "batch.generations_per_prompt=2"]
+
+    path = write_jsonl(tmp_path / "ids.jsonl", [{k: r[k] for k in ("prompt_ids", "answer")} for r in records])
+    run_pipeline(compose_cfg, tmp_path / "ids", *settings, f"data.path={path}", "tokenizer_mode=ids")
+    given = {tuple(r["prompt_ids"]) for r in records}
+    generated_from = {tuple(ids) for ids in generation_inputs["generation"]}
+    assert len(generated_from) == 8 and generated_from <= given  # the 8 train rows, each exactly as in the file
+    assert {tuple(ids) for ids in generation_inputs["rewards"]} == generated_from
+    assert any(list(ids) in non_canonical for ids in generated_from)
+
+    generation_inputs["generation"].clear()
+    path = write_jsonl(tmp_path / "text.jsonl", [{k: r[k] for k in ("prompt", "answer")} for r in records])
+    run_pipeline(compose_cfg, tmp_path / "text", *settings, f"data.path={path}", "tokenizer_mode=text")
+    text_mode = {tuple(ids) for ids in generation_inputs["generation"]}
+    assert len(text_mode) == 8 and text_mode <= {tuple(ids) for ids in canonical}  # same rows, re-encoded
+    assert text_mode != generated_from
+
+
+@pytest.mark.parametrize(("data", "level"), [("arithmetic", "text"), ("arithmetic", "token"), ("gsm8k", "text")])
+def test_text_and_ids_modes_take_identical_steps_with_a_bpe_tokenizer(compose_cfg, tmp_path, monkeypatch,
+                                                                      recorded_batches, gsm8k_test_split, data, level):
+    """Canonical IDs (the ids mode encodes the prompts with the call TRL makes): both modes generate from the same
+    IDs and take the same steps, as with the character tokenizer, for plain prompts (arithmetic) and GSM8K chat
+    prompts (~120 BPE tokens). The length reward varies within every group (in characters on GSM8K, where the
+    barely warm-started model fills all 16 tokens, with a wide tolerance)."""
+    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
+    task = ["rewards.length.target=8"] if data == "arithmetic" else [
+        "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "rewards.length.target=40",
+        "rewards.length.tolerance=200"]
+    runs = {}
+    for mode in ("text", "ids"):
+        recorded_batches.clear()
+        run_dir = run_pipeline(compose_cfg, tmp_path / mode, *PIPELINE, *bpe_overrides(gsm8k_test_split),
+                               "trainer.max_steps=3", "rewards=[accuracy,format,length]", *task,
+                               f"tokenizer_mode={mode}", f"reward_level={level}")
+        runs[mode] = {"batches": list(recorded_batches), "metrics": metrics(run_dir)}
+    text, ids = runs["text"], runs["ids"]
+    assert len(text["batches"]) == len(ids["batches"]) == 3
+    assert text["batches"] == ids["batches"]
+    keys = ["loss", "reward", "reward_std", "rewards/accuracy/mean", "rewards/format/mean", "rewards/length/mean"]
+    assert [[row[k] for k in keys] for row in text["metrics"]] == [[row[k] for k in keys] for row in ids["metrics"]]
+    assert any(row["loss"] != 0 for row in text["metrics"]) and any(row["reward_std"] > 0 for row in text["metrics"])
+    prompt_lengths = {len(ids) for batch in text["batches"] for ids in batch["prompt_ids"]}
+    assert max(prompt_lengths) > 1 and len({tuple(c) for b in text["batches"] for c in b["completion_ids"]}) > 10

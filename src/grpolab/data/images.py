@@ -106,6 +106,34 @@ def _stored_images(dataset: Dataset, column: str, many: bool) -> tuple[list[int]
     return counts, unembedded
 
 
+def lazy_images(dataset: Dataset, column: str, many: bool, base_dir: str | None, source: str,
+                validate: bool) -> tuple[Dataset, list[int]]:
+    """``dataset`` with ``column`` as a lazy ``Image()`` column (``List(Image())`` when ``many``: several images per
+    row), and the number of images in each row.
+
+    The column holds image paths (resolved against ``base_dir``) or images as ``datasets`` stores them (an ``Image``
+    feature: bytes or a path). With ``validate`` every path is checked once, naming the row of a missing or
+    unreadable file; no image is decoded.
+    """
+    feature = dataset.features[column]
+    inner = feature.feature if many and isinstance(feature, List) else feature
+    if isinstance(inner, Image):
+        counts, unembedded = _stored_images(dataset, column, many)
+        for row, path in unembedded if validate else ():
+            if path is None:
+                raise ImageDataError(f"{source}: row {row}: missing image")
+            _check_readable(path, row, source)
+    elif isinstance(inner, Value) and inner.dtype in ("string", "large_string"):
+        # Paths: resolve and check them as plain strings; the Image() cast stores the paths, not pixels.
+        paths = _resolve_paths(dataset[column], base_dir, source, many, validate)
+        counts = [len(entry) for entry in paths] if many else [1] * len(paths)
+        dataset = dataset.remove_columns(column).add_column(column, paths)
+        dataset = dataset.cast_column(column, List(Image()) if many else Image())
+    else:
+        raise ImageDataError(f"{source}: column {column!r} holds {feature}, expected image paths or images")
+    return dataset, counts
+
+
 def image_prompt(question: str, num_images: int = 1) -> list[dict]:
     """Chat messages with one image part per image before the question (what TRL fills from ``image(s)``).
 
@@ -149,22 +177,7 @@ def load_image_qa(
         if required not in dataset.column_names:
             raise ImageDataError(f"{source}: no {required!r} column; columns are {dataset.column_names}")
 
-    feature = dataset.features[column]
-    inner = feature.feature if many and isinstance(feature, List) else feature
-    if isinstance(inner, Image):
-        counts, unembedded = _stored_images(dataset, column, many)
-        for row, path in unembedded if validate else ():
-            if path is None:
-                raise ImageDataError(f"{source}: row {row}: missing image")
-            _check_readable(path, row, source)
-    elif isinstance(inner, Value) and inner.dtype in ("string", "large_string"):
-        # Paths: resolve and check them as plain strings; the Image() cast stores the paths, not pixels.
-        paths = _resolve_paths(dataset[column], base_dir, source, many, validate)
-        counts = [len(entry) for entry in paths] if many else [1] * len(paths)
-        dataset = dataset.remove_columns(column).add_column(column, paths)
-        dataset = dataset.cast_column(column, List(Image()) if many else Image())
-    else:
-        raise ImageDataError(f"{source}: column {column!r} holds {feature}, expected image paths or images")
+    dataset, counts = lazy_images(dataset, column, many, base_dir, source, validate)
 
     pattern = re.compile(answer_pattern, re.DOTALL) if answer_pattern else None
     prompts, answers = [], []
