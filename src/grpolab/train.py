@@ -4,11 +4,12 @@
     python -m grpolab.train model=qwen2_5_0_5b_instruct data=gsm8k rewards=[accuracy,format]
     python -m grpolab.train -m optimizer.lr=1e-4,3e-4 seed=0,1
 
-Build order: validate -> seed -> tokenizer -> data -> rewards -> prompts (per tokenizer mode) -> GRPOConfig -> model
--> held-out evaluator -> warm start -> held-out eval -> trainer -> train (from the newest complete checkpoint with
-``resume=true``) -> the final model in ``<run_dir>/model`` -> held-out eval. Data, rewards and the
-GRPOConfig come before the model so that every mismatch fails before a model is loaded; heavy libraries are
-imported only inside ``train`` so that ``--cfg job`` and config errors stay instant.
+``train`` is one job: skip it if it completed (``resume=true``), validate, then record it in the run directory.
+``build_and_train`` is the fixed build order: seed -> tokenizer -> data -> rewards -> prompts (per tokenizer mode) ->
+GRPOConfig -> model -> held-out evaluator -> warm start -> held-out eval -> trainer -> train (from the newest complete
+checkpoint with ``resume=true``) -> final model in ``<run_dir>/model`` -> held-out eval. Data, rewards and the
+GRPOConfig come before the model so that every mismatch fails before a model is loaded; heavy libraries (torch,
+transformers, TRL) are imported inside the functions so that ``--cfg job`` and config errors stay instant.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.paths import CONF_DIR
+from grpolab.config.preflight import run_preflight
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import ConfigError, config_errors, validate
+from grpolab.sweeps import completed_before, reported_sweep, with_resumed_sweep_dir
+from grpolab.tracking.checkpoints import prepare_resume, resume_requested
+from grpolab.tracking.console import fields, quiet_libraries
 from grpolab.tracking.processes import join_before_hydra, launched_processes
-from grpolab.tracking.rundir import RunPreempted
+from grpolab.tracking.rundir import RunPreempted, failures_recorded, lookup_metric
+from grpolab.tracking.session import TrackedRun, tracked_run
 
 log = logging.getLogger("grpolab.train")
 register_schemas()
@@ -34,10 +40,6 @@ register_schemas()
 
 def train(cfg: DictConfig) -> float | None:
     """Run one job; returns ``cfg.optimized_metric`` from the run's summary (what Optuna maximises)."""
-    from grpolab.sweeps import completed_before
-    from grpolab.tracking.checkpoints import prepare_resume, resume_requested
-    from grpolab.tracking.rundir import failures_recorded, lookup_metric
-
     processes = launched_processes()  # one, or several started by a launcher (torchrun): one data-parallel run
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resuming = resume_requested(cfg.resume, run_dir)
@@ -48,6 +50,18 @@ def train(cfg: DictConfig) -> float | None:
     # The newest complete checkpoint, the run directory cut back to it (by the main process, for all of them).
     resume = processes.on_main(prepare_resume, run_dir) if resuming else None
 
+    from hydra.utils import instantiate
+
+    quiet_libraries()  # library warnings and logs to train.log, not the console
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=instantiate(cfg.logger),
+                     resumed=resume is not None) as run:
+        build_and_train(cfg, config, run, batch_fields, resume)
+    return lookup_metric(run.summary, cfg.optimized_metric)
+
+
+def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields: dict, resume: str | None) -> None:
+    """The build order of the module docstring, each step logged; results go to ``run``'s summary."""
     import torch
     from hydra.utils import instantiate
     from transformers import set_seed
@@ -55,61 +69,49 @@ def train(cfg: DictConfig) -> float | None:
     from grpolab.data.context import check_prompts_fit
     from grpolab.data.prompts import PromptEncoder
     from grpolab.rewards import build_rewards, check_columns
-    from grpolab.tracking.console import fields, quiet_libraries
-    from grpolab.tracking.progress import show_progress
-    from grpolab.tracking.session import tracked_run
     from grpolab.trainer.build import build_trainer, grpo_arguments
-    from grpolab.trainer.callbacks import ParameterChangeCallback
-    from grpolab.trainer.engines import training_precision
     from grpolab.trainer.checkpoint import save_final_model
+    from grpolab.trainer.engines import training_precision
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
-    quiet_libraries()  # library warnings and logs to train.log, not the console
-    config = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger)
-    with tracked_run(run_dir, config=config, seed=cfg.seed, logger=logger, resumed=resume is not None) as run:
-        set_seed(cfg.seed)
-        torch.set_num_threads(cfg.threads)
-        log.info("run directory %s; seed %d, %d torch threads", run_dir, cfg.seed, torch.get_num_threads())
-        with config_errors("model.tokenizer"):
-            encoder = PromptEncoder(instantiate(cfg.model.tokenizer), config["trainer"]["chat_template_kwargs"])
-        log.info("tokenizer: %s, %d tokens", type(encoder.processing_class).__name__, len(encoder.tokenizer))
-        with config_errors("data"):
-            splits = instantiate(cfg.data).load()
-        log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
-        with config_errors("rewards"):
-            rewards = build_rewards(cfg.rewards, cfg.reward_level, tokenizer=encoder.tokenizer)
-        log.info("rewards (%s level): %s", rewards.level.value, rewards)
-        with config_errors("tokenizer_mode"):
-            preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
-            train_set = preparation.prepare(splits.train, "train", rewards.all_required_columns, config["data"])
-            eval_set = preparation.prepare(splits.eval, "eval", (), config["data"])
-            check_columns(rewards, train_set.column_names, splits.source)
-            warm_start = instantiate(cfg.warmstart).checked(train_set.column_names) if cfg.warmstart else None
-        log.info("prompts: %s, train columns %s", type(preparation).__name__, train_set.column_names)
-        check_prompts_fit(cfg, encoder, train_set, eval_set, splits.source)
-        args = grpo_arguments(cfg, batch_fields, rewards.weights, run.report_to, run_dir)
-        model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(args.device)
-        log.info("model: %s, %.2fM parameters on %s", type(model).__name__, model.num_parameters() / 1e6, args.device)
-        evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
-        with training_precision(args):
-            if warm_start is not None:  # computed by the main process, which sends the others its weights
-                warm = processes.main_computes(warm_start.run, model, train_set, encoder,
-                                               Path(cfg.paths.cache_dir) / "warmstart",
-                                               {"model": config["model"], "data": config["data"]}, cfg.seed)
-                log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
-            if resume is None or (before := run.run_dir.read_summary()["eval_before"]) is None:  # else the 1st try's
-                before = run.record(eval_before=evaluate(model))["eval_before"]
-        log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
-        trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation,
-                                [*run.callbacks, ParameterChangeCallback(run.record)], run_dir, evaluate)
-        show_progress(trainer)
-        trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
-        save_final_model(trainer, run_dir / "model", cfg.model.modality)
-        with training_precision(args):
-            after = run.record(eval_after=evaluate(model))["eval_after"]
-        log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
-    return lookup_metric(run.summary, cfg.optimized_metric)
+    set_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    log.info("run directory %s; seed %d, %d torch threads", run.run_dir.path, cfg.seed, torch.get_num_threads())
+    with config_errors("model.tokenizer"):
+        encoder = PromptEncoder(instantiate(cfg.model.tokenizer), config["trainer"]["chat_template_kwargs"])
+    log.info("tokenizer: %s, %d tokens", type(encoder.processing_class).__name__, len(encoder.tokenizer))
+    with config_errors("data"):
+        splits = instantiate(cfg.data).load()
+    log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
+    with config_errors("rewards"):
+        rewards = build_rewards(cfg.rewards, cfg.reward_level, tokenizer=encoder.tokenizer)
+    log.info("rewards (%s level): %s", rewards.level.value, rewards)
+    with config_errors("tokenizer_mode"):
+        preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
+        train_set = preparation.prepare(splits.train, "train", rewards.all_required_columns, config["data"])
+        eval_set = preparation.prepare(splits.eval, "eval", (), config["data"])
+        check_columns(rewards, train_set.column_names, splits.source)
+        warm_start = instantiate(cfg.warmstart).checked(train_set.column_names) if cfg.warmstart else None
+    log.info("prompts: %s, train columns %s", type(preparation).__name__, train_set.column_names)
+    check_prompts_fit(cfg, encoder, train_set, eval_set, splits.source)
+    args = grpo_arguments(cfg, batch_fields, rewards.weights, run.report_to, run.run_dir.path)
+    model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(args.device)
+    log.info("model: %s, %.2fM parameters on %s", type(model).__name__, model.num_parameters() / 1e6, args.device)
+    evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
+    with training_precision(args):
+        if warm_start is not None:  # computed by the main process, which sends the others its weights
+            warm = launched_processes().main_computes(
+                warm_start.run, model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
+                {"model": config["model"], "data": config["data"]}, cfg.seed)
+            log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
+        before = run.record_once("eval_before", lambda: evaluate(model))  # a resumed run keeps its first attempt's
+    log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
+    trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation, run, evaluate)
+    trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
+    save_final_model(trainer, run.run_dir.path / "model", cfg.model.modality)
+    with training_precision(args):
+        after = run.record(eval_after=evaluate(model))["eval_after"]
+    log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -128,9 +130,6 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point (``grpolab-train`` and ``python -m grpolab.train``)."""
-    from grpolab.config.preflight import run_preflight
-    from grpolab.sweeps import reported_sweep, with_resumed_sweep_dir
-
     # One line and exit 2 for a bad group option / key / value / search space, before any job (or sweep dir) exists;
     # with `-m ... resume=true` the hook points Hydra at the earlier sweep of the same command.
     sys.argv = run_preflight(sys.argv, CONF_DIR, on_multirun=with_resumed_sweep_dir)

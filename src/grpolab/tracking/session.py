@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +43,13 @@ class TrackedRun:
     def record(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into ``summary.json`` (e.g. ``eval_before=...``) and return the whole summary."""
         return self.run_dir.write_summary(**fields)
+
+    def record_once(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``summary.json``'s ``name`` as an earlier attempt of this run recorded it (a resumed run keeps the
+        held-out evaluation before GRPO of its first attempt), else ``compute()``, recorded."""
+        if (earlier := self.run_dir.read_summary().get(name)) is not None:
+            return earlier
+        return self.record(**{name: compute()})[name]
 
 
 @contextmanager

@@ -17,7 +17,10 @@ from grpolab.config.trainer_node import grpo_kwargs
 from grpolab.config.validate import config_errors
 from grpolab.models.reference import pin_reference_policy
 from grpolab.tracking.processes import launched_processes
+from grpolab.tracking.progress import show_progress
+from grpolab.tracking.session import TrackedRun
 from grpolab.trainer.args import build_grpo_config
+from grpolab.trainer.callbacks import ParameterChangeCallback
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
 from grpolab.trainer.evaluation import HeldOutEvaluator, PeriodicEvaluation
@@ -51,12 +54,14 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
 
 @adapter_errors()
 def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
-                  preparation: Any, callbacks: list[Any], run_dir: Path,
-                  evaluate: HeldOutEvaluator | None = None) -> GrpolabTrainer:
+                  preparation: Any, run: TrackedRun, evaluate: HeldOutEvaluator | None = None) -> GrpolabTrainer:
     """The trainer, with the optimizer group's optimizer (built by the Trainer once the engine has wrapped the
     model), the adapters of the ``peft`` group, the KL reference pinned to the starting policy (beta > 0; with
     adapters TRL uses the base model with the adapters disabled instead), the dynamic sampler when
-    ``dynamic_sampling.enabled`` and the held-out ``evaluate`` every ``eval.every_steps``."""
+    ``dynamic_sampling.enabled``, the held-out ``evaluate`` every ``eval.every_steps``, the ``run``'s callbacks
+    (metrics file, logger), the check that training changed the parameters, and grpolab's progress lines in place of
+    the Trainer's console output."""
+    run_dir = run.run_dir.path
     with config_errors("peft"):
         adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
     if args.beta != 0 and adapters is None:  # the main process saves the starting policy, every process loads it
@@ -69,7 +74,7 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
         args=args,
         train_dataset=trainer_dataset(train_set),
         processing_class=encoder.processing_class,
-        callbacks=callbacks,
+        callbacks=[*run.callbacks, ParameterChangeCallback(run.record)],
         optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
         peft_config=adapters,
         prompt_encoder=encoder,
@@ -78,6 +83,7 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
     )
     if evaluate is not None and cfg.eval.every_steps is not None:
         trainer.add_callback(PeriodicEvaluation(evaluate, cfg.eval.every_steps, trainer.log_held_out))
+    show_progress(trainer)
     return trainer
 
 
