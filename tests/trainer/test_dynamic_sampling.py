@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from grpolab.trainer.dynamic_sampling import (
-    KNOWN_KEYS,
-    DynamicSampler,
-    DynamicSamplingSettings,
-    RefillPrompts,
-    concatenate_scored_batches,
-    take_rows,
-)
+from grpolab.trainer.dynamic_sampling import DynamicSampler, DynamicSamplingSettings
 
 GROUP = 2
 PROMPTS_PER_ROUND = 4
@@ -219,37 +209,6 @@ def test_short_training_run_logs_dynamic_sampling_metrics(tmp_path: Path) -> Non
     assert sum(row["dynamic_sampling/groups_dropped"] for row in generating) > 0
 
 
-def test_unknown_batch_keys_are_refused() -> None:
-    with pytest.raises(NotImplementedError, match="new_tensor"):
-        take_rows({"prompt_ids": torch.zeros(2, 1), "new_tensor": torch.zeros(2)}, [0])
-
-
-def test_concatenation_pads_prompt_and_completion_sides_and_whole_sequence_keys() -> None:
-    short = {
-        "prompt_ids": torch.tensor([[5]]), "prompt_mask": torch.tensor([[1]]),
-        "completion_ids": torch.tensor([[7, 1]]), "completion_mask": torch.tensor([[1, 1]]),
-        "token_type_ids": torch.tensor([[3, 4, 4]]), "num_images": [1], "num_items_in_batch": torch.tensor(2),
-    }
-    wide = {
-        "prompt_ids": torch.tensor([[5, 6, 6]]), "prompt_mask": torch.tensor([[1, 1, 1]]),
-        "completion_ids": torch.tensor([[8]]), "completion_mask": torch.tensor([[1]]),
-        "token_type_ids": torch.tensor([[3, 3, 3, 4]]), "num_images": [2], "num_items_in_batch": torch.tensor(1),
-    }
-    merged = concatenate_scored_batches([short, wide], pad_token_id=0)
-    assert merged["prompt_ids"].tolist() == [[0, 0, 5], [5, 6, 6]]
-    assert merged["prompt_mask"].tolist() == [[0, 0, 1], [1, 1, 1]]
-    assert merged["completion_ids"].tolist() == [[7, 1], [8, 0]]
-    assert merged["completion_mask"].tolist() == [[1, 1], [1, 0]]
-    assert merged["token_type_ids"].tolist() == [[0, 0, 3, 4, 4], [3, 3, 3, 4, 0]]
-    assert merged["num_images"] == [1, 2] and merged["num_items_in_batch"] is None
-
-
-def test_refill_stream_gives_processes_disjoint_prompts() -> None:
-    first, second = RefillPrompts(6, seed=3, num_processes=2, process_index=0), RefillPrompts(6, 3, 2, 1)
-    drawn = first.take(3) + second.take(3)
-    assert sorted(drawn) == list(range(6))
-
-
 def test_settings_from_the_config_node() -> None:
     from omegaconf import OmegaConf
 
@@ -292,20 +251,3 @@ def test_trl_still_scores_once_per_generation_and_splits_per_sample() -> None:
     assert "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in score
     assert "self.accelerator.process_index * len(prompts)" in score
     assert "num_items_in_batch = self.accelerator.gather(loss_mask.sum()).sum()" in score
-
-
-def test_every_key_trl_returns_is_known_to_the_concatenation() -> None:
-    from trl import GRPOTrainer
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(GRPOTrainer._generate_and_score_completions)))
-    returned: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "output" for t in node.targets):
-            if isinstance(node.value, ast.Dict):
-                returned |= {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "output":
-            if isinstance(node.slice, ast.Constant) and isinstance(node.ctx, ast.Store):
-                returned.add(node.slice.value)
-    assert {"prompt_ids", "completion_ids", "advantages", "num_items_in_batch"} <= returned
-    assert returned <= KNOWN_KEYS, sorted(returned - KNOWN_KEYS)
-    assert re.search(r"\breturn output\b", inspect.getsource(GRPOTrainer._generate_and_score_completions))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import pickle
 
 import pytest
 import torch
@@ -22,13 +21,8 @@ from grpolab.models.tiny import build_tiny_qwen2, build_tiny_vlm
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.models.vision import build_vlm_processor
 from grpolab.rewards import Accuracy, GuardedReward
-from grpolab.trainer.grpo import (
-    GrpolabTrainer,
-    LazyDecodedTexts,
-    TokenizerCallCounter,
-    lazy_batch_decode,
-    trainer_dataset,
-)
+from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
+from grpolab.trainer.tokenizer_calls import LazyDecodedTexts
 
 QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
 PROMPTS_PER_STEP, GENERATIONS = 2, 4
@@ -129,51 +123,6 @@ def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
 def test_is_token_ids():
     assert is_token_ids([5, 6]) and not is_token_ids([]) and not is_token_ids("56")
     assert not is_token_ids([{"role": "user", "content": "hi"}])
-
-
-def test_lazy_texts_decode_each_item_once_and_slice():
-    tokenizer = build_char_tokenizer()
-    calls = []
-
-    def decode(ids, **kwargs):
-        calls.append(ids)
-        return tokenizer.decode(ids, **kwargs)
-
-    texts = LazyDecodedTexts(decode, [tokenizer("ab")["input_ids"], tokenizer("cd")["input_ids"]], {})
-    assert (len(texts), texts.decoded_count) == (2, 0)
-    assert texts[1] == texts[-1] == "cd" and texts[0:1] == ["ab"]
-    assert len(calls) == 2 and texts.decoded_count == 2
-    assert pickle.loads(pickle.dumps(texts)) == ["ab", "cd"]  # text crosses process boundaries
-
-
-def test_lazy_batch_decode_is_removed_even_after_an_error():
-    tokenizer = build_char_tokenizer()
-    with pytest.raises(RuntimeError), lazy_batch_decode(tokenizer):
-        assert isinstance(tokenizer.batch_decode([[10]]), LazyDecodedTexts)
-        raise RuntimeError
-    assert tokenizer.batch_decode([[10]]) == [tokenizer.decode([10])]
-
-
-def test_call_counter_counts_sequences_and_restores_earlier_wrappers():
-    tokenizer = build_char_tokenizer()
-    outer_calls = []
-    original = tokenizer._decode
-
-    def outer(*args, **kwargs):
-        outer_calls.append(1)
-        return original(*args, **kwargs)
-
-    tokenizer._decode = outer
-    counter = TokenizerCallCounter(tokenizer)
-    with counter.installed():
-        tokenizer(["a", "b", "c"])
-        tokenizer.encode("abc")
-        tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True)
-        tokenizer.batch_decode([[10], [11]])
-    tokenizer.decode([10])
-    assert (counter.encoded, counter.decoded) == (5, 2)
-    assert tokenizer._decode is outer and len(outer_calls) == 3
-    assert "_encode_plus" not in vars(tokenizer)
 
 
 # -- real tiny training runs ----------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ than the round size have been collected, another round is generated from freshly
 completions and per-token tensors on the right) into one batch of the usual size, which TRL shuffles and splits as
 always. When re-padding changed a round's layout, the stored policy/reference log-probs are recomputed on the final
 layout (TRL's fused LM head is layout-sensitive at the 1e-4 level, and an on-policy importance ratio must be exactly
-1). The key tables below list what TRL's scored batch holds; ``tests/trainer/test_dynamic_sampling.py`` fails when
-TRL returns a key they do not know.
+1). How each key of TRL's scored batch is selected and concatenated is ``grpolab.trainer.scored_batches``; the refill
+prompt stream is ``grpolab.trainer.refill_prompts.RefillPrompts``.
 
 Decisions, all visible in the metrics:
 
@@ -44,7 +44,7 @@ up the batch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,30 +53,14 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid, use_adapter
 
 from grpolab.config.schema import DynamicSamplingConfig
+from grpolab.trainer.refill_prompts import RefillPrompts
+from grpolab.trainer.scored_batches import concatenate_scored_batches, num_rows, take_rows
 
-#: Keys holding left-padded prompt tensors ``(B, P)`` and the padding value (``None`` = the tokenizer's pad id).
-PROMPT_SIDE: dict[str, int | float | None] = {"prompt_ids": None, "prompt_mask": 0}
-#: Keys holding right-padded completion tensors ``(B, C)`` (or ``(B, 1)``) and the padding value TRL uses.
-COMPLETION_SIDE: dict[str, int | float | None] = {
-    "completion_ids": None, "completion_mask": 0, "old_per_token_logps": 0.0, "ref_per_token_logps": 0.0,
-    "sampling_per_token_logps": 0.0, "importance_sampling_ratio": 1.0, "tool_mask": 1,
-}
-#: Keys spanning prompt and completion ``(B, P + C)``: prompt part left-padded, completion part right-padded.
-WHOLE_SEQUENCE: dict[str, int] = {"token_type_ids": 0, "mm_token_type_ids": 0}
-#: Keys with one entry (tensor row or list item) per sample once ``split_pixel_values_by_grid`` has run.
-PER_SAMPLE = frozenset({
-    "advantages", "pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
-    "image_position_ids", "num_images", "num_tiles",
-})
 #: Batch keys TRL passes to ``_get_per_token_logps_and_entropies`` besides IDs and masks.
 VISION_FORWARD_KEYS = (
     "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
     "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
 )
-#: Keys recomputed for the concatenated batch.
-RECOMPUTED = frozenset({"num_items_in_batch"})
-#: Every key TRL 1.16's ``_generate_and_score_completions`` can return; anything else is refused, not guessed at.
-KNOWN_KEYS = frozenset(PROMPT_SIDE) | frozenset(COMPLETION_SIDE) | frozenset(WHOLE_SEQUENCE) | PER_SAMPLE | RECOMPUTED
 
 # Rewards closer than this count as equal (float sums of identical terms are exact; this only absorbs noise).
 _EQUAL_REWARD_ATOL = 1e-6
@@ -117,50 +101,6 @@ class DynamicSamplingSettings:
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"dynamic_sampling.max_generation_rounds must be a positive integer, got {rounds!r}")
         return cls(max_generation_rounds=rounds, filter_reward=read("filter_reward"))
-
-
-class RefillPrompts:
-    """Dataset indices for refill rounds: shuffled epochs, the same permutation on every process, disjoint slices.
-
-    >>> stream = RefillPrompts(dataset_size=4, seed=0)
-    >>> sorted(stream.take(2) + stream.take(2))  # one epoch covers every index once
-    [0, 1, 2, 3]
-    """
-
-    def __init__(self, dataset_size: int, seed: int, num_processes: int = 1, process_index: int = 0) -> None:
-        if dataset_size < 1:
-            raise ValueError("dynamic sampling needs a non-empty train dataset to draw refill prompts from")
-        self.dataset_size = dataset_size
-        self.num_processes = num_processes
-        self.process_index = process_index
-        self._generator = torch.Generator().manual_seed(seed)
-        self._pending: list[int] = []
-        #: Indices consumed so far on all processes together: the stream's position, kept in checkpoints.
-        self.consumed = 0
-
-    def take(self, count: int) -> list[int]:
-        """The next ``count`` indices for this process (``count * num_processes`` are consumed in total)."""
-        drawn = self._draw(count * self.num_processes)
-        return drawn[self.process_index * count : (self.process_index + 1) * count]
-
-    def fast_forward(self, consumed: int) -> None:
-        """Continue where a stream that had consumed ``consumed`` indices stopped (a resumed run): the epochs are
-        drawn lazily in both cases, so the generator ends in the same state.
-
-        >>> a, b = RefillPrompts(dataset_size=5, seed=0), RefillPrompts(dataset_size=5, seed=0)
-        >>> _ = a.take(3), a.take(4)
-        >>> b.fast_forward(7)
-        >>> a.take(6) == b.take(6)
-        True
-        """
-        self._draw(consumed - self.consumed)
-
-    def _draw(self, total: int) -> list[int]:
-        while len(self._pending) < total:
-            self._pending += torch.randperm(self.dataset_size, generator=self._generator).tolist()
-        drawn, self._pending = self._pending[:total], self._pending[total:]
-        self.consumed += total
-        return drawn
 
 
 @dataclass
@@ -237,7 +177,7 @@ class DynamicSampler:
         pieces, filled = [], 0
         for source in ("informative", "uninformative"):
             for scored in rounds:
-                missing = wanted - sum(_num_rows(piece) for piece in pieces) // group_size
+                missing = wanted - sum(num_rows(piece) for piece in pieces) // group_size
                 groups = getattr(scored, source)[:missing]
                 if groups:
                     rows = [g * group_size + i for g in groups for i in range(group_size)]
@@ -358,93 +298,3 @@ def reward_spread(rewards: torch.Tensor) -> torch.Tensor:
     high = torch.where(finite, rewards, -torch.inf).amax(dim=-1)
     low = torch.where(finite, rewards, torch.inf).amin(dim=-1)
     return torch.where(finite.sum(dim=-1) >= 2, high - low, torch.zeros_like(high))
-
-
-def _num_rows(batch: Mapping[str, Any]) -> int:
-    return batch["prompt_ids"].size(0)
-
-
-def take_rows(batch: Mapping[str, Any], rows: Sequence[int]) -> dict[str, Any]:
-    """The given samples of a per-sample batch (after ``split_pixel_values_by_grid``); scalars are kept as they are.
-
-    >>> take_rows({"advantages": torch.tensor([1.0, 2.0, 3.0]), "num_images": [1, 2, 3]}, [2, 0])
-    {'advantages': tensor([3., 1.]), 'num_images': [3, 1]}
-    """
-    unknown = sorted(set(batch) - KNOWN_KEYS)
-    if unknown:
-        raise NotImplementedError(
-            f"dynamic sampling cannot select samples of the batch keys {unknown}: TRL returned keys this version of "
-            "grpolab.trainer.dynamic_sampling does not know; extend its key tables"
-        )
-    selected: dict[str, Any] = {}
-    for key, value in batch.items():
-        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
-            selected[key] = value
-        elif isinstance(value, torch.Tensor):
-            selected[key] = value[torch.as_tensor(list(rows), dtype=torch.long, device=value.device)]
-        else:
-            selected[key] = [value[row] for row in rows]
-    return selected
-
-
-def concatenate_scored_batches(batches: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Any]:
-    """Concatenate per-sample batches of scored completions whose prompt/completion widths differ.
-
-    Prompt tensors are left-padded and completion tensors right-padded to the widest batch (TRL's layout);
-    ``num_items_in_batch`` is left for the caller to recompute.
-
-    >>> a = {"prompt_ids": torch.tensor([[5, 6]]), "completion_ids": torch.tensor([[7]]), "advantages": torch.ones(1)}
-    >>> b = {"prompt_ids": torch.tensor([[4]]), "completion_ids": torch.tensor([[8, 9]]), "advantages": torch.zeros(1)}
-    >>> merged = concatenate_scored_batches([a, b], pad_token_id=0)
-    >>> merged["prompt_ids"].tolist(), merged["completion_ids"].tolist(), merged["advantages"].tolist()
-    ([[5, 6], [0, 4]], [[7, 0], [8, 9]], [1.0, 0.0])
-    """
-    if not batches:
-        raise ValueError("nothing to concatenate")
-    keys = list(batches[0])
-    if any(list(batch) != keys for batch in batches[1:]):
-        raise ValueError(f"scored batches carry different keys: {[sorted(batch) for batch in batches]}")
-    prompt_width = max(batch["prompt_ids"].size(1) for batch in batches)
-    completion_width = max(batch["completion_ids"].size(1) for batch in batches)
-    merged: dict[str, Any] = {}
-    for key in keys:
-        values = [batch[key] for batch in batches]
-        if key in RECOMPUTED or all(value is None for value in values):
-            merged[key] = None
-        elif key in PROMPT_SIDE:
-            pad = _pad_value(PROMPT_SIDE[key], pad_token_id)
-            merged[key] = torch.cat([_pad_to(v, prompt_width, pad, left=True) for v in values])
-        elif key in COMPLETION_SIDE:
-            pad = _pad_value(COMPLETION_SIDE[key], pad_token_id)
-            if all(v.size(1) == 1 for v in values):  # includes sequence-level ratios, shape (B, 1)
-                merged[key] = torch.cat(values)
-            else:
-                merged[key] = torch.cat([_pad_to(v, completion_width, pad, left=False) for v in values])
-        elif key in WHOLE_SEQUENCE:
-            merged[key] = torch.cat([
-                torch.cat([
-                    _pad_to(v[:, : batch["prompt_ids"].size(1)], prompt_width, WHOLE_SEQUENCE[key], left=True),
-                    _pad_to(v[:, batch["prompt_ids"].size(1) :], completion_width, WHOLE_SEQUENCE[key], left=False),
-                ], dim=1)
-                for v, batch in zip(values, batches)
-            ])
-        elif isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape[1:]) for v in values}
-            if len(shapes) > 1:
-                raise ValueError(f"dynamic sampling cannot concatenate {key!r}: per-sample shapes differ {shapes}")
-            merged[key] = torch.cat(values)
-        else:
-            merged[key] = [item for value in values for item in value]
-    return merged
-
-
-def _pad_value(value: int | float | None, pad_token_id: int) -> int | float:
-    return pad_token_id if value is None else value
-
-
-def _pad_to(tensor: torch.Tensor, width: int, value: int | float, left: bool) -> torch.Tensor:
-    missing = width - tensor.size(1)
-    if missing == 0:
-        return tensor
-    padding = tensor.new_full((tensor.size(0), missing, *tensor.shape[2:]), value)
-    return torch.cat([padding, tensor] if left else [tensor, padding], dim=1)
