@@ -107,7 +107,7 @@ def test_the_lock_pins_every_requirement_of_grpolab_and_its_test_extra_exactly()
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from grpolab.tracking.rundir import parse_pins
+    from grpolab.tracking.provenance import parse_pins
 
     pins = parse_pins((REPO_ROOT / "constraints.txt").read_text(encoding="utf-8"))
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

@@ -26,7 +26,8 @@ from grpolab.sweeps import (
     reported_sweep,
     sweep_root,
 )
-from grpolab.tracking.rundir import RunDirectory, read_json, read_metrics
+from grpolab.tracking.jsonfiles import read_json
+from grpolab.tracking.rundir import RunDirectory, read_metrics
 
 # The cheapest settings that still run the whole pipeline (warm start, held-out eval, GRPO, run directory). 30 warm
 # start steps make some format rewards non-zero, so GRPO steps have real gradients (the leak test needs them).

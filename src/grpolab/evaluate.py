@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
-from grpolab.tracking.rundir import SUMMARY_FILE, read_json
+from grpolab.tracking.jsonfiles import read_json
+from grpolab.tracking.rundir import SUMMARY_FILE
 
 log = logging.getLogger("grpolab.evaluate")
 #: The model presets that load a saved directory, by ``model.modality``.

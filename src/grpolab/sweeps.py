@@ -34,13 +34,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
+from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     RunDirectory,
     describe_exception,
-    read_json,
 )
 
 log = logging.getLogger("grpolab.sweeps")

@@ -50,10 +50,10 @@ def test_trusted_modules_extends_the_allowlist(compose_cfg) -> None:
 
 def test_paths_that_leave_the_trusted_modules_are_refused(compose_cfg) -> None:
     # Textually inside grpolab, but Hydra would follow them to subprocess.run / hydra.compose / a dunder.
-    through_module = ["+rewards.x._target_=grpolab.tracking.rundir.subprocess.run"]
+    through_module = ["+rewards.x._target_=grpolab.tracking.provenance.subprocess.run"]
     check_trusted_targets(compose_cfg(through_module))
     assert refusal(compose_cfg, through_module, deep=True) == (
-        "rewards.x._target_=grpolab.tracking.rundir.subprocess.run is not trusted: it leads through the module "
+        "rewards.x._target_=grpolab.tracking.provenance.subprocess.run is not trusted: it leads through the module "
         f"subprocess; {ALLOWED}; add the module to trusted_modules to allow it")
     assert refusal(compose_cfg, ["+rewards.x._target_=grpolab.config.preflight.compose"], deep=True).startswith(
         "rewards.x._target_=grpolab.config.preflight.compose is not trusted: it is hydra.compose.compose, defined "

@@ -1,12 +1,10 @@
-"""RunDirectory: summary merging and atomicity, failure recording, manifest provenance, metrics reading."""
+"""RunDirectory: summary merging and atomicity, failure recording, the manifest, metrics reading."""
 
 from __future__ import annotations
 
+import doctest
 import json
-import os
 import re
-import shlex
-import stat
 import subprocess
 import sys
 from importlib import metadata
@@ -14,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from grpolab.tracking import rundir
 from grpolab.tracking.rundir import (
     SUMMARY_FIELDS,
     RunDirectory,
     RunPreempted,
-    git_state,
-    lock_state,
     lookup_metric,
     mean_of_last,
     read_metrics,
@@ -96,17 +93,6 @@ def test_record_outcome_records_a_preemption_and_lets_the_process_exit(tmp_path:
     assert stopped.value.code == 143 and isinstance(summary["wall_time_s"], float)
 
 
-def test_lock_state_hashes_the_lock_and_names_every_package_installed_at_another_version(tmp_path: Path) -> None:
-    lock = tmp_path / "constraints.txt"
-    torch_version = metadata.version("torch")  # 2.13.0+cpu here: a local label satisfies a pin without one
-    lock.write_text(f"# generated\ntorch=={torch_version.split('+')[0]}\ntrl==0.0.1\nnot-a-package-xyz==1.0\n")
-    state = lock_state(lock)
-    assert state["file"] == str(lock) and len(state["sha256"]) == 64
-    assert state["differs"] == {"trl": {"locked": "0.0.1", "installed": metadata.version("trl")},
-                                "not-a-package-xyz": {"locked": "1.0", "installed": None}}
-    assert lock_state(tmp_path / "missing.txt") == {"file": None, "sha256": None, "differs": {}}
-
-
 def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> None:
     # A fresh interpreter, so "torch not imported" is about this code and not about other tests.
     script = (
@@ -132,76 +118,6 @@ def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> 
     # grpolab is installed editable from its git checkout
     assert re.fullmatch(r"[0-9a-f]{40}", manifest["git"]["commit"])
     assert isinstance(manifest["git"]["dirty"], bool)
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o027])
-def test_json_files_get_the_permissions_of_any_other_new_file(tmp_path: Path, umask: int) -> None:
-    previous = os.umask(umask)
-    try:
-        run_dir = RunDirectory(tmp_path)
-        run_dir.write_summary(status="running")
-        run_dir.write_summary(steps=1)  # rewritten: the replacement gets them too
-        run_dir.write_manifest(seed=0, config={}, overrides=[])
-        (tmp_path / "other.txt").write_text("written with open()")
-    finally:
-        os.umask(previous)
-    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
-    assert modes == dict.fromkeys(["summary.json", "manifest.json", "other.txt"], 0o666 & ~umask)
-
-
-PROBE = """\
-import sys
-from grpolab.tracking.rundir import RunDirectory
-RunDirectory(sys.argv[1]).write_manifest(seed=0, config={}, overrides=[])
-"""
-WORKER_PROBE = """\
-import sys
-from joblib import Parallel, delayed
-from grpolab.tracking.rundir import RunDirectory
-
-def write(run_dir):
-    RunDirectory(run_dir).write_manifest(seed=0, config={}, overrides=[])
-    return sys.orig_argv
-
-if __name__ == "__main__":
-    (worker_argv,) = Parallel(n_jobs=2)(delayed(write)(sys.argv[1]) for _ in range(1))
-    assert "loky" in " ".join(worker_argv), worker_argv  # really written in a worker process
-"""
-
-
-def recorded_command(run_dir: Path) -> list[str]:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["command_line"] == shlex.join(manifest["command"])
-    return manifest["command"]
-
-
-def test_manifest_records_the_command_as_typed(tmp_path: Path) -> None:
-    """``python -m`` with interpreter options, a console script found on PATH, and a sweep's joblib worker."""
-    (tmp_path / "probe_command.py").write_text(PROBE)
-    (tmp_path / "probe_worker.py").write_text(WORKER_PROBE)
-    script = tmp_path / "bin" / "probe-train"
-    script.parent.mkdir()
-    script.write_text(f"#!{sys.executable}\n{PROBE}")
-    script.chmod(0o755)
-    env = {**os.environ, "PATH": f"{script.parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-
-    def run(*command: str) -> None:
-        subprocess.run(command, check=True, cwd=tmp_path, env=env, timeout=120)
-
-    typed = [sys.executable, "-X", "utf8", "-m", "probe_command", str(tmp_path / "m"), "seed=1", "name='a b'"]
-    run(*typed)
-    assert recorded_command(tmp_path / "m") == typed
-    run("probe-train", str(tmp_path / "script"), "model=tiny")
-    assert recorded_command(tmp_path / "script") == ["probe-train", str(tmp_path / "script"), "model=tiny"]
-    run(sys.executable, "-m", "probe_worker", str(tmp_path / "worker"), "seed=0,1")
-    # the worker cannot know the interpreter's options; it rebuilds a command that runs the same thing
-    assert recorded_command(tmp_path / "worker") == [sys.executable, str(tmp_path / "probe_worker.py"),
-                                                     str(tmp_path / "worker"), "seed=0,1"]
-
-
-def test_git_state_is_null_outside_a_checkout(tmp_path: Path) -> None:
-    assert git_state(tmp_path) == {"commit": None, "dirty": None, "root": None}
 
 
 def test_read_metrics_skips_a_truncated_line_and_keeps_the_last_row_per_step(tmp_path: Path) -> None:
@@ -249,3 +165,7 @@ def test_the_launchers_rank_decides_the_main_process(tmp_path: Path, monkeypatch
     assert not other.main_process
     other.mark_failed(RuntimeError("boom"))
     assert json.loads(other.summary_path.read_text())["reason"] == "RuntimeError: boom (process 1 of 2)"
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(rundir).failed == 0

@@ -1,8 +1,9 @@
 """The run directory (metrics.jsonl, summary.json, manifest.json, plots) and the logger integrations.
 
 Modules are imported individually so that readers (``grpolab.report``) never pay for transformers or torch:
-``rundir`` (file formats, RunDirectory), ``checkpoints`` (which checkpoint a resume continues from), ``runs``
-(reading run directories back), ``plots`` (matplotlib only),
+``rundir`` (file formats, RunDirectory), ``jsonfiles`` (strict JSON written atomically), ``provenance`` (git, command,
+package versions and the version lock, for the manifest), ``checkpoints`` (which checkpoint a resume continues from),
+``runs`` (reading run directories back), ``plots`` (matplotlib only),
 ``loggers`` (wandb/TensorBoard/none), ``callbacks`` (TrainerCallback, imports transformers), ``session``
 (``tracked_run``, the job bracket).
 """

@@ -9,7 +9,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, RunDirectory, mean_of_last, read_metrics, to_json_safe
+from grpolab.tracking.jsonfiles import to_json_safe
+from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, RunDirectory, mean_of_last, read_metrics
 
 # Keys of the Trainer's end-of-training log (`Trainer._finalize_training`); it is a run summary, not a step.
 TRAIN_SUMMARY_KEY = "train_runtime"

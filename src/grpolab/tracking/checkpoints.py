@@ -21,7 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from grpolab.tracking.rundir import METRICS_FILE, SUMMARY_FILE, read_json, utc_now_iso, write_json_atomic
+from grpolab.tracking.jsonfiles import read_json, utc_now_iso, write_json_atomic
+from grpolab.tracking.rundir import METRICS_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 

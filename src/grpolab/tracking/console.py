@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grpolab.sweeps import override_key
-from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, SUMMARY_FILE, describe_exception, read_json
+from grpolab.tracking.jsonfiles import read_json
+from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, SUMMARY_FILE, describe_exception
 
 log = logging.getLogger(__name__)
 

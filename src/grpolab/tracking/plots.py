@@ -19,11 +19,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import (
     METRICS_FILE,
     SUMMARY_FILE,
     read_hydra_choices,
-    read_json,
     read_metrics,
     read_overrides,
 )

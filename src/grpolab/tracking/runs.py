@@ -18,13 +18,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     mean_of_last,
     read_hydra_choices,
-    read_json,
     read_metrics,
     read_overrides,
 )

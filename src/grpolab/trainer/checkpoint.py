@@ -44,7 +44,8 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl.trainer.utils import RepeatSampler
 
 from grpolab.tracking.checkpoints import GRPOLAB_STATE_FILE, mark_complete, read_grpolab_state
-from grpolab.tracking.rundir import METRICS_FILE, write_json_atomic
+from grpolab.tracking.jsonfiles import write_json_atomic
+from grpolab.tracking.rundir import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
