@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from readme_block import write_block
+
 LONG_INSTRUCTION = (
     "You are a careful calculator. Read the expression below, compute its value exactly, and reply with the "
     "integer result only, written inside answer tags, without any explanation, units or extra spaces. Expression: "
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every run's medians here")
     parser.add_argument("--doc", type=Path, help="also write the table, with the command and machine, to this "
                                                  "Markdown file (README links docs/ids_vs_text.md)")
+    parser.add_argument("--readme", type=Path, help="also replace the table between the ids_vs_text markers here")
     args = parser.parse_args(argv)
 
     import logging
@@ -200,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    page = document(table, argv if argv is not None else sys.argv[1:], args)
     if args.doc:
-        args.doc.write_text(document(table, argv if argv is not None else sys.argv[1:], args), encoding="utf-8")
+        args.doc.write_text(page, encoding="utf-8")
+    if args.readme:
+        write_block(args.readme, "ids_vs_text table", page.split("\n\n", 1)[1].strip())  # without the title
     return 0
 
 

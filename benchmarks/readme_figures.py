@@ -44,6 +44,7 @@ class Measured:
     peak_rss_gb: float
     summary: dict
     manifest: dict
+    last_lines: list[str]
 
 
 def measure(arguments: list[str], workdir: Path) -> Measured:
@@ -60,8 +61,13 @@ def measure(arguments: list[str], workdir: Path) -> Measured:
         sys.exit(f"readme_figures: {' '.join(command)} failed ({process.returncode}); see {workdir / 'output.log'}")
     summary = json.loads((workdir / "run" / "summary.json").read_text())
     manifest = json.loads((workdir / "run" / "manifest.json").read_text())
+    output = (workdir / "output.log").read_text(encoding="utf-8", errors="replace").splitlines()
     return Measured(summary["eval_before"]["accuracy"], summary["eval_after"]["accuracy"], wall_s,
-                    usage.ru_maxrss / 1024**2, summary, manifest)
+                    usage.ru_maxrss / 1024**2, summary, manifest, output[-CONSOLE_LINES:])
+
+
+#: How many of the last console lines of the first run the README shows (its ``<name>_console`` block, if any).
+CONSOLE_LINES = 13
 
 
 def table(name: str, runs: list[Measured], overrides: list[str]) -> str:
@@ -124,6 +130,8 @@ def main() -> None:
         text = table(name, runs, args.overrides)
         print(text, end="\n\n")
         readme = rewrite(readme, name, text)
+        if f"<!-- readme_figures:{name}_console -->" in readme:
+            readme = rewrite(readme, f"{name}_console", "```text\n...\n" + "\n".join(runs[0].last_lines) + "\n```")
     if not args.print_only:
         README.write_text(readme, encoding="utf-8")
         print(f"rewrote the tables in {README}", file=sys.stderr)

@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from readme_block import write_block
+
 QUICK = ["trainer.max_steps=8", "warmstart.steps=200", "data.train_size=256", "data.eval_size=50",
          "batch.prompts_per_step=8", "batch.generations_per_prompt=4"]
 COMMON = ["logger=none", "distributed=ddp", "threads=1", "trainer.disable_tqdm=true"]
@@ -101,11 +103,27 @@ def report(one: dict[str, Any], two: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def measured_on(args: argparse.Namespace) -> str:
+    """The line above the README table: the command, the machine, the versions."""
+    import platform
+
+    import torch
+    import transformers
+    import trl
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    command = " ".join(["python benchmarks/scaling.py", *sys.argv[1:]])
+    return (f"Measured by `{command}`: {len(args.seeds)} seed(s), medians; {os.cpu_count()} CPUs, load average "
+            f"{load:.1f} at the end; torch {torch.__version__}, transformers {transformers.__version__}, trl "
+            f"{trl.__version__}, Python {platform.python_version()}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="small settings, to check that the script works")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--readme", type=Path, help="also replace the table between the scaling markers here")
     parser.add_argument("overrides", nargs="*", help="grpolab overrides for both world sizes (after --)")
     args = parser.parse_args(argv)
     overrides = [*(QUICK if args.quick else []), *args.overrides]
@@ -117,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[world_size].append(figures)
                 print(f"world size {world_size}, seed {seed}: {figures['completions_per_second']:.1f} completions/s, "
                       f"held-out {figures['accuracy_before']:.3f} -> {figures['accuracy_after']:.3f}", flush=True)
-    print(report(medians(results[1]), medians(results[2])))
+    table = report(medians(results[1]), medians(results[2]))
+    print(table)
+    if args.readme is not None:
+        write_block(args.readme, "scaling table", f"{measured_on(args)}\n\n{table}")
     if args.json is not None:
         args.json.write_text(json.dumps({"overrides": overrides, "runs": results}, indent=2) + "\n")
     return 0

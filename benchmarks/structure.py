@@ -76,6 +76,7 @@ def measure(root: Path, trl_private: set[str]) -> dict[str, str]:
     mode_files: set[str] = set()
     overrides: dict[str, set[str]] = {}
     train_length = "n/a"
+    longest = (0, "")
     for path in files:
         text = path.read_text(encoding="utf-8")
         lines += len(text.splitlines())
@@ -93,9 +94,9 @@ def measure(root: Path, trl_private: set[str]) -> dict[str, str]:
         if found:
             overrides[str(path.relative_to(root / "src"))] = found
         if path.name == "train.py" and path.parent.name == "grpolab":
-            for node in tree.body:
-                if isinstance(node, ast.FunctionDef) and node.name == "train":
-                    train_length = str(node.end_lineno - node.lineno + 1)
+            train_length = ", ".join(f"{node.name} {node.end_lineno - node.lineno + 1}" for node in tree.body
+                                     if isinstance(node, ast.FunctionDef))
+        longest = max(longest, (len(text.splitlines()), name))
     methods = set().union(*overrides.values()) if overrides else set()
     override_count = sum(len(names) for names in overrides.values())
     train_py = root / "src" / "grpolab" / "train.py"
@@ -107,7 +108,8 @@ def measure(root: Path, trl_private: set[str]) -> dict[str, str]:
         "TRL private methods overridden (distinct / overrides)": f"{len(methods)} / {override_count}",
         "files overriding them": str(len(overrides)),
         "train.py lines": str(len(train_py.read_text(encoding="utf-8").splitlines())),
-        "train() lines": train_length,
+        "train.py functions (lines)": train_length,
+        "longest module (lines)": f"{longest[1]} ({longest[0]})",
         "repeated blocks (>= 6 lines) in src/": duplicate_pairs(root / "src"),
     }
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from readme_block import write_block
+
 from grpolab.report import build_report, markdown_table
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "text_vs_token.yaml"
-START, END = "<!-- text_vs_token table: start -->", "<!-- text_vs_token table: end -->"
 
 
 def study_table(sweep_dir: Path) -> str:
@@ -38,14 +39,6 @@ def study_table(sweep_dir: Path) -> str:
     return f"{measured}\n\n{markdown_table(report)}"
 
 
-def replace_between_markers(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"the file has no {START} ... {END} block to replace")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}\n{END}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the sweep directory of experiment=text_vs_token")
@@ -56,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.readme is None:
             print(block)
             return 0
-        args.readme.write_text(replace_between_markers(args.readme.read_text(encoding="utf-8"), block),
-                               encoding="utf-8")
+        write_block(args.readme, "text_vs_token table", block)
     except (FileNotFoundError, ValueError) as error:
         print(f"text_vs_token_table: {error}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from grpolab.models.tokenizer import CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, EOS, PAD
+from grpolab.models.tokenizer import CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, EOS, PAD, wrap_backend
 
 # Qwen2's pre-tokenizer split (tokenizer.json of Qwen/Qwen2.5-0.5B-Instruct).
 QWEN2_SPLIT = (
@@ -58,17 +58,7 @@ def train_bpe_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        eos_token=EOS,
-        additional_special_tokens=list(special_tokens),
-        clean_up_tokenization_spaces=False,
-        padding_side="left",
-    )
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
+    return wrap_backend(backend, special_tokens, chat_template)
 
 
 def jsonl_texts(path: str | Path, fields: Sequence[str]) -> Iterator[str]:

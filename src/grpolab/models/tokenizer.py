@@ -57,16 +57,18 @@ def build_char_tokenizer(
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=True))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        eos_token=EOS,
-        unk_token=UNK,
-        additional_special_tokens=list(special_tokens),
-        clean_up_tokenization_spaces=False,
-        padding_side="left",
-    )
+    tokenizer = wrap_backend(backend, special_tokens, chat_template, unk_token=UNK)
     tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in tag_tokens])
+    return tokenizer
+
+
+def wrap_backend(backend: Tokenizer, special_tokens: Sequence[str], chat_template: str | None,
+                 **extra: str) -> PreTrainedTokenizerFast:
+    """The transformers tokenizer around a ``tokenizers`` backend, as every tokenizer grpolab builds has it: its pad
+    and EOS tokens, left padding (generation continues the prompt), no clean-up of spaces (decoding stays lossless)."""
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS,
+                                        additional_special_tokens=list(special_tokens),
+                                        clean_up_tokenization_spaces=False, padding_side="left", **extra)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return tokenizer

@@ -1,0 +1,25 @@
+"""Replace a generated block of README.md: what stands between ``<!-- <name>: start -->`` and
+``<!-- <name>: end -->``. The benchmark scripts that write README tables (``--readme``) share it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """``text`` with the ``name`` block's content replaced by ``block``.
+
+    >>> replace_block("a\\n<!-- t: start -->\\nold\\n<!-- t: end -->\\nb", "t", "new")
+    'a\\n<!-- t: start -->\\nnew\\n<!-- t: end -->\\nb'
+    """
+    start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+    if start not in text or end not in text.split(start, 1)[1]:
+        raise ValueError(f"the file has no {start} ... {end} block to replace")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
+
+
+def write_block(readme: Path, name: str, block: str) -> None:
+    """Replace the ``name`` block of the file ``readme`` in place."""
+    readme.write_text(replace_block(readme.read_text(encoding="utf-8"), name, block), encoding="utf-8")
