@@ -67,7 +67,7 @@ def measure(arguments: list[str], workdir: Path) -> Measured:
 
 
 #: How many of the last console lines of the first run the README shows (its ``<name>_console`` block, if any).
-CONSOLE_LINES = 13
+CONSOLE_LINES = 15
 
 
 def table(name: str, runs: list[Measured], overrides: list[str]) -> str:
