@@ -96,6 +96,9 @@ def timed_steps(samples: list[dict[str, float]]):
         def __init__(self, clock: ModelClock, tokenizer_clock: ModelClock, trainer: Any) -> None:
             self.clock, self.tokenizer_clock, self.trainer, self.last = clock, tokenizer_clock, trainer, None
 
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            self.clock.wrap(optimizer, "step", "optimizer")
+
         def on_step_end(self, args, state, control, **kwargs):
             now = (time.perf_counter(), dict(self.clock.seconds), self.tokenizer_clock.total,
                    self.trainer.reward_seconds)
@@ -116,7 +119,7 @@ def timed_steps(samples: list[dict[str, float]]):
         # model compute that grows with the vocabulary (4,096 BPE tokens vs 109 characters), not host-side work.
         clock.wrap(self, "_get_per_token_logps_and_entropies", "forward")
         clock.wrap(self.accelerator, "backward", "backward")
-        clock.wrap(self.optimizer, "step", "optimizer")
+        # The optimizer: built by the Trainer inside train() (optimizer_cls_and_kwargs), wrapped once it exists.
         # Host-side parts, read alongside: tokenizer calls (the entry points every encode and decode of TRL and
         # grpolab goes through; nested calls count once) and the trainer's own reward timer.
         tokenizer, tokenizer_clock = self.processing_class, ModelClock(("tokenizer",))
