@@ -99,6 +99,8 @@ def test_trainer_checkpoints_and_resumes_the_way_grpolabs_checkpoint_state_expec
 def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
     generate = source("_generate")
     assert "prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)" in generate
+    # The ids-mode prompts reach it as SharedTokenIds, which deepcopy shares (an ID list copy costs ~7 ms a step).
+    assert "prompts = copy.deepcopy(prompts)" in generate
     assert "self._generate_single_turn(\n                prompt_ids, images, multimodal_fields, num_generations" in generate
     # Lazy decoding replaces processing_class.batch_decode while _generate runs.
     assert generate.count("self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)") == 2

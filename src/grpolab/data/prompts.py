@@ -37,6 +37,24 @@ def text_tokenizer(processing_class: Any) -> Any:
     return getattr(processing_class, "tokenizer", processing_class)
 
 
+class SharedTokenIds(tuple):
+    """A pre-tokenized prompt that ``copy.deepcopy`` shares instead of copying.
+
+    TRL's ``_generate`` deep-copies the batch's prompts because chat messages may be edited on the way to generation;
+    token IDs never are, and copying 128 prompts of 120 IDs element by element costs about 7 ms of host time per step.
+
+    >>> import copy
+    >>> ids = SharedTokenIds([5, 6])
+    >>> copy.deepcopy(ids) is ids, is_token_ids(ids), list(ids)
+    (True, True, [5, 6])
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict) -> SharedTokenIds:
+        return self
+
+
 def is_token_ids(prompt: Any) -> bool:
     """True for a pre-tokenized prompt: a non-empty list of ints.
 

@@ -48,7 +48,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from grpolab.data.prompts import IMAGE_GRID, PIXEL_VALUES, SOURCE_PREFIX, ImageInputs, PromptEncoder, is_token_ids
+from grpolab.data.prompts import (
+    IMAGE_GRID,
+    PIXEL_VALUES,
+    SOURCE_PREFIX,
+    ImageInputs,
+    PromptEncoder,
+    SharedTokenIds,
+    is_token_ids,
+)
 from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
 from grpolab.trainer.checkpoint import (
     EpochRepeatSampler,
@@ -125,6 +133,8 @@ class GrpolabTrainer(GRPOTrainer):
     # 2 ------------------------------------------------------------------------------------------------------------
 
     def _generate(self, prompts: list):
+        if prompts and all(is_token_ids(prompt) for prompt in prompts):
+            prompts = [SharedTokenIds(prompt) for prompt in prompts]  # TRL deep-copies them; IDs need no copy
         with lazy_batch_decode(self.processing_class) if self.lazy_decoding else nullcontext():
             result = super()._generate(prompts)
         self._batch_prompt_ids = [list(ids) for ids in result[0]]
