@@ -394,3 +394,25 @@ def test_resume_continues_a_partially_trained_job_from_its_checkpoint(tmp_path: 
     lines = (sweep_dir / "1" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6, 9, 12, 15]
     assert not list(sweep_dir.glob("1/*.attempt-*"))  # continued, not rerun
+
+
+def test_job_ending_one_line_for_a_config_error_in_a_single_run_a_failed_job_in_a_multirun(capsys) -> None:
+    from grpolab.config.validate import ConfigError
+    from grpolab.sweeps import job_ending
+
+    with pytest.raises(SystemExit) as stopped, job_ending(multirun=False):
+        raise ConfigError("seed=zero must be an integer")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "grpolab: config error: seed=zero must be an integer\n"
+    with pytest.raises(ConfigError), job_ending(multirun=True):
+        raise ConfigError("seed=zero must be an integer")
+
+
+def test_job_ending_hands_a_preempted_runs_signal_on() -> None:
+    from grpolab.sweeps import job_ending
+    from grpolab.tracking.rundir import RunPreempted
+
+    handed: list[bool] = []
+    with pytest.raises(RunPreempted) as stopped, job_ending(multirun=False):
+        raise RunPreempted("SIGTERM at step 7: saved checkpoint-7", 143, hand_over=lambda: handed.append(True))
+    assert handed == [True] and stopped.value.code == 143

@@ -35,11 +35,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.jsonfiles import read_json
+from grpolab.config.validate import ConfigError
 from grpolab.tracking.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     RunDirectory,
+    RunPreempted,
     describe_exception,
 )
 
@@ -269,6 +271,26 @@ def write_sweep_report(sweep_dir: Path, last_k: int | None = None, group_by: Seq
     log.info("sweep report: %s (%d runs: %d completed, %d failed or unfinished)",
              sweep_dir / "report.md", len(report.runs), done, len(report.runs) - done)
     return report
+
+
+@contextmanager
+def job_ending(multirun: bool) -> Iterator[None]:
+    """Around one job (``hydra_entry``): how it ends once its run directory has recorded the outcome.
+
+    A preempted run passes its signal on to the handler grpolab replaced (e.g. submitit's requeue). A config error is
+    one line on stderr and exit 2 in a single run; in a multirun it propagates, so the job counts as failed and the
+    sweep goes on.
+    """
+    try:
+        yield
+    except RunPreempted as preempted:
+        preempted.hand_over()
+        raise
+    except ConfigError as error:
+        if multirun:
+            raise
+        print(f"grpolab: config error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextmanager

@@ -4,12 +4,11 @@
     python -m grpolab.train model=qwen2_5_0_5b_instruct data=gsm8k rewards=[accuracy,format]
     python -m grpolab.train -m optimizer.lr=1e-4,3e-4 seed=0,1
 
-``train`` is one job: skip it if it completed (``resume=true``), validate, then record it in the run directory.
-``build_and_train`` is the fixed build order: seed -> tokenizer -> data -> rewards -> prompts (per tokenizer mode) ->
-GRPOConfig -> model -> held-out evaluator -> warm start -> held-out eval -> trainer -> train (from the newest complete
-checkpoint with ``resume=true``) -> final model in ``<run_dir>/model`` -> held-out eval. Data, rewards and the
-GRPOConfig come before the model so that every mismatch fails before a model is loaded; heavy libraries (torch,
-transformers, TRL) are imported inside the functions so that ``--cfg job`` and config errors stay instant.
+``train`` is one job (skip it if completed with ``resume=true``, validate, record it in the run directory);
+``build_and_train`` the fixed build order: seed -> tokenizer -> data -> rewards -> prompts -> GRPOConfig -> model ->
+warm start -> held-out eval -> trainer -> train (from the newest checkpoint with ``resume=true``) -> final model ->
+held-out eval. Every mismatch of data, rewards and GRPOConfig fails before a model is loaded; torch, transformers and
+TRL are imported inside the functions, so ``--cfg job`` and config errors stay instant.
 """
 
 from __future__ import annotations
@@ -21,17 +20,18 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.preflight import run_preflight
 from grpolab.config.schema import register_schemas
-from grpolab.config.validate import ConfigError, config_errors, validate
-from grpolab.sweeps import completed_before, reported_sweep, with_resumed_sweep_dir
+from grpolab.config.validate import config_errors, validate
+from grpolab.sweeps import completed_before, job_ending, reported_sweep, with_resumed_sweep_dir
 from grpolab.tracking.checkpoints import prepare_resume, resume_requested
 from grpolab.tracking.console import fields, quiet_libraries
 from grpolab.tracking.processes import join_before_hydra, launched_processes
-from grpolab.tracking.rundir import RunPreempted, failures_recorded, lookup_metric
+from grpolab.tracking.rundir import failures_recorded, lookup_metric
 from grpolab.tracking.session import TrackedRun, tracked_run
 
 log = logging.getLogger("grpolab.train")
@@ -49,9 +49,6 @@ def train(cfg: DictConfig) -> float | None:
         batch_fields = validate(cfg, processes.world_size)
     # The newest complete checkpoint, the run directory cut back to it (by the main process, for all of them).
     resume = processes.on_main(prepare_resume, run_dir) if resuming else None
-
-    from hydra.utils import instantiate
-
     quiet_libraries()  # library warnings and logs to train.log, not the console
     config = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(run_dir, config=config, seed=cfg.seed, logger=instantiate(cfg.logger),
@@ -63,7 +60,6 @@ def train(cfg: DictConfig) -> float | None:
 def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields: dict, resume: str | None) -> None:
     """The build order of the module docstring, each step logged; results go to ``run``'s summary."""
     import torch
-    from hydra.utils import instantiate
     from transformers import set_seed
 
     from grpolab.data.context import check_prompts_fit
@@ -116,16 +112,8 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def hydra_entry(cfg: DictConfig) -> float | None:
-    try:
+    with job_ending(multirun=HydraConfig.get().mode == RunMode.MULTIRUN):
         return train(cfg)
-    except RunPreempted as preempted:
-        preempted.hand_over()  # recorded as preempted by now; e.g. submitit requeues the job
-        raise
-    except ConfigError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the job is recorded as failed; the sweep goes on
-        print(f"grpolab: config error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:
