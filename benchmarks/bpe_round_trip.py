@@ -27,7 +27,7 @@ from grpolab.data.gsm8k import GSM8K
 from grpolab.models.bpe import jsonl_texts, train_bpe_tokenizer
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards.accuracy import Accuracy
-from grpolab.rewards.agreement import score_both_levels
+from grpolab.rewards.agreement import SOLUTION_LAYOUTS, score_both_levels
 from grpolab.rewards.format import Format
 from grpolab.rewards.tags import ALL_TAGS
 
@@ -35,13 +35,6 @@ GSM8K_TEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gsm8k
 VOCAB_SIZE = 4096
 SYSTEM_PROMPT = ("Solve the problem. Think inside <think></think>, then give only the final number inside "
                  "<answer></answer>.")
-LAYOUTS = {
-    "adjacent": "<think>{steps}</think><answer>{answer}</answer>",
-    "newline": "<think>{steps}</think>\n<answer>{answer}</answer>",
-    "spaced": "<think> {steps} </think> <answer> {answer} </answer>",
-    "r1": "<think>\n{steps}\n</think>\n<answer>\n{answer}\n</answer>",
-    "answer only": "<answer>{answer}</answer>",
-}
 
 
 def encoded(tokenizer, pieces: list[str]) -> list[int]:
@@ -76,7 +69,7 @@ def agreement_table(tokenizers: dict, solutions: list[tuple[str, str]]) -> str:
              "|---|---|---|---|---|"]
     for name, tokenizer in tokenizers.items():
         cases = {layout: {"completions": [template.format(steps=s, answer=a) for a, s in solutions]}
-                 for layout, template in LAYOUTS.items()}
+                 for layout, template in SOLUTION_LAYOUTS.items()}
         # Tags spelt character by character: the same text, other IDs (a model can sample them).
         cases["newline, tags spelt by character"] = {"completion_ids": [
             [*encoded(tokenizer, list("<think>")), *encoded(tokenizer, [s]),
@@ -100,7 +93,7 @@ def main() -> int:
                  system_prompt="")
     solutions = [task.answer_and_steps(row["answer"]) for row in rows]
     text = list(jsonl_texts(GSM8K_TEST, ["question", "answer"]))
-    tagged_text = [*text, *(LAYOUTS["newline"].format(steps=s, answer=a) for a, s in solutions)]
+    tagged_text = [*text, *(SOLUTION_LAYOUTS["newline"].format(steps=s, answer=a) for a, s in solutions)]
     raw = train_bpe_tokenizer(text, VOCAB_SIZE)
     with_tags = train_bpe_tokenizer(tagged_text, VOCAB_SIZE)
     with_tags.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ALL_TAGS])

@@ -21,17 +21,10 @@ from grpolab.data.gsm8k import GSM8K
 from grpolab.models.bpe import jsonl_texts, train_bpe_tokenizer
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.rewards.accuracy import Accuracy
-from grpolab.rewards.agreement import score_both_levels
+from grpolab.rewards.agreement import SOLUTION_LAYOUTS, score_both_levels
 from grpolab.rewards.format import Format
 from grpolab.rewards.tags import ALL_TAGS
 
-LAYOUTS = {
-    "adjacent": "<think>{steps}</think><answer>{answer}</answer>",
-    "newline": "<think>{steps}</think>\n<answer>{answer}</answer>",
-    "spaced": "<think> {steps} </think> <answer> {answer} </answer>",
-    "r1": "<think>\n{steps}\n</think>\n<answer>\n{answer}\n</answer>",
-    "answer only": "<answer>{answer}</answer>",
-}
 ACCURACY = functools.partial(Accuracy, fallbacks=False)
 SOLUTIONS = 300  # of 1,319: the shares below are all 0 or 1, so the first 300 show them (math-verify is slow)
 # (format text, format token, accuracy text, accuracy token): the share of completions scoring 1.0. The text level
@@ -65,7 +58,7 @@ def solutions(all_solutions):
 @pytest.fixture(scope="module")
 def tokenizers(gsm8k_test_split, all_solutions):
     text = list(jsonl_texts(gsm8k_test_split, ["question", "answer"]))
-    tagged_text = [*text, *(LAYOUTS["newline"].format(steps=s, answer=a) for a, s in all_solutions)]
+    tagged_text = [*text, *(SOLUTION_LAYOUTS["newline"].format(steps=s, answer=a) for a, s in all_solutions)]
     with_tags = train_bpe_tokenizer(tagged_text, 4096)
     with_tags.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ALL_TAGS])
     return {"char": build_char_tokenizer(), "raw": train_bpe_tokenizer(text, 4096),
@@ -80,7 +73,7 @@ def share(scores: list[float | None]) -> float:
 def test_where_text_and_token_rewards_agree_on_reference_solutions(tokenizers, solutions, name):
     tokenizer, answers = tokenizers[name], [answer for answer, _ in solutions]
     measured = {}
-    for layout, template in LAYOUTS.items():
+    for layout, template in SOLUTION_LAYOUTS.items():
         texts = [template.format(steps=steps, answer=answer) for answer, steps in solutions]
         format_text, format_token = score_both_levels(Format, tokenizer, texts)
         accuracy_text, accuracy_token = score_both_levels(ACCURACY, tokenizer, texts, answers=answers)
@@ -102,7 +95,8 @@ def test_the_tags_are_several_tokens_and_merge_in_context_once_the_tokenizer_has
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_wrong_answers_score_zero_at_both_levels(tokenizers, solutions, name):
-    texts = [LAYOUTS["newline"].format(steps=steps, answer=int(answer) + 1) for answer, steps in solutions[:200]]
+    texts = [SOLUTION_LAYOUTS["newline"].format(steps=steps, answer=int(answer) + 1)
+             for answer, steps in solutions[:200]]
     text, token = score_both_levels(ACCURACY, tokenizers[name], texts, answers=[a for a, _ in solutions[:200]])
     assert share(text) == share(token) == 0.0
 

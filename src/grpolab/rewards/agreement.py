@@ -16,6 +16,18 @@ from typing import Any
 from grpolab.rewards.base import Reward
 from grpolab.rewards.vocabulary import describe_vocabulary
 
+#: Ways a completion lays out the tags around its reasoning ``steps`` and ``answer``, the ones checked against a
+#: tokenizer: where tags touch, newlines between blocks (what chat models write), spaces inside the tags, R1's newlines
+#: inside them, and an answer alone. The format reward's text level accepts all of them; ``score_both_levels`` tells
+#: whether the token level does with a given tokenizer.
+SOLUTION_LAYOUTS = {
+    "adjacent": "<think>{steps}</think><answer>{answer}</answer>",
+    "newline": "<think>{steps}</think>\n<answer>{answer}</answer>",
+    "spaced": "<think> {steps} </think> <answer> {answer} </answer>",
+    "r1": "<think>\n{steps}\n</think>\n<answer>\n{answer}\n</answer>",
+    "answer only": "<answer>{answer}</answer>",
+}
+
 
 def score_both_levels(
     make_reward: Callable[..., Reward],
