@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from grpolab.config.validate import validate
+from tests_support import free_port
 
 # A length reward gives every group unequal rewards (every step has a gradient); 15 held-out rows do not split evenly.
 SHORT_RUN = [
@@ -26,11 +26,6 @@ GENERATION_BATCH = re.compile(r"GRPOConfig: \d+ steps, (\d+) prompts x (\d+) com
                               r"process")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _environment(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline",
@@ -39,7 +34,7 @@ def _environment(tmp_path: Path) -> dict[str, str]:
 
 def run_processes(tmp_path: Path, count: int, *overrides: str) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}",
-                f"--master_port={_free_port()}"] if count > 1 else [sys.executable]
+                f"--master_port={free_port()}"] if count > 1 else [sys.executable]
     return subprocess.run([*launcher, "-m", "grpolab.train", *overrides], capture_output=True, text=True,
                           cwd=tmp_path, env=_environment(tmp_path), timeout=600)
 

@@ -1,6 +1,16 @@
-"""Reward callables that misbehave on purpose, importable by the CLI subprocesses the tests start."""
+"""Helpers several test modules share, and reward callables that misbehave on purpose (importable by the CLI
+subprocesses the tests start)."""
 
 from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: the rendezvous port of a two-process group a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class FailingReward:

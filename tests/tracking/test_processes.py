@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from grpolab.tracking.processes import Processes, launched_processes
+from tests_support import free_port
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 5, 15, 16, 17])
@@ -43,11 +43,6 @@ def test_the_launchers_environment_names_the_process(monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError, match="process 1 of 2: the process group is not formed yet"):
         launched_processes().barrier()
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _collectives(rank: int, port: int, results: dict) -> None:
@@ -83,7 +78,7 @@ def _collectives(rank: int, port: int, results: dict) -> None:
 def test_collectives_on_a_real_two_process_group() -> None:
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_collectives, args=(_free_port(), results), nprocs=2, join=True)
+        mp.spawn(_collectives, args=(free_port(), results), nprocs=2, join=True)
         first, second = results[0], results[1]
     assert first["outcome"] == second["outcome"] == {"trained_on": 0}  # computed once, by the main process
     assert all(torch.equal(a, b) for a, b in zip(first["weights"], second["weights"], strict=True))
@@ -99,7 +94,7 @@ def test_torchrun_processes_resolve_one_run_directory(tmp_path: Path) -> None:
     # Hydra resolves hydra.run.dir in each process before the job starts; rank 0's launch time makes them equal.
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
          "-m", "grpolab.train", "--cfg", "hydra", "--resolve", "--package", "hydra.run"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
