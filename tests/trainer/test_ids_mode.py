@@ -55,6 +55,16 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def run_both_modes(compose_cfg, tmp_path: Path, recorded_batches: list, *overrides: str) -> tuple[dict, dict]:
+    """The same job in text and in ids mode: each run's recorded batches and ``metrics.jsonl`` rows."""
+    runs = {}
+    for mode in ("text", "ids"):
+        recorded_batches.clear()
+        run_dir = run_pipeline(compose_cfg, tmp_path / mode, *overrides, f"tokenizer_mode={mode}")
+        runs[mode] = {"batches": list(recorded_batches), "metrics": metrics(run_dir)}
+    return runs["text"], runs["ids"]
+
+
 # -- counting tokenizer calls during trainer.train() ---------------------------------------------------------------
 
 
@@ -193,13 +203,8 @@ def recorded_batches(monkeypatch):
 def test_text_and_ids_modes_take_identical_first_five_steps(compose_cfg, tmp_path, monkeypatch, recorded_batches,
                                                             level):
     monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
-    runs = {}
-    for mode in ("text", "ids"):
-        recorded_batches.clear()
-        run_dir = run_pipeline(compose_cfg, tmp_path / mode, *PIPELINE, "trainer.max_steps=5",
-                               f"tokenizer_mode={mode}", f"reward_level={level}")
-        runs[mode] = {"batches": list(recorded_batches), "metrics": metrics(run_dir)}
-    text, ids = runs["text"], runs["ids"]
+    text, ids = run_both_modes(compose_cfg, tmp_path, recorded_batches, *PIPELINE, "trainer.max_steps=5",
+                               f"reward_level={level}")
     assert len(text["batches"]) == len(ids["batches"]) == 5
     assert text["batches"] == ids["batches"]
     keys = ["loss", "reward", "reward_std", "rewards/accuracy/mean", "rewards/format/mean", "entropy"]
@@ -369,14 +374,9 @@ def test_text_and_ids_modes_take_identical_steps_with_a_bpe_tokenizer(compose_cf
     task = ["rewards.length.target=8"] if data == "arithmetic" else [
         "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "rewards.length.target=40",
         "rewards.length.tolerance=200"]
-    runs = {}
-    for mode in ("text", "ids"):
-        recorded_batches.clear()
-        run_dir = run_pipeline(compose_cfg, tmp_path / mode, *PIPELINE, *bpe_overrides(gsm8k_test_split),
+    text, ids = run_both_modes(compose_cfg, tmp_path, recorded_batches, *PIPELINE, *bpe_overrides(gsm8k_test_split),
                                "trainer.max_steps=3", "rewards=[accuracy,format,length]", *task,
-                               f"tokenizer_mode={mode}", f"reward_level={level}")
-        runs[mode] = {"batches": list(recorded_batches), "metrics": metrics(run_dir)}
-    text, ids = runs["text"], runs["ids"]
+                               f"reward_level={level}")
     assert len(text["batches"]) == len(ids["batches"]) == 3
     assert text["batches"] == ids["batches"]
     keys = ["loss", "reward", "reward_std", "rewards/accuracy/mean", "rewards/format/mean", "rewards/length/mean"]
