@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from readme_block import replace_block
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -105,11 +106,11 @@ def _median(values: list[float | None]) -> str:
 
 
 def rewrite(readme: str, name: str, text: str) -> str:
-    """Replace what lies between ``<!-- readme_figures:<name> -->`` and ``<!-- /readme_figures:<name> -->``."""
-    pattern = re.compile(rf"(<!-- readme_figures:{name} -->\n).*?(\n<!-- /readme_figures:{name} -->)", re.DOTALL)
-    if not pattern.search(readme):
-        sys.exit(f"readme_figures: README.md has no <!-- readme_figures:{name} --> ... markers")
-    return pattern.sub(lambda match: match.group(1) + text + match.group(2), readme)
+    """Replace the README's ``readme_figures <name>`` block (``readme_block`` markers)."""
+    try:
+        return replace_block(readme, f"readme_figures {name}", text)
+    except ValueError as error:
+        sys.exit(f"readme_figures: README.md: {error}")
 
 
 def main() -> None:
@@ -130,7 +131,7 @@ def main() -> None:
         text = table(name, runs, args.overrides)
         print(text, end="\n\n")
         readme = rewrite(readme, name, text)
-        if f"<!-- readme_figures:{name}_console -->" in readme:
+        if f"<!-- readme_figures {name}_console: start -->" in readme:
             readme = rewrite(readme, f"{name}_console", "```text\n...\n" + "\n".join(runs[0].last_lines) + "\n```")
     if not args.print_only:
         README.write_text(readme, encoding="utf-8")
