@@ -408,6 +408,24 @@ def test_job_ending_one_line_for_a_config_error_in_a_single_run_a_failed_job_in_
         raise ConfigError("seed=zero must be an integer")
 
 
+def test_job_ending_leaves_a_config_error_of_a_multi_process_job_to_the_main_process(capsys, monkeypatch) -> None:
+    import grpolab.sweeps as sweeps
+    from grpolab.config.validate import ConfigError
+
+    waited: list[float] = []
+    monkeypatch.setattr(sweeps.time, "sleep", waited.append)  # the launcher would stop this process meanwhile
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit), sweeps.job_ending(multirun=False):
+        raise ConfigError("seed=zero must be an integer")
+    assert waited == [sweeps.REPORTED_BY_MAIN_WAIT_S]  # and only if it outlives that does it say so itself
+    assert capsys.readouterr().err == "grpolab: config error: seed=zero must be an integer\n"
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit), sweeps.job_ending(multirun=False):
+        raise ConfigError("seed=zero must be an integer")
+    assert waited == [sweeps.REPORTED_BY_MAIN_WAIT_S]  # the main process reports at once
+
+
 def test_job_ending_hands_a_preempted_runs_signal_on() -> None:
     from grpolab.sweeps import job_ending
     from grpolab.tracking.rundir import RunPreempted

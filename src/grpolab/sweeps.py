@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from grpolab.tracking.processes import launched_processes
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.jsonfiles import read_json
 from grpolab.config.validate import ConfigError
@@ -48,6 +50,7 @@ from grpolab.tracking.rundir import (
 log = logging.getLogger("grpolab.sweeps")
 MULTIRUN_FILE = "multirun.yaml"
 SWEEP_FAILURE_EXIT_CODE = 1
+REPORTED_BY_MAIN_WAIT_S = 60.0  # torchrun stops the other processes within a second of the main one exiting
 # Overrides that change how a sweep runs, not what it computes; ignored when matching a sweep or a job for resume.
 RESUME_NEUTRAL_KEYS = frozenset({"resume"})
 
@@ -279,7 +282,9 @@ def job_ending(multirun: bool) -> Iterator[None]:
 
     A preempted run passes its signal on to the handler grpolab replaced (e.g. submitit's requeue). A config error is
     one line on stderr and exit 2 in a single run; in a multirun it propagates, so the job counts as failed and the
-    sweep goes on.
+    sweep goes on. The processes of a multi-process job all meet the same config error: the main process reports it,
+    and the others wait up to ``REPORTED_BY_MAIN_WAIT_S`` for the launcher (torchrun) to stop them once it has, so the
+    line is printed once rather than once per GPU (and, racing, not sometimes lost to the launcher's kill).
     """
     try:
         yield
@@ -289,6 +294,8 @@ def job_ending(multirun: bool) -> Iterator[None]:
     except ConfigError as error:
         if multirun:
             raise
+        if not launched_processes().is_main:
+            time.sleep(REPORTED_BY_MAIN_WAIT_S)  # still alive: the error was this process's own (a node's file)
         print(f"grpolab: config error: {error}", file=sys.stderr)
         sys.exit(2)
 
