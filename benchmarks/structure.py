@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODALITY = re.compile(r"has_images|image_column\(|IMAGE_GRID\b.* in |\bin .*IMAGE_GRID|image_token is None|images is "
                       r"(not )?None|_batch_images|modality|Modality\.|ProcessorMixin|is_vlm|VISION|\bvision\b")
 # A condition that picks the text or the ID path: ID prompts or not, the tokenizer mode, lazy decoding.
-TOKENIZER_MODE = re.compile(r"is_token_ids|TokenizerMode|tokenizer_mode|lazy_decoding|PROMPT_IDS\b.* in |"
+TOKENIZER_MODE = re.compile(r"is_token_ids|TokenizerMode|tokenizer_mode|ids_mode|PROMPT_IDS\b.* in |"
                             r"\bin .*PROMPT_IDS|['\"]prompt_ids['\"] in|\bmode\b(?! ==? RunMode)")
 
 

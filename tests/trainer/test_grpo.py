@@ -16,7 +16,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from grpolab.data.prepare import TextPrompts, TokenIdPrompts
-from grpolab.data.prompts import PromptEncoder, is_token_ids
+from grpolab.data.prompts import HostRows, PromptEncoder, is_token_ids
 from grpolab.models.tiny import build_tiny_qwen2, build_tiny_vlm
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.models.vision import build_vlm_processor
@@ -160,7 +160,16 @@ def tiny_trainer(tmp_path, ids_mode: bool, rewards, max_steps: int = 2, **config
     )
     model = build_tiny_qwen2(tokenizer, 32, 64, 1, 2, 1, 64, True, seed=0)
     return GrpolabTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=trainer_dataset(dataset),
-                          processing_class=tokenizer, lazy_decoding=ids_mode)
+                          processing_class=tokenizer, ids_mode=ids_mode)
+
+
+def test_ids_mode_batches_reach_trl_as_rows_accelerate_leaves_alone(tmp_path):
+    # Fails if TRL's training data loader stops taking the trainer's data_collator (GRPOTrainer sets its own
+    # identity collator): the ID rows would again be walked element by element on every step.
+    batch = next(iter(tiny_trainer(tmp_path, ids_mode=True, rewards=[RecordingReward("length", reads_text=False)]).get_train_dataloader()))
+    assert type(batch) is HostRows and is_token_ids(batch[0]["prompt"])
+    text_batch = next(iter(tiny_trainer(tmp_path, ids_mode=False, rewards=[RecordingReward("length", reads_text=False)]).get_train_dataloader()))
+    assert type(text_batch) is list  # text mode: TRL's own collator
 
 
 @pytest.mark.slow
@@ -267,7 +276,7 @@ def _vision_run(mode: str, tmp_path, cache_pixels: bool = True) -> dict:
     )
     trainer = GrpolabTrainer(model=model, reward_funcs=[GuardedReward(Accuracy(level="text")), distinct_tokens],
                              args=args, train_dataset=dataset, processing_class=processor,
-                             prompt_encoder=encoder, lazy_decoding=mode == "ids")
+                             prompt_encoder=encoder, ids_mode=mode == "ids")
     trainer.train()
     return {
         "seen": seen,

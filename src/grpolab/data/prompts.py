@@ -55,6 +55,34 @@ class SharedTokenIds(tuple):
         return self
 
 
+class HostRows(list):
+    """A batch of dataset rows that stays where it is when accelerate moves the batch to the device.
+
+    GRPO's batches are rows of Python values (TRL builds the tensors itself), yet accelerate's data loader walks every
+    batch element by element looking for tensors to move: for 128 rows of 120 prompt IDs that walk is about 35 ms of
+    host time per step. ``to`` is the hook that walk calls first (``pin_memory`` the one torch's loader calls when
+    pinning memory for a GPU); a batch of rows has nothing to move or pin.
+
+    >>> from accelerate.utils import send_to_device
+    >>> rows = HostRows([{"prompt": [5, 6]}])
+    >>> send_to_device(rows, "cpu") is rows
+    True
+    """
+
+    __slots__ = ()
+
+    def to(self, *args: Any, **kwargs: Any) -> HostRows:
+        return self
+
+    def pin_memory(self, *args: Any, **kwargs: Any) -> HostRows:
+        return self
+
+
+def rows_on_host(rows: list[dict[str, Any]]) -> HostRows:
+    """The trainer's data collator in ids mode: TRL's identity collator, as a ``HostRows``."""
+    return HostRows(rows)
+
+
 def is_token_ids(prompt: Any) -> bool:
     """True for a pre-tokenized prompt: a non-empty list of ints.
 

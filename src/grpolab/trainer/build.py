@@ -78,7 +78,7 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
         optimizer_cls_and_kwargs=optimizer_class_and_arguments(cfg.optimizer),
         peft_config=adapters,
         prompt_encoder=encoder,
-        lazy_decoding=preparation.mode is TokenizerMode.ids,
+        ids_mode=preparation.mode is TokenizerMode.ids,
         dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
     )
     if evaluate is not None and cfg.eval.every_steps is not None:
