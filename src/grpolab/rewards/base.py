@@ -12,6 +12,7 @@ every access costs a decode, so the token path must never touch it.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from itertools import filterfalse
 from typing import Any, ClassVar
 
 from grpolab.config.enums import RewardLevel
@@ -136,7 +137,7 @@ class Reward:
     def content_ids(self, completion_ids: Sequence[int]) -> tuple[int, ...]:
         """A completion's IDs without special IDs anywhere: what the text variant sees after decoding with
         ``skip_special_tokens=True`` (a tiny model can emit ``<|im_end|>`` mid-answer)."""
-        return tuple(int(i) for i in completion_ids if i not in self.special_ids)
+        return tuple(filterfalse(self.special_ids.__contains__, completion_ids))  # C speed: no Python step per ID
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any

@@ -56,26 +56,21 @@ def split_ids(ids: Sequence[int], tag_ids: Mapping[str, tuple[int, ...]]) -> lis
         by_first_id.setdefault(pattern[0], []).append((tag, pattern))
     ids = tuple(ids)
     pieces: list[Piece] = []
-    content_start = position = 0
-    while position < len(ids):
-        matched = next(
-            (
-                (tag, pattern)
-                for tag, pattern in by_first_id.get(ids[position], ())
-                if ids[position : position + len(pattern)] == pattern
-            ),
-            None,
-        )
-        if matched is None:
-            position += 1
+    content_start = 0
+    # Only positions holding a tag's first ID can start a tag: found in one pass, the rest of the scan skips content
+    # (most of a completion) without a Python step per token.
+    for position in [i for i, token in enumerate(ids) if token in by_first_id]:
+        if position < content_start:  # inside a tag matched just before
             continue
-        if position > content_start:
-            pieces.append(Piece(None, ids[content_start:position]))
-        pieces.append(Piece(matched[0], ()))
-        position += len(matched[1])
-        content_start = position
-    if position > content_start:
-        pieces.append(Piece(None, ids[content_start:position]))
+        for tag, pattern in by_first_id[ids[position]]:
+            if ids[position : position + len(pattern)] == pattern:
+                if position > content_start:
+                    pieces.append(Piece(None, ids[content_start:position]))
+                pieces.append(Piece(tag, ()))
+                content_start = position + len(pattern)
+                break
+    if len(ids) > content_start:
+        pieces.append(Piece(None, ids[content_start:]))
     return pieces
 
 
