@@ -9,18 +9,22 @@ Agreement: the share of GSM8K reference solutions (all 1,319, in the warm-start 
 tags (``tagged``: like a chat model's tokenizer, it learns merges across tag boundaries), and that one with the four
 tags added as single tokens. tests/models/test_bpe.py and tests/rewards/test_rewards_agreement.py assert the same.
 
-    python benchmarks/bpe_round_trip.py        # ~2 minutes on 2 cores; prints the two Markdown tables README quotes
+    python benchmarks/bpe_round_trip.py                    # ~2 minutes on 2 cores; prints the two Markdown tables
+    python benchmarks/bpe_round_trip.py --readme README.md  # and writes them into README's two bpe_round_trip blocks
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
+from readme_block import write_block
 from tokenizers import AddedToken
 
 from grpolab.data.gsm8k import GSM8K
@@ -63,30 +67,37 @@ def drift_table(tokenizer, questions: list[str]) -> str:
 
 
 def agreement_table(tokenizers: dict, solutions: list[tuple[str, str]]) -> str:
+    """One row per tokenizer, one column per completion layout; a cell is the share of solutions the token level
+    scores 1.0 (format, accuracy), followed by the text level's shares where they are not both 100%."""
     answers = [answer for answer, _ in solutions]
     accuracy = functools.partial(Accuracy, fallbacks=False)
-    lines = ["| tokenizer | completion layout | format text / token | accuracy text / token | both rewards agree |",
-             "|---|---|---|---|---|"]
+    layouts = [*SOLUTION_LAYOUTS, "tags written with other IDs"]
+    lines = ["| tokenizer | " + " | ".join(f"`{SOLUTION_LAYOUTS[name]}`".replace("\n", "\\n") if name in SOLUTION_LAYOUTS
+                                          else name for name in layouts) + " |",
+             "|---|" + "---|" * len(layouts)]
     for name, tokenizer in tokenizers.items():
         cases = {layout: {"completions": [template.format(steps=s, answer=a) for a, s in solutions]}
                  for layout, template in SOLUTION_LAYOUTS.items()}
-        # Tags spelt character by character: the same text, other IDs (a model can sample them).
-        cases["newline, tags spelt by character"] = {"completion_ids": [
+        # The same text with its tags spelt character by character: other IDs, which a model can sample.
+        cases["tags written with other IDs"] = {"completion_ids": [
             [*encoded(tokenizer, list("<think>")), *encoded(tokenizer, [s]),
              *encoded(tokenizer, list("</think>\n<answer>")), *encoded(tokenizer, [a]),
              *encoded(tokenizer, list("</answer>"))] for a, s in solutions]}
-        for layout, given in cases.items():
-            format_text, format_token = score_both_levels(Format, tokenizer, **given)
-            accuracy_text, accuracy_token = score_both_levels(accuracy, tokenizer, answers=answers, **given)
-            agree = sum(ft == fk and at == ak for ft, fk, at, ak in
-                        zip(format_text, format_token, accuracy_text, accuracy_token, strict=True))
-            share = [f"{sum(s) / len(s):.0%}" for s in (format_text, format_token, accuracy_text, accuracy_token)]
-            lines.append(f"| {name} | {layout} | {share[0]} / {share[1]} | {share[2]} / {share[3]} | "
-                         f"{agree / len(solutions):.0%} |")
+        cells = []
+        for layout in layouts:
+            format_text, format_token = score_both_levels(Format, tokenizer, **cases[layout])
+            accuracy_text, accuracy_token = score_both_levels(accuracy, tokenizer, answers=answers, **cases[layout])
+            share = [f"{sum(s) / len(s):.0%}" for s in (format_token, accuracy_token, format_text, accuracy_text)]
+            text = "" if share[2:] == ["100%", "100%"] else f" (text {share[2]}, {share[3]})"
+            cells.append(f"{share[0]}, {share[1]}{text}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, help="also replace the two bpe_round_trip blocks here")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = [json.loads(line) for line in GSM8K_TEST.read_text(encoding="utf-8").splitlines()]
     task = GSM8K(path=None, hub_id="", hub_config=None, train_size=None, eval_size=1, seed=0, conversational=False,
@@ -97,12 +108,18 @@ def main() -> int:
     raw = train_bpe_tokenizer(text, VOCAB_SIZE)
     with_tags = train_bpe_tokenizer(tagged_text, VOCAB_SIZE)
     with_tags.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ALL_TAGS])
-    tokenizers = {"char (the default)": build_char_tokenizer(), "BPE raw (model=tiny_bpe)": raw,
-                  "BPE tagged": train_bpe_tokenizer(tagged_text, VOCAB_SIZE), "BPE tagged + tag tokens": with_tags}
-    print(f"### Round-trip drift (BPE raw, {VOCAB_SIZE} tokens, {len(rows)} GSM8K test questions)\n")
-    print(drift_table(raw, [row["question"] for row in rows]))
-    print(f"\n### Text vs token rewards on the {len(solutions)} GSM8K reference solutions\n")
-    print(agreement_table(tokenizers, solutions))
+    tokenizers = {"char (the default)": build_char_tokenizer(), "BPE on the GSM8K text (`model=tiny_bpe`)": raw,
+                  "BPE that has also seen tagged text": train_bpe_tokenizer(tagged_text, VOCAB_SIZE),
+                  "the same with the four tags added as tokens": with_tags}
+    drift = drift_table(raw, [row["question"] for row in rows])
+    agreement = agreement_table(tokenizers, solutions)
+    print(f"### Round-trip drift (BPE raw, {VOCAB_SIZE} tokens, {len(rows)} GSM8K test questions)\n\n{drift}")
+    print(f"\n### Token-level rewards (format, accuracy) on the {len(solutions)} GSM8K reference solutions\n\n"
+          f"{agreement}")
+    if args.readme:
+        stamp = "Generated by `python benchmarks/bpe_round_trip.py --readme README.md` (deterministic).\n\n"
+        write_block(args.readme, "bpe_round_trip drift", textwrap.indent(stamp + drift, "  "))
+        write_block(args.readme, "bpe_round_trip agreement", textwrap.indent(stamp + agreement, "  "))
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return 0
 

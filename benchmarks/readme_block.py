@@ -11,13 +11,17 @@ def replace_block(text: str, name: str, block: str) -> str:
 
     >>> replace_block("a\\n<!-- t: start -->\\nold\\n<!-- t: end -->\\nb", "t", "new")
     'a\\n<!-- t: start -->\\nnew\\n<!-- t: end -->\\nb'
+    >>> replace_block("- a\\n  <!-- t: start -->\\n  old\\n  <!-- t: end -->", "t", "  new")
+    '- a\\n  <!-- t: start -->\\n  new\\n  <!-- t: end -->'
     """
     start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
     if start not in text or end not in text.split(start, 1)[1]:
         raise ValueError(f"the file has no {start} ... {end} block to replace")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{block}\n{end}{tail}"
+    before = head[head.rfind("\n") + 1:]
+    indent = before if not before.strip() else ""  # a block in a list item: the end marker indented like the start
+    return f"{head}{start}\n{block}\n{indent}{end}{tail}"
 
 
 def write_block(readme: Path, name: str, block: str) -> None:
