@@ -71,8 +71,9 @@ def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
+    # In ids mode: the batches of ID rows (HostRows) go through accelerate's per-process data loaders too.
     result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=none", "peft=lora", "peft.r=4",
-                           "trainer.beta=0.04", "optimizer.lr=1e-2")
+                           "tokenizer_mode=ids", "trainer.beta=0.04", "optimizer.lr=1e-2")
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(next((tmp_path / "outputs").glob("*/*/summary.json")).read_text())
     parameters = summary["parameters"]
