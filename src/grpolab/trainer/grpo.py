@@ -28,8 +28,9 @@ Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.checkpoi
 Public overrides: ``train`` (counts tokenizer calls while training; remembers the checkpoint it resumes from; stops
 with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
 ``log`` (adds the per-step cost metrics ``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``,
-``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). Everything else is
-TRL's own code path, which is what lets the text and ids modes take identical steps for the same seed.
+``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). One attribute is
+replaced: in ids mode ``data_collator`` (TRL's identity collator) returns ``HostRows``, so accelerate's data loader
+does not walk every prompt ID looking for tensors. Everything else is TRL's own code path, which is what lets the text and ids modes take identical steps for the same seed.
 The lazily decoded texts and the tokenizer call counter these overrides use are ``grpolab.trainer.tokenizer_calls``.
 """
 
