@@ -11,6 +11,7 @@ token variant will not see it; the text variant would.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
@@ -50,10 +51,7 @@ def split_ids(ids: Sequence[int], tag_ids: Mapping[str, tuple[int, ...]]) -> lis
     >>> [p.tag or p.content for p in split_ids([7, 3, 3, 8], {"<answer>": (7,), "</answer>": (8,)})]
     ['<answer>', (3, 3), '</answer>']
     """
-    # Longest tag first, so a tag whose IDs are a prefix of another's cannot shadow it.
-    by_first_id: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
-    for tag, pattern in sorted(tag_ids.items(), key=lambda item: -len(item[1])):
-        by_first_id.setdefault(pattern[0], []).append((tag, pattern))
+    by_first_id = _by_first_id(tuple(tag_ids.items()))
     ids = tuple(ids)
     pieces: list[Piece] = []
     content_start = 0
@@ -72,6 +70,16 @@ def split_ids(ids: Sequence[int], tag_ids: Mapping[str, tuple[int, ...]]) -> lis
     if len(ids) > content_start:
         pieces.append(Piece(None, ids[content_start:]))
     return pieces
+
+
+@functools.lru_cache(maxsize=64)
+def _by_first_id(tag_ids: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[int, list[tuple[str, tuple[int, ...]]]]:
+    """The tags indexed by their first ID, longest first (so a tag whose IDs are a prefix of another's cannot shadow
+    it); cached, since a reward splits every completion of a step with the same tags."""
+    by_first_id: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
+    for tag, pattern in sorted(tag_ids, key=lambda item: -len(item[1])):
+        by_first_id.setdefault(pattern[0], []).append((tag, pattern))
+    return by_first_id
 
 
 def drop_blank(pieces: Sequence[Piece], is_blank: Callable[[str | tuple[int, ...]], bool]) -> list[Piece]:
