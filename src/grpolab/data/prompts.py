@@ -56,7 +56,8 @@ class SharedTokenIds(tuple):
 
 
 class HostRows(list):
-    """A batch of dataset rows that stays where it is when accelerate moves the batch to the device.
+    """A batch of dataset rows that stays where it is when accelerate moves the batch to the device; the class itself
+    is the trainer's data collator in ids mode (TRL's identity collator, with this type).
 
     GRPO's batches are rows of Python values (TRL builds the tensors itself), yet accelerate's data loader walks every
     batch element by element looking for tensors to move: for 128 rows of 120 prompt IDs that walk is about 35 ms of
@@ -76,11 +77,6 @@ class HostRows(list):
 
     def pin_memory(self, *args: Any, **kwargs: Any) -> HostRows:
         return self
-
-
-def rows_on_host(rows: list[dict[str, Any]]) -> HostRows:
-    """The trainer's data collator in ids mode: TRL's identity collator, as a ``HostRows``."""
-    return HostRows(rows)
 
 
 def is_token_ids(prompt: Any) -> bool:

@@ -30,7 +30,8 @@ with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
 ``log`` (adds the per-step cost metrics ``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``,
 ``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). One attribute is
 replaced: in ids mode ``data_collator`` (TRL's identity collator) returns ``HostRows``, so accelerate's data loader
-does not walk every prompt ID looking for tensors. Everything else is TRL's own code path, which is what lets the text and ids modes take identical steps for the same seed.
+does not walk every prompt ID looking for tensors. Everything else is TRL's own code path, which is what lets the text
+and ids modes take identical steps for the same seed.
 The lazily decoded texts and the tokenizer call counter these overrides use are ``grpolab.trainer.tokenizer_calls``.
 """
 
@@ -53,11 +54,11 @@ from grpolab.data.prompts import (
     IMAGE_GRID,
     PIXEL_VALUES,
     SOURCE_PREFIX,
+    HostRows,
     ImageInputs,
     PromptEncoder,
     SharedTokenIds,
     is_token_ids,
-    rows_on_host,
 )
 from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
 from grpolab.trainer.checkpoint import (
@@ -95,10 +96,10 @@ class GrpolabTrainer(GRPOTrainer):
         if dynamic_sampling is not None:
             dynamic_sampling.check(self)
         if ids_mode:
-            self.data_collator = rows_on_host  # TRL's identity collator, minus ~35 ms/step walking the prompt IDs
-        if ids_mode and not self.args.log_completions:
-            # TRL appends every completion to this deque and reads it only when log_completions is on.
-            self._logs["completion"] = DiscardedLog()
+            self.data_collator = HostRows  # TRL's identity collator, minus ~35 ms/step walking the prompt IDs
+            if not self.args.log_completions:
+                # TRL appends every completion to this deque and reads it only when log_completions is on.
+                self._logs["completion"] = DiscardedLog()
         self.tokenizer_calls = TokenizerCallCounter(self._tokenizer)
         self.reward_seconds = 0.0
         self.last_rewards_per_func: torch.Tensor | None = None
