@@ -34,10 +34,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from grpolab.tracking.processes import launched_processes
+from grpolab.config.validate import ConfigError
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.jsonfiles import read_json
-from grpolab.config.validate import ConfigError
+from grpolab.tracking.processes import launched_processes
 from grpolab.tracking.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
