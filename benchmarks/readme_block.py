@@ -6,6 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def markers(name: str) -> tuple[str, str]:
+    """The start and end markers of the ``name`` block."""
+    return f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+
+
+def has_block(text: str, name: str) -> bool:
+    """Whether ``text`` has a ``name`` block (its start marker)."""
+    return markers(name)[0] in text
+
+
 def replace_block(text: str, name: str, block: str) -> str:
     """``text`` with the ``name`` block's content replaced by ``block``.
 
@@ -14,7 +24,7 @@ def replace_block(text: str, name: str, block: str) -> str:
     >>> replace_block("- a\\n  <!-- t: start -->\\n  old\\n  <!-- t: end -->", "t", "  new")
     '- a\\n  <!-- t: start -->\\n  new\\n  <!-- t: end -->'
     """
-    start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+    start, end = markers(name)
     if start not in text or end not in text.split(start, 1)[1]:
         raise ValueError(f"the file has no {start} ... {end} block to replace")
     head, rest = text.split(start, 1)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from readme_block import replace_block
+from readme_block import has_block, replace_block
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -131,7 +131,7 @@ def main() -> None:
         text = table(name, runs, args.overrides)
         print(text, end="\n\n")
         readme = rewrite(readme, name, text)
-        if f"<!-- readme_figures {name}_console: start -->" in readme:
+        if has_block(readme, f"readme_figures {name}_console"):
             readme = rewrite(readme, f"{name}_console", "```text\n...\n" + "\n".join(runs[0].last_lines) + "\n```")
     if not args.print_only:
         README.write_text(readme, encoding="utf-8")
