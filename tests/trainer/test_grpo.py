@@ -10,13 +10,14 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from grpolab.data.prepare import TextPrompts, TokenIdPrompts
-from grpolab.data.prompts import HostRows, PromptEncoder, is_token_ids
+from grpolab.data.prompts import HostRows, PromptEncoder, SharedTokenIds, is_token_ids
 from grpolab.models.tiny import build_tiny_qwen2, build_tiny_vlm
 from grpolab.models.tokenizer import build_char_tokenizer
 from grpolab.models.vision import build_vlm_processor
@@ -115,6 +116,14 @@ def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
     assert 'if "images" in inputs[0]:' in score and 'elif "image" in inputs[0]:' in score
     single_turn = source("_generate_single_turn")
     assert "multimodal_fields" in single_turn
+    # prompt_ids_as_arrays: TRL builds tensors from the prompt IDs on the generate path and after it; lists stay
+    # where the IDs are serialised (vLLM) or concatenated (the tool loop).
+    assert "prompt_tensors = [torch.tensor(ids) for ids in prompt_ids]" in single_turn
+    assert single_turn.index("if self.use_vllm:") < single_turn.index(
+        "elif self.use_transformers_continuous_batching:") < single_turn.index("prompt_tensors = ")
+    assert "prompt_ids = [torch.tensor(ids) for ids in prompt_ids_list]" in score
+    assert "prompt_ids[idx_with_tool] + completion_ids[idx_with_tool]" in source("_tool_call_loop")
+    assert "if self.tools:" in generate
     log = source("log")
     assert 'self._logs["prompt"]' in log and "if self.accelerator.is_main_process and self.log_completions" in log
 
@@ -170,6 +179,18 @@ def test_ids_mode_batches_reach_trl_as_rows_accelerate_leaves_alone(tmp_path):
     assert type(batch) is HostRows and is_token_ids(batch[0]["prompt"])
     text_batch = next(iter(tiny_trainer(tmp_path, ids_mode=False, rewards=[RecordingReward("length", reads_text=False)]).get_train_dataloader()))
     assert type(text_batch) is list  # text mode: TRL's own collator
+
+
+def test_id_prompts_reach_trls_generate_path_as_arrays_and_the_others_as_lists(tmp_path):
+    trainer = tiny_trainer(tmp_path, ids_mode=True, rewards=[RecordingReward("length", reads_text=False)])
+    prompts = [SharedTokenIds([5, 6, 7]), SharedTokenIds([8])]
+    arrays, images, fields = trainer._tokenize_prompts(prompts)
+    assert [a.dtype for a in arrays] == [np.int64] * 2 and [a.tolist() for a in arrays] == [[5, 6, 7], [8]]
+    assert (images, fields) == (None, {})
+    for backend in ("use_vllm", "use_transformers_continuous_batching", "tools"):
+        setattr(trainer, backend, [len] if backend == "tools" else True)
+        assert trainer._tokenize_prompts(prompts)[0] == [[5, 6, 7], [8]]
+        setattr(trainer, backend, [] if backend == "tools" else False)
 
 
 @pytest.mark.slow

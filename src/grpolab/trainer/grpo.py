@@ -11,7 +11,8 @@ when TRL renames or reshapes what it relies on):
    cached images (``PromptEncoder.encode``) and adds the image fields TRL's loss forward reads to the result.
 2. ``_generate(prompts)``: in ids mode, the processing class's ``batch_decode`` returns lazily decoded text while it
    runs, so a completion is decoded only if something reads it; keeps the batch's prompt IDs for the rewards.
-3. ``_tokenize_prompts(prompts)``: a prompt that is already token IDs passes through; the tokenizer never sees text.
+3. ``_tokenize_prompts(prompts)``: a prompt that is already token IDs passes through (as an int64 array on TRL's
+   ``model.generate`` path, which builds tensors from it); the tokenizer never sees text.
 4. ``_generate_single_turn(...)``: passes the batch's cached image fields to generation (ids-form image rows).
 5. ``_calculate_rewards(...)``: rewards get ``prompt_ids`` (both modes) and the images under TRL's names; ids-mode
    text rewards read ``prompts`` as decoded text; the time spent is measured; the rewards are kept for the sampler.
@@ -44,6 +45,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -143,15 +145,27 @@ class GrpolabTrainer(GRPOTrainer):
             prompts = [SharedTokenIds(prompt) for prompt in prompts]  # TRL deep-copies them; IDs need no copy
         with lazy_batch_decode(self.processing_class) if self.ids_mode else nullcontext():
             result = super()._generate(prompts)
-        self._batch_prompt_ids = [list(ids) for ids in result[0]]
+        self._batch_prompt_ids = [ids.tolist() if isinstance(ids, np.ndarray) else list(ids) for ids in result[0]]
         return result
 
     # 3 ------------------------------------------------------------------------------------------------------------
 
     def _tokenize_prompts(self, prompts: list):
         if prompts and all(is_token_ids(prompt) for prompt in prompts):
+            if self.prompt_ids_as_arrays:
+                return [np.asarray(prompt, dtype=np.int64) for prompt in prompts], None, {}
             return [list(prompt) for prompt in prompts], None, {}
         return super()._tokenize_prompts(prompts)
+
+    @property
+    def prompt_ids_as_arrays(self) -> bool:
+        """Whether ID prompts go to TRL as int64 arrays rather than lists: on its ``model.generate`` path.
+
+        That path turns every prompt into a tensor twice a step; from an array that is one memory copy, from a list an
+        element-by-element conversion (about 4 ms of host time a step for 128 prompts of 120 IDs). vLLM serialises
+        the prompts and the tool loop concatenates them with ``+``, so those paths keep lists.
+        """
+        return not (self.use_vllm or self.use_transformers_continuous_batching or self.tools)
 
     # 4 ------------------------------------------------------------------------------------------------------------
 
