@@ -34,8 +34,8 @@ def study_table(sweep_dir: Path) -> str:
     ended = max((run.path / "summary.json").stat().st_mtime for run in report.runs)
     wall = f", {(ended - started) / 60:.1f} min wall" if started is not None else ""
     day = datetime.fromtimestamp(ended).strftime("%Y-%m-%d")
-    measured = (f"Measured {day} (`{sweep_dir.name}`): {len(report.runs)} jobs, {len(completed)} completed{wall}; "
-                f"regenerate with `python benchmarks/text_vs_token_table.py <sweep dir> --readme README.md`.")
+    measured = (f"Measured {day} (`experiment=text_vs_token`): {len(report.runs)} jobs, {len(completed)} completed"
+                f"{wall}; regenerate with `python benchmarks/text_vs_token_table.py <sweep dir> --readme README.md`.")
     return f"{measured}\n\n{markdown_table(report)}"
 
 

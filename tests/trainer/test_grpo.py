@@ -175,10 +175,13 @@ def tiny_trainer(tmp_path, ids_mode: bool, rewards, max_steps: int = 2, **config
 def test_ids_mode_batches_reach_trl_as_rows_accelerate_leaves_alone(tmp_path):
     # Fails if TRL's training data loader stops taking the trainer's data_collator (GRPOTrainer sets its own
     # identity collator): the ID rows would again be walked element by element on every step.
-    batch = next(iter(tiny_trainer(tmp_path, ids_mode=True, rewards=[RecordingReward("length", reads_text=False)]).get_train_dataloader()))
+    def first_batch(ids_mode: bool):
+        trainer = tiny_trainer(tmp_path, ids_mode=ids_mode, rewards=[RecordingReward("length", reads_text=False)])
+        return next(iter(trainer.get_train_dataloader()))
+
+    batch = first_batch(ids_mode=True)
     assert type(batch) is HostRows and is_token_ids(batch[0]["prompt"])
-    text_batch = next(iter(tiny_trainer(tmp_path, ids_mode=False, rewards=[RecordingReward("length", reads_text=False)]).get_train_dataloader()))
-    assert type(text_batch) is list  # text mode: TRL's own collator
+    assert type(first_batch(ids_mode=False)) is list  # text mode: TRL's own collator
 
 
 def test_id_prompts_reach_trls_generate_path_as_arrays_and_the_others_as_lists(tmp_path):
