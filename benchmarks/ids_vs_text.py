@@ -241,7 +241,7 @@ def document(table: str, argv: list[str], args: argparse.Namespace) -> str:
 def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
     lines = ["| scenario | variant | runs | host ms/step | of which tokenizer / rewards | model ms/step "
              "(gen/fwd/bwd/opt) | end-to-end ms/step | host share of step | host vs text/text | "
-             "end-to-end vs text/text |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "host vs text/text, run by run | end-to-end vs text/text |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, variants in results.items():
         median = {variant: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
                   for variant, runs in variants.items() if runs}
@@ -252,8 +252,21 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
             wall_ratio = f"{m['wall'] / base['wall']:.0%}" if base else "—"
             lines.append(f"| {scenario} | {variant} | {len(variants[variant])} | {m['host'] * 1e3:.1f} | "
                          f"{m['tokenizer'] * 1e3:.1f} / {m['rewards'] * 1e3:.1f} | {m['model'] * 1e3:.0f} ({parts}) | "
-                         f"{m['wall'] * 1e3:.1f} | {m['host_share']:.1%} | {host_ratio} | {wall_ratio} |")
+                         f"{m['wall'] * 1e3:.1f} | {m['host_share']:.1%} | {host_ratio} | "
+                         f"{run_by_run(variants[variant], variants.get('text/text'))} | {wall_ratio} |")
     return "\n".join(lines)
+
+
+def run_by_run(runs: list[dict[str, float]], base_runs: list[dict[str, float]] | None) -> str:
+    """Each run's host time over text/text's in the same round (variants run interleaved, round by round), so the
+    spread shows whether a median ratio holds in every round or only on average.
+
+    >>> run_by_run([{"host": 0.02}, {"host": 0.03}], [{"host": 0.05}, {"host": 0.05}])
+    '40%, 60%'
+    """
+    if not base_runs:
+        return "—"
+    return ", ".join(f"{run['host'] / base['host']:.0%}" for run, base in zip(runs, base_runs))
 
 
 if __name__ == "__main__":
