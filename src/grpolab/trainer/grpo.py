@@ -163,7 +163,7 @@ class GrpolabTrainer(GRPOTrainer):
 
         That path turns every prompt into a tensor twice a step; from an array that is one memory copy, from a list an
         element-by-element conversion (about 4 ms of host time a step for 128 prompts of 120 IDs). vLLM serialises
-        the prompts and the tool loop concatenates them with ``+``, so those paths keep lists.
+        the prompts, continuous batching takes lists and the tool loop concatenates them with ``+``: lists there.
         """
         return not (self.use_vllm or self.use_transformers_continuous_batching or self.tools)
 
