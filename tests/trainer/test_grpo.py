@@ -116,6 +116,8 @@ def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
     assert 'if "images" in inputs[0]:' in score and 'elif "image" in inputs[0]:' in score
     single_turn = source("_generate_single_turn")
     assert "multimodal_fields" in single_turn
+    # mm_token_type_ids goes in as a list of lists, the form TRL left-pads as a per-token field.
+    assert "elif isinstance(v, list) and v and isinstance(v[0], list):" in single_turn
     # prompt_ids_as_arrays: TRL builds tensors from the prompt IDs on the generate path and after it; lists stay
     # where the IDs are serialised (vLLM) or concatenated (the tool loop).
     assert "prompt_tensors = [torch.tensor(ids) for ids in prompt_ids]" in single_turn

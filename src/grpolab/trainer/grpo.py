@@ -175,8 +175,10 @@ class GrpolabTrainer(GRPOTrainer):
             multimodal_fields = {
                 "pixel_values": self._batch_images.pixel_values,
                 "image_grid_thw": self._batch_images.image_grid_thw,
-                # A per-token field: TRL left-pads it like the prompt IDs.
-                "mm_token_type_ids": [[int(token == image_token_id) for token in ids] for ids in prompt_ids],
+                # A per-token field: TRL left-pads it like the prompt IDs, from lists. Compared as arrays: the
+                # prompts are int64 arrays here (prompt_ids_as_arrays), which a Python loop reads 3x slower than lists.
+                "mm_token_type_ids": [(np.asarray(ids) == image_token_id).astype(np.int64).tolist()
+                                      for ids in prompt_ids],
             }
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
 
