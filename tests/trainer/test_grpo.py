@@ -119,7 +119,7 @@ def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
     # mm_token_type_ids goes in as a list of lists, the form TRL left-pads as a per-token field.
     assert "elif isinstance(v, list) and v and isinstance(v[0], list):" in single_turn
     # prompt_ids_as_arrays: TRL builds tensors from the prompt IDs on the generate path and after it; lists stay
-    # where the IDs are serialised (vLLM) or concatenated (the tool loop).
+    # where the IDs are serialised (vLLM), taken as lists (continuous batching) or concatenated (the tool loop).
     assert "prompt_tensors = [torch.tensor(ids) for ids in prompt_ids]" in single_turn
     assert single_turn.index("if self.use_vllm:") < single_turn.index(
         "elif self.use_transformers_continuous_batching:") < single_turn.index("prompt_tensors = ")
@@ -192,10 +192,11 @@ def test_id_prompts_reach_trls_generate_path_as_arrays_and_the_others_as_lists(t
     arrays, images, fields = trainer._tokenize_prompts(prompts)
     assert [a.dtype for a in arrays] == [np.int64] * 2 and [a.tolist() for a in arrays] == [[5, 6, 7], [8]]
     assert (images, fields) == (None, {})
-    for backend in ("use_vllm", "use_transformers_continuous_batching", "tools"):
-        setattr(trainer, backend, [len] if backend == "tools" else True)
+    for backend, enabled in {"use_vllm": True, "use_transformers_continuous_batching": True, "tools": [len]}.items():
+        disabled = getattr(trainer, backend)
+        setattr(trainer, backend, enabled)
         assert trainer._tokenize_prompts(prompts)[0] == [[5, 6, 7], [8]]
-        setattr(trainer, backend, [] if backend == "tools" else False)
+        setattr(trainer, backend, disabled)
 
 
 @pytest.mark.slow
