@@ -63,8 +63,11 @@ def test_calls_run_side_by_side_from_threads_and_everything_pickles() -> None:
 def test_bad_limits_and_an_unknown_tier_are_one_line_errors() -> None:
     with pytest.raises(ValueError, match=r"^sandbox limit wall_time_s=0 must be a positive number$"):
         SandboxLimits(wall_time_s=0)
-    with pytest.raises(ValueError, match=r"^sandbox limit max_processes=True must be a positive number$"):
+    with pytest.raises(ValueError, match=r"^sandbox limit max_processes=True must be a positive integer$"):
         SandboxLimits(max_processes=True)
+    with pytest.raises(ValueError, match=r"^sandbox limit cpu_time_s=2.5 must be a positive integer$"):
+        SandboxLimits(cpu_time_s=2.5)
+    assert SandboxLimits(wall_time_s=3, max_output_mb=2).wall_time_s == 3  # an integer where a number is asked
     with pytest.raises(ValueError, match=r"^GRPOLAB_SANDBOX=docker must be one of auto, bubblewrap, rlimits$"):
         isolation("docker")
 

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 SANDBOX_ENV = "GRPOLAB_SANDBOX"
 BACKENDS = ("auto", "bubblewrap", "rlimits")
@@ -70,9 +70,11 @@ class SandboxLimits:
     max_output_mb: float = 1.0
 
     def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"sandbox limit {name}={value!r} must be a positive number")
+        for spec in fields(self):
+            value, kind = getattr(self, spec.name), int if spec.type == "int" else int | float
+            if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+                raise ValueError(f"sandbox limit {spec.name}={value!r} must be a positive "
+                                 f"{'integer' if kind is int else 'number'}")
 
 
 class ToolError(Exception):
