@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,7 +79,7 @@ def run_case(case: dict[str, Any], backend: str) -> Outcome:
         Path(run_dir, "secret.txt").write_text(secret)
         os.chmod(run_dir, 0o755)  # as a run directory is made (umask 022), not 0700 as a temporary directory is
         os.chmod(Path(run_dir, "secret.txt"), 0o644)
-        before = _sandbox_processes()
+        before, started = _sandbox_processes(), time.time()
         env = {**os.environ, SANDBOX_ENV: backend, "WANDB_API_KEY": secret}
         caller = subprocess.run([sys.executable, "-c", CALLER, code_of(case, run_dir, listener.getsockname()[1]),
                                  json.dumps(LIMITS)], cwd=run_dir, env=env, capture_output=True, text=True,
@@ -86,6 +87,9 @@ def run_case(case: dict[str, Any], backend: str) -> Outcome:
         outcome = Outcome(None, None)
         if caller.returncode != 0:
             outcome.breaches.append(f"the caller died ({_status(caller.returncode)})")
+            for workdir in Path(tempfile.gettempdir()).glob("grpolab-sandbox-*"):  # a dead caller leaves its own
+                if workdir.stat().st_mtime >= started:
+                    shutil.rmtree(workdir, ignore_errors=True)
         else:
             report = json.loads(caller.stdout.splitlines()[-1])
             outcome.result, outcome.seconds = report["result"], report["seconds"]
