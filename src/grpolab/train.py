@@ -66,9 +66,9 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     from grpolab.data.prompts import PromptEncoder
     from grpolab.rewards import build_rewards, check_columns
     from grpolab.trainer.build import build_trainer, grpo_arguments
-    from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.engines import training_precision
     from grpolab.trainer.evaluation import HeldOutEvaluator
+    from grpolab.trainer.final_model import save_final_model
 
     set_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)

@@ -4,6 +4,7 @@ Modules are imported individually so that readers (``grpolab.report``) never pay
 ``rundir`` (file formats, RunDirectory), ``jsonfiles`` (strict JSON written atomically), ``provenance`` (git, command,
 package versions and the version lock, for the manifest), ``checkpoints`` (which checkpoint a resume continues from),
 ``runs`` (reading run directories back), ``plots`` (matplotlib only),
-``loggers`` (wandb/TensorBoard/none), ``callbacks`` (TrainerCallback, imports transformers), ``session``
+``loggers`` (wandb/TensorBoard/none), ``metrics_file`` (the TrainerCallback writing ``metrics.jsonl``, imports
+transformers), ``session``
 (``tracked_run``, the job bracket).
 """

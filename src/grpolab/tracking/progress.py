@@ -17,8 +17,8 @@ from typing import Any
 from tqdm import tqdm
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from grpolab.tracking.callbacks import TRAIN_SUMMARY_KEY
 from grpolab.tracking.console import NOT_ON_CONSOLE, format_duration, job_prefix, live_bars_allowed
+from grpolab.tracking.metrics_file import TRAIN_SUMMARY_KEY
 
 log = logging.getLogger(__name__)
 
