@@ -19,7 +19,7 @@ import yaml
 
 from readme_block import write_block
 
-from grpolab.report import build_report, markdown_table
+from grpolab.tracking.aggregate import build_report, markdown_table
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "text_vs_token.yaml"
 

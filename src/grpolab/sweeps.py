@@ -3,7 +3,7 @@
 - ``SweepCallback`` (registered under ``hydra.callbacks`` in ``conf/hydra/default.yaml``): records every failed job in
   its ``summary.json`` (``status: failed`` + reason, also for errors raised before the run was tracked) and logs its
   traceback, then writes ``report.md``/``report.csv``/plots into the sweep dir when the multirun ends (its ``group_by``
-  and ``metrics`` keys are ``grpolab.report``'s ``--group-by`` and ``--metrics``).
+  and ``metrics`` keys are ``grpolab-report``'s ``--group-by`` and ``--metrics``).
 - ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
   batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
@@ -35,6 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.validate import ConfigError
+from grpolab.tracking.aggregate import Report, build_report
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.processes import launched_processes
@@ -199,7 +200,7 @@ class SweepRecord:
     last_k: int | None = None
     group_by: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    report: Any = None  # grpolab.report.Report once written
+    report: Report | None = None  # once written
     ended: bool = False
 
 
@@ -257,13 +258,11 @@ class SweepCallback(Callback):
 
 
 def write_sweep_report(sweep_dir: Path, last_k: int | None = None, group_by: Sequence[str] = (),
-                       metrics: Sequence[str] = ()) -> Any:
-    """``grpolab.report.build_report(sweep_dir, ...)``; a report error is logged, never raised over the sweep's result.
+                       metrics: Sequence[str] = ()) -> Report | None:
+    """``build_report(sweep_dir, ...)``; a report error is logged, never raised over the sweep's result.
 
     >>> write_sweep_report(Path("outputs/multirun/2024-05-01/12-00-00"), 5, ["tokenizer_mode"])  # doctest: +SKIP
     """
-    from grpolab.report import build_report
-
     try:
         report = build_report(sweep_dir, group_by=group_by, metrics=metrics,
                               **({"last_k": last_k} if last_k is not None else {}))

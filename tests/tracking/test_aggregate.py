@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grpolab.report import build_report, main
+from grpolab.report import main
+from grpolab.tracking.aggregate import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQRT2 = math.sqrt(2)
