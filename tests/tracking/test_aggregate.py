@@ -1,86 +1,25 @@
-"""grpolab.report over run directories written in the documented file format (see grpolab.tracking.rundir)."""
+"""The report (``build_report``) over run directories in the documented file format (``grpolab.tracking.rundir``)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from grpolab.report import main
 from grpolab.tracking.aggregate import build_report
+from tests_support import COST_METRICS, make_run, write_study, write_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQRT2 = math.sqrt(2)
 
 
-def make_run(
-    run_dir: Path,
-    overrides: list[str],
-    rewards: list[float],
-    status: str = "completed",
-    reason: str | None = None,
-    eval_after: float | None = None,
-    eval_before: float | None = 0.1,
-    wall_time_s: float = 10.0,
-    step_time_s: float = 1.0,
-    per_step: Callable[[int], dict[str, float]] = lambda step: {},
-    config: dict[str, Any] | None = None,
-    choices: dict[str, str | None] | None = None,
-) -> Path:
-    """A run directory as a real job leaves it: .hydra/overrides.yaml (and hydra.yaml with the config group
-    ``choices``), manifest (with ``config``), metrics.jsonl (``per_step(step)`` adds metrics to a train row),
-    summary."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {override}\n" for override in overrides))
-    if choices is not None:
-        hydra_node = {"hydra": {"mode": "RUN", "runtime": {"choices": choices, "output_dir": str(run_dir)}}}
-        (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_node))
-    seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), None)
-    (run_dir / "manifest.json").write_text(json.dumps({"seed": seed, "overrides": overrides, "config": config or {}}))
-    rows = [
-        {"split": "train", "step": step, "time_s": step * step_time_s, "step_time_s": step_time_s, "loss": 0.0,
-         "reward": reward, "rewards/accuracy/mean": reward, **per_step(step)}
-        for step, reward in enumerate(rewards, start=1)
-    ]
-    rows.append({"split": "eval", "step": len(rewards), "time_s": 99.0, "reward": 123.0})  # must be ignored
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    summary: dict[str, Any] = {
-        "status": status, "reason": reason, "steps": len(rewards), "wall_time_s": wall_time_s,
-        "eval_before": None if eval_before is None else {"accuracy": eval_before},
-        "eval_after": None if eval_after is None else {"accuracy": eval_after, "format": 1.0},
-        "train_reward_final": rewards[-1] if rewards else None, "train_reward_final_window": 1,
-        "step_time_s": step_time_s,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    return run_dir
-
-
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
-    """A 3-value lr sweep over seeds: one failed job, one killed job (still 'running'), a constant override."""
-    root = tmp_path / "multirun" / "2024-05-01" / "12-00-00"
-    lr = "optimizer.lr"
-    make_run(root / "0", [f"{lr}=0.1", "seed=0", "model=tiny"], [0.0, 0.2, 0.4, 0.6], eval_after=0.5,
-             wall_time_s=10.0, step_time_s=1.0)
-    make_run(root / "1", [f"{lr}=0.1", "seed=1", "model=tiny"], [0.1, 0.3, 0.5, 0.8], eval_after=0.7,
-             wall_time_s=12.0, step_time_s=1.5)
-    make_run(root / "2", [f"{lr}=0.01", "seed=0", "model=tiny"], [0.0, 0.0, 0.1, 0.2], eval_after=0.2,
-             eval_before=0.0, wall_time_s=9.0, step_time_s=0.5)
-    make_run(root / "3", [f"{lr}=0.01", "seed=1", "model=tiny"], [0.9], status="failed",
-             reason="RuntimeError: out of memory", eval_after=None)
-    make_run(root / "4", [f"{lr}=0.01", "seed=2", "model=tiny"], [0.0, 0.1, 0.3, 0.3], eval_after=0.4,
-             eval_before=0.2, wall_time_s=11.0, step_time_s=0.7)
-    make_run(root / "10", [f"{lr}=1.0", "seed=0", "model=tiny"], [0.0], status="running", eval_after=None)
-    (root / "multirun.yaml").write_text("hydra: {}\n")
-    return root
+    return write_sweep(tmp_path)
 
 
 def csv_rows(path: Path) -> dict[str, dict[str, str]]:
@@ -185,41 +124,11 @@ def test_header_says_how_many_rewards_were_averaged_when_runs_logged_fewer(sweep
     assert "| optimizer.lr | seeds | failed | final reward (last 1-4) |" in (sweep / "report.md").read_text()
 
 
-def test_cli_prints_the_table_without_importing_torch(sweep: Path) -> None:
-    code = (
-        "import sys; from grpolab.report import main; code = main([sys.argv[1], '--last-k', '2']); "
-        "assert 'torch' not in sys.modules, 'report imported torch'; sys.exit(code)"
-    )
-    result = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "| 0.1 | 2 | 0 | 0.5750 ± 0.1061 |" in result.stdout
-    assert "report.csv" in result.stdout
-
-
 # ------------------------------------------------------------------------------------ --group-by and --metrics
-
-COST_METRICS = ["timing/rewards_s", "tokenizer/calls", "tokenizer/encode_calls", "tokenizer/decode_calls"]
-
 
 @pytest.fixture
 def study(tmp_path: Path) -> Path:
-    """experiment=text_vs_token's sweep: tokenizer_mode x reward_level x seeds 0, 1, with the per-step cost metrics
-    the trainer logs; one more job (ids/token, seed 2) failed."""
-    root = tmp_path / "multirun" / "2024-05-01" / "12-00-00"
-    job = 0
-    cells = (("text", "text", 256), ("text", "token", 256), ("ids", "text", 128), ("ids", "token", 0))
-    for mode, level, calls in cells:
-        reward_s = 0.01 if level == "token" else 0.3
-        for seed in (0, 1, 2) if (mode, level) == ("ids", "token") else (0, 1):
-            make_run(root / str(job), [f"tokenizer_mode={mode}", f"reward_level={level}", f"seed={seed}",
-                                       "experiment=text_vs_token"],
-                     [0.2 + seed / 10, 0.4 + seed / 10], eval_after=0.25 * (seed + 1), step_time_s=0.2 + seed / 10,
-                     status="failed" if seed == 2 else "completed", reason="RewardError: boom" if seed == 2 else None,
-                     per_step=lambda step, calls=calls, reward_s=reward_s: {
-                         "timing/rewards_s": reward_s * step, "tokenizer/calls": calls,
-                         "tokenizer/encode_calls": calls / 2, "tokenizer/decode_calls": calls / 2})
-            job += 1
-    return root
+    return write_study(tmp_path)
 
 
 def test_group_by_gives_one_row_per_group_with_the_per_step_metrics(study: Path) -> None:
@@ -295,25 +204,3 @@ def test_group_by_key_or_metric_no_run_has_is_a_one_line_error(study: Path) -> N
                                          r"logged: .*tokenizer/calls"):
         build_report(study, metrics=["tokenizer/call"])
     assert not (study / "report.md").exists()
-
-
-def test_cli_group_by_and_metrics_without_importing_torch(study: Path) -> None:
-    code = (
-        "import sys; from grpolab.report import main; code = main(sys.argv[1:]); "
-        "assert 'torch' not in sys.modules, 'report imported torch'; sys.exit(code)"
-    )
-    arguments = [str(study), "--group-by", "tokenizer_mode,reward_level", "--metrics", ",".join(COST_METRICS)]
-    result = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "| ids | token | 2 | **1** | 0.3500 ± 0.0707 |" in result.stdout
-    assert "reward_curve_ids_token.png" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "grpolab.report", str(study), "--metrics", "nope"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and result.stderr.startswith("grpolab-report: metric 'nope' is in no run's")
-
-
-def test_cli_module_entry_point_fails_cleanly_without_runs(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "grpolab.report", str(tmp_path)], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 1 and "no run directories" in result.stderr
-    assert main([str(tmp_path), "--last-k", "0"]) == 1

@@ -1,31 +1,26 @@
-"""Aggregate run directories into ``report.md``, ``report.csv`` and plots (``grpolab-report <dir>``).
+"""Run directories aggregated into ``report.md``, ``report.csv`` and plots: ``build_report``, which the
+``grpolab-report`` CLI (``grpolab.report``) and the end of a sweep (``grpolab.sweeps``) call.
 
-``<dir>`` is a Hydra sweep dir (``outputs/multirun/<date>/<time>/`` with jobs ``0/``, ``1/``, ...) or any directory
+The root is a Hydra sweep dir (``outputs/multirun/<date>/<time>/`` with jobs ``0/``, ``1/``, ...) or any directory
 containing run directories at any depth (found by their ``summary.json``), or a single run directory.
 
 One table row per *configuration*: by default the swept keys -- overrides whose value differs between the runs,
-``seed`` excluded; with ``--group-by KEY,...`` the given keys instead, where a run's value of a key is its override,
-else the config group option it ran with (``.hydra/hydra.yaml``), else that dotted path of its recorded config
+``seed`` excluded; with ``group_by`` the given keys instead, where a run's value of a key is its override, else the
+config group option it ran with (``.hydra/hydra.yaml``), else that dotted path of its recorded config
 (``manifest.json``). A row aggregates its completed runs over seeds: mean and sample std (n-1; empty with one seed)
 of the final train reward (mean of the last ``k`` logged rewards), the held-out accuracy after and before training,
-wall time, step time, and each ``--metrics`` column (a per-step metric of ``metrics.jsonl``, e.g.
+wall time, step time, and each ``metrics`` column (a per-step metric of ``metrics.jsonl``, e.g.
 ``timing/rewards_s``, averaged over the run's train rows). Failed or unfinished runs are counted and listed with their
 reason, never averaged in. Plots: the reward curves of all rows (mean over seeds, min-max band), held-out accuracy
-against each key and, with ``--group-by``, one reward curve per group with a line per seed. Reads only the files
+against each key and, with ``group_by``, one reward curve per group with a line per seed. Reads only the files
 described in ``grpolab.tracking.rundir``; imports no torch.
-
-    grpolab-report outputs/multirun/2024-05-01/12-00-00 --last-k 5
-    python -m grpolab.report outputs/multirun/2024-05-01/12-00-00 --group-by tokenizer_mode,reward_level \\
-        --metrics timing/rewards_s,tokenizer/calls,tokenizer/encode_calls,tokenizer/decode_calls
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,35 +330,3 @@ def build_report(
     write_csv(report, root / REPORT_CSV)
     report.written = [root / REPORT_MD, root / REPORT_CSV, *plot_paths]
     return report
-
-
-def _key_list(text: str) -> list[str]:
-    return [key.strip() for key in text.split(",") if key.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="grpolab-report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", type=Path, help="sweep dir, directory of runs, or a single run dir")
-    parser.add_argument("--last-k", type=int, default=FINAL_REWARD_WINDOW,
-                        help="final train reward = mean of the last K logged rewards (default: %(default)s)")
-    parser.add_argument("--exclude", action="append", default=[], metavar="KEY",
-                        help="another override key not to treat as a configuration key (repeatable; seed always is)")
-    parser.add_argument("--group-by", type=_key_list, default=[], metavar="KEY,...",
-                        help="one row per value combination of these keys instead of per swept configuration")
-    parser.add_argument("--metrics", type=_key_list, default=[], metavar="METRIC,...",
-                        help="per-step metrics of metrics.jsonl to add, each averaged over a run's train rows")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    args = parser.parse_args(argv)
-    try:
-        report = build_report(args.directory, args.last_k, (*DEFAULT_EXCLUDED_KEYS, *args.exclude),
-                              plots=not args.no_plots, group_by=args.group_by, metrics=args.metrics)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"grpolab-report: {error}", file=sys.stderr)
-        return 1
-    print(report.markdown)
-    print("written: " + ", ".join(str(path) for path in report.written))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
