@@ -46,6 +46,7 @@ from grpolab.tracking.rundir import (
     RunDirectory,
     RunPreempted,
     describe_exception,
+    override_key,
 )
 
 log = logging.getLogger("grpolab.sweeps")
@@ -57,15 +58,6 @@ RESUME_NEUTRAL_KEYS = frozenset({"resume"})
 
 
 # --------------------------------------------------------------------------------------------------- resume
-
-
-def override_key(override: str) -> str:
-    """``"+trainer.beta=0.1"`` -> ``"trainer.beta"``.
-
-    >>> override_key("~resume")
-    'resume'
-    """
-    return override.partition("=")[0].lstrip("+~")
 
 
 def comparable_overrides(overrides: Sequence[str]) -> list[str]:

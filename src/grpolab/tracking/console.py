@@ -32,16 +32,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from grpolab.sweeps import override_key
 from grpolab.tracking.jsonfiles import read_json
-from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, SUMMARY_FILE, describe_exception
+from grpolab.tracking.rundir import (
+    FINAL_MODEL_DIR,
+    FINAL_REWARD_WINDOW,
+    SUMMARY_FILE,
+    describe_exception,
+    override_key,
+)
 
 log = logging.getLogger(__name__)
 
 #: A job prefix longer than this is cut (a sweep over many keys): the console line should still show its message.
 PREFIX_MAX_CHARS = 60
-#: The directory the final model is saved to, when the run saves it.
-FINAL_MODEL_DIR = "model"
 #: A record logged with ``extra=NOT_ON_CONSOLE`` goes to train.log only (e.g. a progress line while a bar shows it).
 NOT_ON_CONSOLE = {"console": False}
 
