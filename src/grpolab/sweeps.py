@@ -195,7 +195,12 @@ class SweepRecord:
     report: Report | None = None  # once written
     ended: bool = False
 
+    def write_report(self) -> None:
+        self.report = write_sweep_report(self.sweep_dir, self.last_k, self.group_by, self.metrics)
 
+
+# The multirun SweepCallback started in this process, for reported_sweep() to finish: Hydra builds the callback from
+# the config and hands the entry point around hydra_entry() no reference to it, so no argument can carry it there.
 _ACTIVE_SWEEP: SweepRecord | None = None
 
 
@@ -219,15 +224,16 @@ class SweepCallback(Callback):
         self.last_k = last_k
         self.group_by = tuple(str(key) for key in group_by)
         self.metrics = tuple(str(metric) for metric in metrics)
+        self.sweep: SweepRecord | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _ACTIVE_SWEEP
         # Resolving ${now:...} here caches it on this config, the same object the sweeper reads.
-        _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k, self.group_by,
-                                    self.metrics)
+        self.sweep = _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k,
+                                                 self.group_by, self.metrics)
         # Hydra's basic sweeper saves the sweep's config, the Optuna sweeper does not; resume looks sweeps up by it.
-        _ACTIVE_SWEEP.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, _ACTIVE_SWEEP.sweep_dir / MULTIRUN_FILE)
+        self.sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, self.sweep.sweep_dir / MULTIRUN_FILE)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
@@ -242,11 +248,10 @@ class SweepCallback(Callback):
                       exc_info=(type(error), error, error.__traceback__))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if _ACTIVE_SWEEP is not None:
-            _ACTIVE_SWEEP.ended = True
-            if _ACTIVE_SWEEP.report_enabled:
-                _ACTIVE_SWEEP.report = write_sweep_report(_ACTIVE_SWEEP.sweep_dir, _ACTIVE_SWEEP.last_k,
-                                                          _ACTIVE_SWEEP.group_by, _ACTIVE_SWEEP.metrics)
+        if self.sweep is not None:
+            self.sweep.ended = True
+            if self.sweep.report_enabled:
+                self.sweep.write_report()
 
 
 def write_sweep_report(sweep_dir: Path, last_k: int | None = None, group_by: Sequence[str] = (),
@@ -309,7 +314,7 @@ def reported_sweep() -> Iterator[None]:
             if sweep.report is None and sweep.report_enabled and any(sweep.sweep_dir.glob(f"*/{SUMMARY_FILE}")):
                 if not sweep.ended:
                     log.info("the sweeper ended with an error (above); writing the report of the jobs that ran")
-                sweep.report = write_sweep_report(sweep.sweep_dir, sweep.last_k, sweep.group_by, sweep.metrics)
+                sweep.write_report()
             failed = list(sweep.report.unfinished) if sweep.report is not None else []
             if failed:
                 print(f"grpolab: {len(failed)} of {len(sweep.report.runs)} jobs failed "
