@@ -7,11 +7,11 @@
 - ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
   batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
-- Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an earlier run of the
-  same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
-  there (``completed_before`` for the running job). A job that was partially trained (killed, preempted) continues
-  from its newest complete checkpoint (``grpolab.tracking.checkpoints``); a failed or missing job without one runs
-  again, the files of the earlier attempt kept as ``*.attempt-<n>.*``.
+- Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an
+  earlier run of the same command, and ``completed_before`` (called at the top of ``grpolab.train.train``; it asks
+  ``previous_completion`` about the running job) skips a job that completed there. A job that was partially trained
+  (killed, preempted) continues from its newest complete checkpoint (``grpolab.tracking.checkpoints``); a failed or
+  missing job without one runs again, the files of the earlier attempt kept as ``*.attempt-<n>.*``.
 
 Imports no torch (preflight uses it before Hydra starts).
 """

@@ -143,16 +143,6 @@ def cut_metrics_file(path: Path, position: int) -> None:
             handle.truncate(_end_of_last_line(handle, size))
 
 
-def repair_torn_tail(path: Path) -> None:
-    """Drop a torn last line (no newline: a kill landed mid-write) so the next row starts on a line of its own."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return
-    with path.open("rb+") as handle:
-        handle.truncate(_end_of_last_line(handle, size))
-
-
 def _byte_at(handle: Any, offset: int) -> bytes:
     handle.seek(offset)
     return handle.read(1)

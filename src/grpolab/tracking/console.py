@@ -1,7 +1,8 @@
 """What a job prints on the terminal, and the summary it ends with.
 
-Wired in ``conf/hydra/default.yaml``; ``grpolab.train`` adds two calls (``quiet_libraries()`` with its heavy
-imports, ``grpolab.tracking.progress.show_progress(trainer)`` once the trainer exists):
+Wired in ``conf/hydra/default.yaml``, plus two calls: ``quiet_libraries()`` with its heavy imports
+(``grpolab.train``), and ``grpolab.tracking.progress.show_progress(trainer)`` once the trainer exists
+(``grpolab.trainer.build``):
 
 - ``ConsoleHandler`` is Hydra's console log handler (``hydra.job_logging.handlers.console``). It shows the lines of
   grpolab's own loggers and errors from anywhere; library warnings and logs (transformers, TRL, datasets, Python

@@ -1,7 +1,7 @@
 """Reading run directories back: one ``RunRecord`` per directory holding a ``summary.json`` under a root.
 
-The reader side of the file formats in ``grpolab.tracking.rundir`` (used by ``grpolab.report``); imports neither
-torch nor matplotlib.
+The reader side of the file formats in ``grpolab.tracking.rundir`` (used by ``grpolab.tracking.aggregate``); imports
+neither torch nor matplotlib.
 
     >>> runs = [load_run(path, root) for path in find_run_dirs(root)]  # doctest: +SKIP
     >>> runs[0].value_of("tokenizer_mode"), runs[0].final_reward(last_k=5)  # doctest: +SKIP
