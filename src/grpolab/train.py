@@ -31,7 +31,7 @@ from grpolab.sweeps import completed_before, job_ending, reported_sweep, with_re
 from grpolab.tracking.checkpoints import prepare_resume, resume_requested
 from grpolab.tracking.console import fields, quiet_libraries
 from grpolab.tracking.processes import join_before_hydra, launched_processes
-from grpolab.tracking.rundir import failures_recorded, lookup_metric
+from grpolab.tracking.rundir import FINAL_MODEL_DIR, failures_recorded, lookup_metric
 from grpolab.tracking.session import TrackedRun, tracked_run
 
 log = logging.getLogger("grpolab.train")
@@ -66,9 +66,9 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     from grpolab.data.prompts import PromptEncoder
     from grpolab.rewards import build_rewards, check_columns
     from grpolab.trainer.build import build_trainer, grpo_arguments
-    from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.engines import training_precision
     from grpolab.trainer.evaluation import HeldOutEvaluator
+    from grpolab.trainer.final_model import save_final_model
 
     set_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -104,7 +104,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
     trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation, run, evaluate)
     trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
-    save_final_model(trainer, run.run_dir.path / "model", cfg.model.modality)
+    save_final_model(trainer, run.run_dir.path / FINAL_MODEL_DIR, cfg.model.modality)
     with training_precision(args):
         after = run.record(eval_after=evaluate(model))["eval_after"]
     log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])

@@ -188,7 +188,7 @@ def test_filter_reward_judges_groups_by_one_reward_function(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_short_training_run_logs_dynamic_sampling_metrics(tmp_path: Path) -> None:
-    from grpolab.tracking.callbacks import MetricsFileCallback
+    from grpolab.tracking.metrics_file import MetricsFileCallback
     from grpolab.tracking.rundir import read_metrics
 
     dataset = make_dataset(num_constant=4, num_varied=4)

@@ -20,11 +20,11 @@ from grpolab.tracking.processes import launched_processes
 from grpolab.tracking.progress import show_progress
 from grpolab.tracking.session import TrackedRun
 from grpolab.trainer.args import build_grpo_config
-from grpolab.trainer.callbacks import ParameterChangeCallback
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
 from grpolab.trainer.evaluation import HeldOutEvaluator, PeriodicEvaluation
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
+from grpolab.trainer.parameter_change import ParameterChangeCallback
 
 log = logging.getLogger(__name__)
 
