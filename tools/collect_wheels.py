@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -80,6 +81,17 @@ def collect_extra(requirement: str, folder: Path, target: list[str]) -> str | No
     return None if downloaded.returncode == 0 else f"{requirement}: {last_line(downloaded.stderr)}"
 
 
+def build_own_wheel(folder: Path) -> str | None:
+    """grpolab's wheel from this checkout, leaving no build folders behind in it."""
+    leftovers = [path for path in (REPO / "build", REPO / "src" / "grpolab.egg-info") if not path.exists()]
+    try:
+        built = pip("wheel", "--no-deps", "--wheel-dir", str(folder), str(REPO))
+    finally:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+    return None if built.returncode == 0 else f"grpolab (this checkout): {last_line(built.stderr)}"
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
@@ -101,9 +113,7 @@ def main() -> None:
     locked = pins()
     with ThreadPoolExecutor(args.jobs) as pool:
         failures = [error for error in pool.map(lambda pin: collect_pin(pin, args.folder, target), locked) if error]
-    own = pip("wheel", "--no-deps", "--wheel-dir", str(args.folder), str(REPO))
-    if own.returncode != 0:
-        failures.append(f"grpolab (this checkout): {last_line(own.stderr)}")
+    failures += [error for error in [build_own_wheel(args.folder)] if error]
     extras = [extra for extra in args.extras.split(",") if extra]
     optional = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     for extra in extras:
