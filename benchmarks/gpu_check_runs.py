@@ -148,14 +148,13 @@ class Runner:
         deadline = started + self.remaining() + 60.0
         if stop_after_s is not None:
             deadline = min(deadline, started + stop_after_s + STOP_GRACE_S)
-        stopped = False
+        stopped = killed = False
         while process.is_alive():
             now = time.perf_counter()
-            if kill_when is not None and kill_when(run_dir) or now >= deadline:
-                os.kill(process.pid, signal.SIGKILL)
+            if not killed and (kill_when is not None and kill_when(run_dir) or now >= deadline):
+                killed = _send(process.pid, signal.SIGKILL)
             elif stop_after_s is not None and not stopped and now - started >= stop_after_s:
-                os.kill(process.pid, signal.SIGTERM)
-                stopped = True
+                stopped = _send(process.pid, signal.SIGTERM)
             process.join(timeout=0.05 if kill_when is not None else 0.5)
         outcome = Outcome(process.exitcode, time.perf_counter() - started, run_dir, log, stopped)
         if peak.exists():
@@ -163,6 +162,15 @@ class Runner:
         print(f"gpu_check: {name}: exit {outcome.exit_code}{' (stopped at its time share)' if stopped else ''} after "
               f"{outcome.wall_s:.0f} s ({self.elapsed():.0f} s elapsed)", file=sys.stderr, flush=True)
         return outcome
+
+
+def _send(pid: int, number: int) -> bool:
+    """Signal a row's process (on CPU a forkserver's child: it may be gone, reaped there, before we learn it ended)."""
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+    return True
 
 
 def prune(run_dir: Path) -> None:
