@@ -2,12 +2,14 @@
 
 Members are spelled in lower case because OmegaConf matches an Enum by member *name* and prints the name back: the
 value a user types on the command line (``reward_level=token``) is then exactly what ``--cfg job`` shows. This
-module imports nothing of grpolab and nothing heavy, so every package may use it.
+module imports nothing heavy (of grpolab only its error type), so every package may use it.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+from grpolab.config.errors import ConfigError
 
 
 class TokenizerMode(str, Enum):
@@ -37,4 +39,4 @@ class RewardLevel(str, Enum):
             return cls(value)
         except ValueError:
             choices = ", ".join(level.value for level in cls)
-            raise ValueError(f"{where} must be one of {choices}; got {value!r}") from None
+            raise ConfigError(f"{where} must be one of {choices}; got {value!r}") from None

@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields
 from grpolab.config.engine_checks import check_engines
-from grpolab.config.errors import ConfigError, closest
+from grpolab.config.errors import ConfigError
 from grpolab.config.targets import check_resolved_targets, check_trusted_targets
 from grpolab.config.trainer_node import BATCH_DERIVED, OWNED_ELSEWHERE, check_trainer_keys, trainer_value
 from grpolab.config.value_checks import check_required_values, check_run_values, check_trainer_values
 
-__all__ = ["BATCH_DERIVED", "OWNED_ELSEWHERE", "ConfigError", "closest", "config_errors", "validate"]
+__all__ = ["BATCH_DERIVED", "OWNED_ELSEWHERE", "ConfigError", "config_errors", "validate"]
 
 
 def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = True) -> dict[str, Any]:
