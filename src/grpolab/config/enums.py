@@ -26,6 +26,15 @@ class Modality(str, Enum):
     vision = "vision"
 
 
+class DType(str, Enum):
+    """``model.dtype``: the weights' dtype as loaded (``auto``: the checkpoint's own)."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    auto = "auto"
+
+
 class RewardLevel(str, Enum):
     """What a reward reads: decoded completion text, or the completion's token IDs."""
 

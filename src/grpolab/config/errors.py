@@ -8,7 +8,7 @@ class ConfigError(ValueError):
 
 
 def first_line(error: BaseException) -> str:
-    """The first non-blank line of an error's message (later lines of library errors repeat keys and types), or the
+    r"""The first non-blank line of an error's message (later lines of library errors repeat keys and types), or the
     error's type when it has no message.
 
     >>> first_line(ValueError("Value 'x' could not be converted to Integer\n    full_key: seed"))

@@ -4,7 +4,7 @@ The repository keeps them at its top: ``conf/`` (``train.yaml`` and one folder p
 ``experiments/`` (the ``experiment`` group, linked in as ``conf/experiment``). A wheel cannot hold files outside its
 packages, so ``pyproject.toml`` maps them into the package as ``grpolab/conf`` and ``grpolab/conf/experiment``; a source
 checkout (``pip install -e .``, or ``PYTHONPATH=src``) has no ``grpolab/conf`` and reads ``conf/`` in place, so an edit
-there takes effect without reinstalling. ``grpolab.train`` (``@hydra.main``) and ``grpolab.config.preflight`` both use
+there takes effect without reinstalling. ``grpolab.train`` (``@hydra.main``) and ``grpolab.preflight`` both use
 ``CONF_DIR``, so the command-line checks and the run always compose the same configs.
 
 Users add their own options (an ``experiment/<name>.yaml``, a ``rewards/<name>.yaml``, ...) from a folder of their

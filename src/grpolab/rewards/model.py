@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from grpolab.config.enums import DType
 from grpolab.config.errors import ConfigError, first_line
 from grpolab.rewards.base import RewardLevel, no_token_variant
 from grpolab.rewards.wrappers import RewardError, _short
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = tuple(dtype.value for dtype in DType)
 
 
 class RewardModel:
