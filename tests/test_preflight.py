@@ -184,3 +184,20 @@ def test_printing_the_config_skips_value_checks_but_not_types() -> None:
     command = ["grpolab-train", "trainer.beta=-1", "+rewards.x._target_=os.system", "--cfg", "job"]
     assert preflight(command, CONF_DIR) == command  # nothing runs: the config can be inspected
     assert error_of("seed=zero", "--cfg", "job") == "seed=zero must be an integer"
+
+
+def test_every_value_of_a_long_sweep_is_checked_before_any_job() -> None:
+    # the bad value is the 21st: each value is applied to one copy of the composed config, none is skipped
+    assert error_of("-m", "seed=range(0,20)", "trainer.beta=0,0.1", "trainer.top_p=0.9,1,0.5,0.7,0.8,2") == (
+        "config error: trainer.top_p=2.0 must be in (0, 1]")
+
+
+def test_a_bug_in_preflight_is_not_taken_for_a_valid_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grpolab.config import validate
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(validate, "validate", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        run_preflight(["grpolab-train", "seed=1"], CONF_DIR)

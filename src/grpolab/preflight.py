@@ -158,10 +158,13 @@ class _Compositions:
         self._config_name = config_name
         self._search_path = search_path  # one override line, or none
         self._composed: dict[tuple[str, ...], DictConfig | None] = {}
+        self._listed: dict[tuple[str, ObjectType], list[str]] = {}  # each listing reads the search path anew
 
     def _list(self, path: str, kind: ObjectType) -> list[str]:
-        return list(self._loader.get_group_options(path, results_filter=kind, config_name=self._config_name,
-                                                   overrides=self._search_path))
+        if (path, kind) not in self._listed:
+            self._listed[path, kind] = list(self._loader.get_group_options(
+                path, results_filter=kind, config_name=self._config_name, overrides=self._search_path))
+        return self._listed[path, kind]
 
     def is_group_override(self, override: Override) -> bool:
         """Hydra's rule (defaults_list.Overrides): it names an existing group and its value is not a dict."""

@@ -92,7 +92,7 @@ def test_text_only_reward_refuses_token_level_naming_reward_and_level():
 
 
 def test_invalid_level_names_the_choices():
-    with pytest.raises(ValueError, match=r"rewards\.accuracy\.level must be one of text, token; got 'tokens'"):
+    with pytest.raises(ValueError, match=r"rewards\.accuracy\.level=tokens must be one of text, token"):
         Accuracy(level="tokens")
     assert RewardLevel.parse("token") is RewardLevel.token and RewardLevel("text") == "text"
 

@@ -242,7 +242,7 @@ def test_constructor_errors_name_the_config_key(tokenizer):
      ("accuracy", "rewards.bad must be a mapping with a _target_"),
      ({"_target_": "grpolab.rewards.build.BUILTIN_REWARDS"}, "rewards.bad: cannot build"),
      ({"_target_": "grpolab.rewards.accuracy.Accuracy", "level": "ids"},
-      "rewards.bad.level must be one of text, token"),
+      "rewards.bad.level=ids must be one of text, token"),
      ({"_target_": "grpolab.rewards.format.Format", "completions_as": "chat"}, "rewards.bad.completions_as applies to"),
      ({"_target_": "trl.rewards.think_format_reward", "_partial_": True, "completions_as": "json"},
       "rewards.bad.completions_as must be one of as_is, chat")],

@@ -207,14 +207,6 @@ trainer node: set optimizer.lr instead'
     return f"trainer.{key} is not a trl.GRPOConfig field; {hint}"
 
 
-def trainer_value(trainer: Mapping[str, Any], key: str) -> Any:
-    """The value GRPOConfig will use: the node's, or TRL's default for an unset (null) batch-derived field."""
-    value = trainer.get(key)
-    if key not in trainer or (value is None and key in BATCH_DERIVED):
-        return TRL_DEFAULTS[key]
-    return value
-
-
 def grpo_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
     """The keys GRPOConfig must receive: those whose value differs from its default (unset batch fields dropped).
 

@@ -23,7 +23,7 @@ from grpolab.config.engine_checks import check_engines
 from grpolab.config.errors import ConfigError, first_line
 from grpolab.config.schema import TrainConfig
 from grpolab.config.targets import check_resolved_targets, check_trusted_targets
-from grpolab.config.trainer_node import BATCH_DERIVED, trainer_value, unknown_key_message
+from grpolab.config.trainer_node import BATCH_DERIVED, TRL_DEFAULTS, unknown_key_message
 
 __all__ = ["ConfigError", "check_required_values", "check_schema_keys", "config_errors", "validate"]
 
@@ -65,7 +65,7 @@ def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = 
     for name, rules in UNTYPED_NODE_RULES.items():
         require_each(getattr(job, name) or {}, name, rules)
     if job.batch is None:  # TRL's batch fields as given (the batch node's own check makes whole groups otherwise)
-        _check_group_division(OmegaConf.to_container(cfg.trainer, resolve=True), num_processes)
+        _check_group_division(job, num_processes)
     derived = _derive_batch(job, num_processes)
     check_engines(cfg)
     if import_targets:
@@ -119,12 +119,14 @@ def _derive_batch(job: TrainConfig, num_processes: int) -> dict[str, Any]:
     return derive_grpo_fields(job.batch, num_processes)
 
 
-def _check_group_division(trainer: dict[str, Any], num_processes: int) -> None:
+def _check_group_division(job: TrainConfig, num_processes: int) -> None:
     """TRL needs whole groups per generation batch; say so before TRL's own, later, error, naming the keys."""
-    generations = trainer_value(trainer, "num_generations")
-    per_device = trainer_value(trainer, "per_device_train_batch_size")
-    steps = trainer_value(trainer, "steps_per_generation") or trainer_value(trainer, "gradient_accumulation_steps")
-    generation_batch = trainer_value(trainer, "generation_batch_size") or per_device * num_processes * steps
+    def value(key: str) -> Any:  # unset (null): TRL's default
+        return TRL_DEFAULTS[key] if getattr(job.trainer, key) is None else getattr(job.trainer, key)
+
+    generations, per_device = value("num_generations"), value("per_device_train_batch_size")
+    steps = value("steps_per_generation") or value("gradient_accumulation_steps")
+    generation_batch = value("generation_batch_size") or per_device * num_processes * steps
     if generations < 2 or generation_batch % generations:
         raise ConfigError(
             f"trainer.num_generations={generations} must be at least 2 and divide the generation batch of "
