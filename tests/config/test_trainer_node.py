@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import (
     BATCH_DERIVED, DISTRIBUTED_FIELDS, GENERATION_FIELDS, OWNED_ELSEWHERE, TRL_DEFAULTS, TRL_STRING_CHOICES,
-    DistributedConfig, GenerationConfig, TrainerConfig, grpo_kwargs, unknown_key_message,
+    DistributedConfig, GenerationConfig, TrainerConfig, unknown_key_message,
 )
+from grpolab.trainer.args import grpo_kwargs  # the trainer node's way into GRPOConfig
 
 
 def test_every_grpo_config_field_but_the_owned_ones_is_in_the_schema() -> None:

@@ -2,7 +2,7 @@
 
 ``TrainerConfig`` is built from ``grpolab.config.grpo_fields`` (generated from the installed trl): no field needs a
 ``+``, a wrong type (``trainer.beta=lots``) fails when Hydra composes the config, and the defaults are TRL's, so
-``--cfg job`` shows every value GRPOConfig will see; ``grpo_kwargs`` passes it the keys that differ from them.
+``--cfg job`` shows every value GRPOConfig will see (``grpolab.trainer.args`` passes it the keys that differ from them).
 
 Two kinds of GRPOConfig fields are not plain trainer keys:
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping
 from dataclasses import field, make_dataclass
 from typing import Any, Optional
 
@@ -205,41 +204,3 @@ trainer node: set optimizer.lr instead'
              if name in TRAINER_NODE_FIELDS or name in GENERATION_FIELDS or name in DISTRIBUTED_FIELDS]
     hint = f"did you mean: {', '.join(close)}" if close else "see trl.GRPOConfig"
     return f"trainer.{key} is not a trl.GRPOConfig field; {hint}"
-
-
-def grpo_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys GRPOConfig must receive: those whose value differs from its default (unset batch fields dropped).
-
-    Passing only these keeps GRPOConfig's own defaults (and its None-means-unset logic) in charge of everything the
-    config leaves alone, exactly as ``GRPOConfig(**only_what_was_set)`` did before the schema listed every field.
-
-    >>> grpo_kwargs({"beta": 0.0, "temperature": 0.7, "num_generations": None, "logging_steps": 10.0})
-    {'temperature': 0.7}
-    >>> grpo_kwargs({"warmup_steps": 320.0, "logging_steps": 0.5})
-    {'warmup_steps': 320, 'logging_steps': 0.5}
-    """
-    return {
-        key: _as_typed(key, value) for key, value in trainer.items()
-        if not (value is None and key in BATCH_DERIVED) and not _same(value, TRL_DEFAULTS.get(key, _ABSENT))
-    }
-
-
-def _as_typed(key: str, value: Any) -> Any:
-    """A whole number back as an int where TRL's float field counts steps and defaults to an int (warmup_steps,
-    logging_steps, save_steps: ``int or float``, a float below 1 being a fraction of the run): OmegaConf's float
-    node turned the YAML's ``320`` into ``320.0``, and GRPOConfig gets the 320 it got before the schema."""
-    default = TRL_DEFAULTS.get(key)
-    if isinstance(value, float) and value.is_integer() and isinstance(default, int) and not isinstance(default, bool):
-        return int(value)
-    return value
-
-
-_ABSENT = object()
-
-
-def _same(value: Any, default: Any) -> bool:
-    if default is _ABSENT or isinstance(value, bool) != isinstance(default, bool):
-        return False
-    if isinstance(value, (int, float)) and isinstance(default, (int, float)):
-        return value == default  # OmegaConf turns a float field's 10 into 10.0
-    return type(value) is type(default) and value == default
