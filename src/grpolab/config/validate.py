@@ -9,13 +9,14 @@ rewards (``grpolab.rewards.build``). Imports no torch, transformers or trl; ``va
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from grpolab.config.batch import derive_grpo_fields
 from grpolab.config.checks import above, at_least, between, or_null, require, require_each
@@ -56,6 +57,10 @@ def validate(cfg: DictConfig, num_processes: int = 1, *, import_targets: bool = 
     ``import_targets`` (the job) the ``_target_``s are also followed into their modules
     (``grpolab.config.targets.check_resolved_targets``), which imports them; preflight skips that step.
     """
+    if "hydra" in cfg:  # composed with return_hydra_config: Hydra's node is not the job's (and not typed)
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
     check_trusted_targets(cfg)
     check_required_values(cfg)
     check_schema_keys(cfg)
@@ -101,7 +106,7 @@ def _missing_keys(node: Any, path: str) -> Iterator[str]:
     keys = node.keys() if isinstance(node, DictConfig) else range(len(node)) if isinstance(node, ListConfig) else ()
     for key in keys:
         child, child_path = node._get_node(key), f"{path}.{key}" if path else str(key)
-        if child is None or child._is_interpolation() or child_path == "hydra":
+        if child is None or child._is_interpolation():
             continue
         if child._is_missing():
             yield child_path
