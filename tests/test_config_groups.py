@@ -17,7 +17,6 @@ from grpolab.config.validate import validate
 REQUIRED = {
     ("rewards", "length"): ["rewards.length.target=6"],
     ("rewards", "overlong"): ["rewards.overlong.max_length=8", "rewards.overlong.cache=2"],
-    ("rewards", "soft_overlong"): ["rewards.soft_overlong.soft_punish_cache=2"],
     ("rewards", "cosine_length"): ["rewards.cosine_length.max_length=8"],
     ("rewards", "reward_model"): ["rewards.reward_model.name_or_path=/models/any-reward-model"],
     ("model", "causal_lm"): ["model.name_or_path=/models/any-causal-lm"],

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TINY_RUN
 from grpolab.config.paths import CONF_DIR
-from grpolab.config.preflight import preflight
+from grpolab.preflight import preflight
 from grpolab.tracking.rundir import read_metrics
 
 
@@ -106,7 +106,8 @@ def test_warm_start_is_cached_by_config(run_cli, tmp_path):
          "preflight"),
         (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch.",
          "preflight"),
-        (["reward_level=token", "rewards=[think_format]"], "rewards.think_format", "job"),
+        (["warmstart=none", "data=jsonl", "data.path=missing.jsonl"], "data.path='missing.jsonl' is not a file",
+         "job"),
     ],
 )
 def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message, caught_by):

@@ -110,7 +110,7 @@ def find_previous_sweep(root: tuple[Path, int], task_overrides: Sequence[str],
 
 def with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: DictConfig) -> list[str]:
     """With ``resume=true``, add ``hydra.sweep.dir=<the earlier sweep of this command>`` when there is one (the hook
-    ``grpolab.config.preflight.run_preflight`` calls once a multirun's command line is known to be good)."""
+    ``grpolab.preflight.run_preflight`` calls once a multirun's command line is known to be good)."""
     resume_values = [o.value() for o in overrides if o.key_or_group == "resume" and not o.is_sweep_override()]
     resume = resume_values[-1] if resume_values else OmegaConf.select(cfg, "resume", default=False)
     if resume is not True and str(resume).lower() != "true":

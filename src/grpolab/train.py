@@ -24,9 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.paths import CONF_DIR
-from grpolab.config.preflight import run_preflight
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import config_errors, validate
+from grpolab.preflight import run_preflight
 from grpolab.sweeps import completed_before, job_ending, reported_sweep, with_resumed_sweep_dir
 from grpolab.tracking.checkpoints import prepare_resume, resume_requested
 from grpolab.tracking.console import fields, quiet_libraries
@@ -80,7 +80,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
         splits = instantiate(cfg.data).load()
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):
-        rewards = build_rewards(cfg.rewards, cfg.reward_level, tokenizer=encoder.tokenizer)
+        rewards = build_rewards(cfg.rewards, cfg.reward_level, encoder.tokenizer, cfg.trainer.max_completion_length)
     log.info("rewards (%s level): %s", rewards.level.value, rewards)
     with config_errors("tokenizer_mode"):
         preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
