@@ -24,8 +24,6 @@ from grpolab.config.enums import DType, Modality, RewardLevel, TokenizerMode
 from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import TRL_FIELDS, DistributedConfig, GenerationConfig, TrainerConfig
 
-__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "TrainerConfig", "register_schemas"]
-
 #: The launch time every process of a multi-process launch agreed on (ISO 8601); unset for a single process.
 LAUNCH_TIME_VARIABLE = "GRPOLAB_LAUNCH_TIME"
 SEED_MAX = 2**32 - 1  # numpy's seed range, which transformers.set_seed also seeds

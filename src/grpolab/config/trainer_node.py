@@ -46,9 +46,8 @@ OWNED_ELSEWHERE = {
     "seed": "seed",
     "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
     "warmup_steps": "scheduler.warmup_steps",
-    # transformers 5's deprecated aliases: the new name, set in trainer/default.yaml, silently wins over them.
-    "gradient_checkpointing": "trainer.activation_checkpointing",
-    "gradient_checkpointing_kwargs": "trainer.activation_checkpointing_kwargs",
+    "gradient_checkpointing": "trainer.activation_checkpointing (its transformers 5 name, which wins over it)",
+    "gradient_checkpointing_kwargs": "trainer.activation_checkpointing_kwargs (its transformers 5 name)",
 }
 #: GRPOConfig fields of the ``distributed`` group (conf/distributed: none, ddp, fsdp, zero2, zero3).
 DISTRIBUTED_FIELDS = ("ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",
