@@ -3,7 +3,6 @@ for a single run and for a joblib multirun."""
 
 from __future__ import annotations
 
-import doctest
 import io
 import json
 import logging
@@ -27,10 +26,6 @@ from grpolab.tracking.console import (
     summary_lines,
     swept_keys,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(console).failed == 0
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import shlex
@@ -11,7 +10,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from grpolab.tracking import provenance
 from grpolab.tracking.provenance import git_state, lock_state
 
 
@@ -79,7 +77,3 @@ def test_manifest_records_the_command_as_typed(tmp_path: Path) -> None:
 
 def test_git_state_is_null_outside_a_checkout(tmp_path: Path) -> None:
     assert git_state(tmp_path) == {"commit": None, "dirty": None, "root": None}
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(provenance).failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import re
 import subprocess
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.tracking import rundir
 from grpolab.tracking.rundir import (
     SUMMARY_FIELDS,
     RunDirectory,
@@ -165,7 +163,3 @@ def test_the_launchers_rank_decides_the_main_process(tmp_path: Path, monkeypatch
     assert not other.main_process
     other.mark_failed(RuntimeError("boom"))
     assert json.loads(other.summary_path.read_text())["reason"] == "RuntimeError: boom (process 1 of 2)"
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(rundir).failed == 0
