@@ -1,4 +1,6 @@
-"""Shared fixtures: composing grpolab's real config, and running the real CLI in a subprocess."""
+"""Shared fixtures: composing grpolab's real config, running a training job in this process (``run_job``, what most
+end-to-end tests use) or through the real CLI in a subprocess (``run_cli``, for what only a process shows: the exit
+status and output of the command itself, signals, launchers), and the warm-start cache the tests share."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
+from tests_support import train_in_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 register_schemas()  # train.yaml's defaults start with grpolab_schema; grpolab.train registers it when imported
@@ -55,6 +58,38 @@ def compose_cfg():
 def tiny_run() -> list[str]:
     """``TINY_RUN`` for test modules that cannot import it (``conftest`` is another module in tests/<package>/)."""
     return list(TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``GRPOLAB_CACHE_DIR`` shared by every test of the session (and by every pytest-xdist worker: it lies beside
+    the workers' own temporary folders), so a warm start of the same config is trained once. For tests that only need
+    a trained-enough model; a test of the cache, or of what a fresh run prints and records about its warm start or
+    prepared prompts, keeps a fresh one. Cache entries are written atomically, so two workers cannot tear one."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder above every worker's basetemp
+    cache = root / "shared-cache"
+    cache.mkdir(exist_ok=True)
+    return cache
+
+
+@pytest.fixture
+def run_job(tmp_path, shared_cache):
+    """``run_job(*overrides, cache="shared"|"fresh", merged_output=False)``: ``python -m grpolab.train`` with these
+    overrides (and flags such as ``-m``), run in this process by ``train_in_process``; the run directory is
+    ``tmp_path / 'run'``, the working directory ``tmp_path``. ``cache="shared"`` points ``GRPOLAB_CACHE_DIR`` at the
+    session's ``shared_cache``; ``"fresh"`` at ``tmp_path / 'cache'``."""
+
+    def _run(*overrides: str, cache: str = "fresh", merged_output: bool = False) -> subprocess.CompletedProcess:
+        assert cache in ("shared", "fresh"), cache
+        env = {"GRPOLAB_CACHE_DIR": str(shared_cache if cache == "shared" else tmp_path / "cache"),
+               "WANDB_MODE": "offline"}
+        flags = [argument for argument in overrides if argument.startswith("-")]  # e.g. -m: before any override
+        arguments = [*flags, f"hydra.run.dir={tmp_path / 'run'}", *[a for a in overrides if a not in flags]]
+        return train_in_process(arguments, tmp_path, env, merged_output=merged_output)
+
+    return _run
 
 
 @pytest.fixture
