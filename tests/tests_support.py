@@ -35,9 +35,9 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
     code; 1 for an exception that escapes, its traceback in ``stderr``) and the text printed on stdout and stderr.
 
     What a job changes in the process is put back afterwards: the working directory, ``os.environ``, ``sys.argv``,
-    the root logger's handlers (Hydra's file handler is closed), warning capture, torch's thread count, signal
-    handlers and Hydra's global state."""
-    import torch
+    the root logger's handlers (Hydra's file handler is closed), warning capture, signal handlers, Hydra's global
+    state, and torch's thread count if torch was imported before (a job that fails before it trains, or ``--help``,
+    does not import it here)."""
     from hydra.core.global_hydra import GlobalHydra
 
     import grpolab.train as entry
@@ -46,7 +46,8 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     saved_captures_warnings = logging._warnings_showwarning is not None  # noqa: SLF001 (no public getter)
-    saved_threads = torch.get_num_threads()
+    torch = sys.modules.get("torch")
+    saved_threads = torch.get_num_threads() if torch is not None else None
     saved_signals = {number: signal.getsignal(number) for number in _JOB_SIGNALS}
     stdout = io.StringIO()
     stderr = stdout if merged_output else io.StringIO()
@@ -81,7 +82,8 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         logging.captureWarnings(saved_captures_warnings)
-        torch.set_num_threads(saved_threads)
+        if saved_threads is not None:
+            torch.set_num_threads(saved_threads)
         for number, handler in saved_signals.items():
             signal.signal(number, handler)
         os.chdir(saved_cwd)
