@@ -184,6 +184,7 @@ def test_header_says_how_many_rewards_were_averaged_when_runs_logged_fewer(sweep
     assert "| optimizer.lr | seeds | failed | final reward (last 1-4) |" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_prints_the_table_without_importing_torch(sweep: Path) -> None:
     code = (
         "import sys; from grpolab.report import main; code = main([sys.argv[1], '--last-k', '2']); "
@@ -296,6 +297,7 @@ def test_group_by_key_or_metric_no_run_has_is_a_one_line_error(study: Path) -> N
     assert not (study / "report.md").exists()
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_group_by_and_metrics_without_importing_torch(study: Path) -> None:
     code = (
         "import sys; from grpolab.report import main; code = main(sys.argv[1:]); "
@@ -311,6 +313,7 @@ def test_cli_group_by_and_metrics_without_importing_torch(study: Path) -> None:
     assert result.returncode == 1 and result.stderr.startswith("grpolab-report: metric 'nope' is in no run's")
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_module_entry_point_fails_cleanly_without_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "grpolab.report", str(tmp_path)], capture_output=True,
                             text=True, timeout=120)

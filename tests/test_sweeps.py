@@ -163,6 +163,7 @@ def test_callback_records_a_job_that_failed_before_it_was_tracked(tmp_path: Path
     assert read_json(tmp_path / "4" / "summary.json")["status"] == "failed"
 
 
+@pytest.mark.slow  # the report draws its PNGs: ~2 s
 def test_an_experiment_groups_the_sweep_report_through_the_callback_keys(compose_cfg: Any, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
@@ -299,7 +300,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path, shared_cache: Path) -> None:
     result = run_cli(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "logger=none",
                      *TINY, "seed=0,1", cache=shared_cache)
@@ -317,7 +318,6 @@ def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path, s
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path, shared_cache: Path) -> None:
     result = run_cli(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "logger=none", *TINY,
                      cache=shared_cache)

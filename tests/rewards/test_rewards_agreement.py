@@ -69,6 +69,7 @@ def share(scores: list[float | None]) -> float:
     return sum(score == 1.0 for score in scores) / len(scores)
 
 
+@pytest.mark.slow  # 300 solutions x 5 layouts x 2 rewards x 2 levels: seconds
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_where_text_and_token_rewards_agree_on_reference_solutions(tokenizers, solutions, name):
     tokenizer, answers = tokenizers[name], [answer for answer, _ in solutions]

@@ -137,6 +137,7 @@ def test_bind_tokens_accepts_multi_id_tags():
     assert reward(prompts=["q"] * 2, completions=Untouchable(), completion_ids=ids) == [1.0, 0.0]
 
 
+@pytest.mark.slow  # a new interpreter
 def test_importing_rewards_loads_no_heavy_libraries():
     code = (
         "import sys, grpolab.rewards; "

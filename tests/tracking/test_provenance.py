@@ -10,6 +10,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 from grpolab.tracking.provenance import git_state, lock_state
 
 
@@ -50,6 +52,7 @@ def recorded_command(run_dir: Path) -> list[str]:
     return manifest["command"]
 
 
+@pytest.mark.slow  # a new interpreter
 def test_manifest_records_the_command_as_typed(tmp_path: Path) -> None:
     """``python -m`` with interpreter options, a console script found on PATH, and a sweep's joblib worker."""
     (tmp_path / "probe_command.py").write_text(PROBE)

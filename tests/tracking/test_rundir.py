@@ -91,6 +91,7 @@ def test_record_outcome_records_a_preemption_and_lets_the_process_exit(tmp_path:
     assert stopped.value.code == 143 and isinstance(summary["wall_time_s"], float)
 
 
+@pytest.mark.slow  # a new interpreter
 def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> None:
     # A fresh interpreter, so "torch not imported" is about this code and not about other tests.
     script = (

@@ -145,6 +145,7 @@ def test_checkpoints_hold_what_a_resume_needs_and_rotation_keeps_the_newest(tmp_
     assert local["pending_loss"].ndim == 0
 
 
+@pytest.mark.slow  # trains
 def test_a_lora_policy_is_kept_loadable_and_resumes_to_the_same_adapter(tmp_path: Path) -> None:
     """An adapter on a base built from config is saved merged (no name loads that base); a checkpoint holds the
     adapter, and resuming from it ends with the adapter an uninterrupted run ends with."""
