@@ -48,7 +48,7 @@ def test_the_batch_means_the_same_global_numbers_at_any_world_size(compose_cfg) 
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
     result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=wandb", "trainer.beta=0.04")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -71,7 +71,7 @@ def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
     # In ids mode: the batches of ID rows (HostRows) go through accelerate's per-process data loaders too.
     result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=none", "peft=lora", "peft.r=4",
@@ -92,7 +92,7 @@ def test_one_process_takes_the_same_global_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_a_config_error_stops_every_process_in_one_line(tmp_path: Path) -> None:
     result = run_processes(tmp_path, 2, "logger=none", "warmstart=none", "data=jsonl", "data.path=missing.jsonl")
     assert result.returncode != 0
@@ -103,7 +103,7 @@ def test_a_config_error_stops_every_process_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_a_multirun_of_two_task_jobs_through_submitit(tmp_path: Path) -> None:
     # hydra/launcher=submitit_slurm with tasks_per_node=N (and gpus_per_node=N) runs the same job function on SLURM.
     command = [sys.executable, "-m", "grpolab.train", "-m", "hydra/launcher=submitit_local",

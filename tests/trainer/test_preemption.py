@@ -104,7 +104,6 @@ def descendants(pid: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # started processes: one such test at a time (pyproject.toml)
 def test_a_submitit_job_signalled_for_preemption_is_requeued_and_resumes(tmp_path: Path) -> None:
     """submitit's local executor: its preemption signal (USR2) reaches the job process, grpolab saves and stops,
     hands the signal to submitit, which checkpoints the launcher's callable and requeues; the requeued job resumes."""
