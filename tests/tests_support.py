@@ -34,11 +34,14 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
     transformers and TRL (seconds per run). Returns what ``subprocess.run`` would: the exit status (``sys.exit``'s
     code; 1 for an exception that escapes, its traceback in ``stderr``) and the text printed on stdout and stderr.
 
-    What a job changes in the process is put back afterwards: the working directory, ``os.environ``, ``sys.argv``,
-    the root logger's handlers (Hydra's file handler is closed), warning capture, signal handlers, Hydra's global
-    state, and torch's thread count if torch was imported before (a job that fails before it trains, or ``--help``,
+    The job starts from what a new process would give it: no Hydra job config and grpolab's loggers at their
+    default level (a job of another process rank, or a test, may have raised it). What a job changes in the process is
+    put back afterwards: the working directory, ``os.environ``, ``sys.argv``, the root logger's handlers (Hydra's
+    file handler is closed), grpolab's logger levels, warning capture, signal handlers, Hydra's global state and job
+    config, and torch's thread count if torch was imported before (a job that fails before it trains, or ``--help``,
     does not import it here)."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     import grpolab.train as entry
 
@@ -49,6 +52,10 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
     torch = sys.modules.get("torch")
     saved_threads = torch.get_num_threads() if torch is not None else None
     saved_signals = {number: signal.getsignal(number) for number in _JOB_SIGNALS}
+    saved_hydra_config = HydraConfig.instance().cfg
+    own_loggers = [logging.getLogger(name) for name in ["grpolab", *logging.root.manager.loggerDict]
+                   if name == "grpolab" or name.startswith("grpolab.")]
+    saved_levels = {logger: logger.level for logger in own_loggers}
     stdout = io.StringIO()
     stderr = stdout if merged_output else io.StringIO()
     code: int | str | None = 0
@@ -61,6 +68,9 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
         os.chdir(cwd)
         sys.argv = [entry.__file__, *arguments]
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+        for logger in own_loggers:
+            logger.setLevel(logging.NOTSET)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 entry.main()
@@ -76,6 +86,9 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
                 code = 1
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = saved_hydra_config
+        for logger, level in saved_levels.items():
+            logger.setLevel(level)
         for handler in root.handlers:
             if handler not in saved_handlers:
                 handler.close()
