@@ -4,6 +4,7 @@ status and output of the command itself, signals, launchers), and the warm-start
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
@@ -35,20 +37,47 @@ TINY_RUN = [
 ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` (pyproject.toml) group the tests marked ``xdist_group``. pytest-xdist 3.8 marks a
+    grouped test by appending ``@<group>`` to its node id through ``item._nodeid``, which pytest 9.2 no longer reads
+    (the id is ``item._id``, a ``NodeId``): the groups were silently ignored. This appends it where pytest reads it
+    (tests/test_distributed.py checks that it took effect)."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers under --dist loadgroup
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = {str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                 for mark in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @pytest.fixture(scope="session")
 def gsm8k_test_split() -> Path:
     """The GSM8K test split vendored in tests/fixtures/gsm8k (a fixture: ``from conftest import`` is order-fragile)."""
     return GSM8K_TEST
 
 
+#: Configs composed in this process, by (overrides, return_hydra_config, working directory): composing takes Hydra
+#: ~0.2 s, and many tests compose the same command (every experiment is composed by several test modules).
+_COMPOSED: dict[tuple, DictConfig] = {}
+
+
 @pytest.fixture
 def compose_cfg():
-    """compose(overrides) -> the composed config, with Hydra's global state reset around each call."""
+    """compose(overrides) -> the composed config, with Hydra's global state reset around each call. A command
+    composed before in this session is not composed again: the test gets a deep copy of that config (its own to
+    change), which is what composing again would give, the config files being the same."""
 
     def _compose(overrides=(), return_hydra_config=False):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        key = (tuple(overrides), return_hydra_config, os.getcwd())
+        if key not in _COMPOSED:
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                _COMPOSED[key] = compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return copy.deepcopy(_COMPOSED[key])
 
     yield _compose
     GlobalHydra.instance().clear()

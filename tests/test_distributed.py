@@ -39,6 +39,15 @@ def run_processes(tmp_path: Path, count: int, *overrides: str) -> subprocess.Com
                           cwd=tmp_path, env=_environment(tmp_path), timeout=600)
 
 
+@pytest.mark.xdist_group("processes")
+def test_the_process_tests_run_as_one_xdist_group(request) -> None:
+    """Under pytest-xdist's --dist loadgroup (the default addopts) the tests marked xdist_group('processes') run on
+    one worker, one at a time; a grouped test's node id then ends with @processes (tests/conftest.py)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by a pytest-xdist worker under --dist loadgroup")
+    assert request.node.nodeid.endswith("@processes"), request.node.nodeid
+
+
 def test_the_batch_means_the_same_global_numbers_at_any_world_size(compose_cfg) -> None:
     cfg = compose_cfg(["batch.prompts_per_step=16", "batch.generations_per_prompt=8", "batch.updates_per_rollout=2"])
     for processes in (1, 2, 4, 8):

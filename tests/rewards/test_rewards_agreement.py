@@ -25,6 +25,9 @@ from grpolab.rewards.agreement import SOLUTION_LAYOUTS, score_both_levels
 from grpolab.rewards.format import Format
 from grpolab.rewards.tags import ALL_TAGS
 
+# Three BPEs trained on GSM8K, then hundreds of solutions scored (math-verify) per test: seconds.
+pytestmark = pytest.mark.slow
+
 ACCURACY = functools.partial(Accuracy, fallbacks=False)
 SOLUTIONS = 300  # of 1,319: the shares below are all 0 or 1, so the first 300 show them (math-verify is slow)
 # (format text, format token, accuracy text, accuracy token): the share of completions scoring 1.0. The text level
@@ -69,7 +72,6 @@ def share(scores: list[float | None]) -> float:
     return sum(score == 1.0 for score in scores) / len(scores)
 
 
-@pytest.mark.slow  # 300 solutions x 5 layouts x 2 rewards x 2 levels: seconds
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_where_text_and_token_rewards_agree_on_reference_solutions(tokenizers, solutions, name):
     tokenizer, answers = tokenizers[name], [answer for answer, _ in solutions]
