@@ -173,10 +173,11 @@ def test_other_optimizers_schedulers_and_loggers_run(run_job, tmp_path, choice):
 def test_gsm8k_from_a_local_jsonl_file(run_job, tmp_path, gsm8k_test_split):
     without_data = [override for override in TINY_RUN if not override.startswith("data.")]
     # GSM8K chat prompts are up to 955 characters, one token each with the character tokenizer.
-    # Two warm-start steps still go through GSM8K's solution column; each is a ~1,000-token sequence here.
+    # Two warm-start steps of 8 rows still go through GSM8K's solution column; each is a ~1,000-token sequence here.
+    # One GRPO step: what is checked is that the run completes and evaluates the held-out rows.
     result = run_job(*without_data, "data=gsm8k", f"data.path={gsm8k_test_split}", "data.train_size=32",
                      "data.eval_size=8", "trainer.max_completion_length=16", "model.network.max_position_embeddings=1024",
-                     "warmstart.steps=2", cache="shared")
+                     "warmstart.steps=2", "warmstart.batch_size=8", "trainer.max_steps=1", cache="shared")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(tmp_path)
     assert summary["status"] == "completed" and summary["eval_before"]["num_samples"] == 8

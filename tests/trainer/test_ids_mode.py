@@ -378,8 +378,8 @@ def test_text_and_ids_modes_take_identical_steps_with_a_bpe_tokenizer(compose_cf
     barely warm-started model fills all 16 tokens, with a wide tolerance)."""
     monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(shared_cache))
     task = ["rewards.length.target=8"] if data == "arithmetic" else [
-        "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "rewards.length.target=40",
-        "rewards.length.tolerance=200"]
+        "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "warmstart.batch_size=8",
+        "rewards.length.target=40", "rewards.length.tolerance=200"]
     text, ids = run_both_modes(compose_cfg, tmp_path, recorded_batches, *PIPELINE, *bpe_overrides(gsm8k_test_split),
                                "trainer.max_steps=3", "rewards=[accuracy,format,length]", *task,
                                f"reward_level={level}")
