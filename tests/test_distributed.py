@@ -39,6 +39,15 @@ def run_processes(tmp_path: Path, count: int, *overrides: str) -> subprocess.Com
                           cwd=tmp_path, env=_environment(tmp_path), timeout=600)
 
 
+@pytest.mark.xdist_group("processes")
+def test_the_process_tests_run_as_one_xdist_group(request) -> None:
+    """Under pytest-xdist's --dist loadgroup (the default addopts) the tests marked xdist_group('processes') run on
+    one worker, one at a time; a grouped test's node id then ends with @processes (tests/conftest.py)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by a pytest-xdist worker under --dist loadgroup")
+    assert request.node.nodeid.endswith("@processes"), request.node.nodeid
+
+
 def test_the_batch_means_the_same_global_numbers_at_any_world_size(compose_cfg) -> None:
     cfg = compose_cfg(["batch.prompts_per_step=16", "batch.generations_per_prompt=8", "batch.updates_per_rollout=2"])
     for processes in (1, 2, 4, 8):
@@ -48,6 +57,7 @@ def test_the_batch_means_the_same_global_numbers_at_any_world_size(compose_cfg) 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
     result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=wandb", "trainer.beta=0.04")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -70,6 +80,7 @@ def test_two_processes_are_one_data_parallel_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
     # In ids mode: the batches of ID rows (HostRows) go through accelerate's per-process data loaders too.
     result = run_processes(tmp_path, 2, *SHORT_RUN, "distributed=ddp", "logger=none", "peft=lora", "peft.r=4",
@@ -90,6 +101,7 @@ def test_one_process_takes_the_same_global_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_a_config_error_stops_every_process_in_one_line(tmp_path: Path) -> None:
     result = run_processes(tmp_path, 2, "logger=none", "warmstart=none", "data=jsonl", "data.path=missing.jsonl")
     assert result.returncode != 0
@@ -100,6 +112,7 @@ def test_a_config_error_stops_every_process_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_a_multirun_of_two_task_jobs_through_submitit(tmp_path: Path) -> None:
     # hydra/launcher=submitit_slurm with tasks_per_node=N (and gpus_per_node=N) runs the same job function on SLURM.
     command = [sys.executable, "-m", "grpolab.train", "-m", "hydra/launcher=submitit_local",

@@ -1,6 +1,6 @@
 """The trained model is kept: ``<run_dir>/model`` loads with ``from_pretrained`` (tokenizer with identical IDs), is a
 ``model.name_or_path`` for a further run, and ``python -m grpolab.evaluate <run_dir>`` re-evaluates it to the
-``eval_after`` the run recorded."""
+``eval_after`` the run recorded. The training runs are jobs in this process; the evaluation is the real CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ import pytest
 
 from grpolab.models.load import load_model, load_tokenizer
 from grpolab.models.tokenizer import build_char_tokenizer
+from tests_support import train_in_process
+
+# One worker of pytest-xdist runs this module's tests, so the module's trained run is trained once.
+pytestmark = pytest.mark.xdist_group("evaluate")
 
 #: A warm start long enough for held-out scores that are not all zero, then a few GRPO steps.
 TRAINED_RUN = ["logger=none", "trainer.max_steps=4", "trainer.logging_steps=2", "warmstart.steps=300",
@@ -23,9 +27,12 @@ SCORES = ("accuracy", "format", "num_samples")
 
 
 def grpolab(module: str, *arguments: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRPOLAB_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
+    """``python -m <module> *arguments``: grpolab.train in this process, any other module in a subprocess."""
+    env = {"GRPOLAB_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
+    if module == "grpolab.train":
+        return train_in_process(arguments, cwd, env)
     return subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=cwd)
+                          env={**os.environ, **env}, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,7 @@ def config_files() -> list[Path]:
             for name in names if name.endswith(".yaml")]
 
 
+@pytest.mark.slow  # pip wheel builds the wheel in a subprocess
 def test_the_wheel_holds_every_config_group_and_experiment(wheel_files):
     assert "grpolab/conf/train.yaml" in wheel_files
     expected = {f"grpolab/conf/{path.relative_to(REPO_ROOT / 'conf').as_posix()}" for path in config_files()}
@@ -57,6 +58,7 @@ def test_the_wheel_holds_every_config_group_and_experiment(wheel_files):
     assert shipped == expected
 
 
+@pytest.mark.slow  # pip wheel builds the wheel in a subprocess
 def test_the_wheel_holds_every_python_module(wheel_files):
     """pyproject.toml lists the packages by hand: a new one under src/grpolab must be added there."""
     source = REPO_ROOT / "src"
@@ -65,6 +67,7 @@ def test_the_wheel_holds_every_python_module(wheel_files):
     assert not missing, f"not in the wheel (list their packages in pyproject.toml): {sorted(missing)}"
 
 
+@pytest.mark.slow  # pip wheel builds the wheel in a subprocess
 def test_an_installed_wheel_finds_its_configs_from_any_directory(wheel, tmp_path):
     """The wheel's files alone (no checkout on the path), run from an unrelated directory: the packaged configs."""
     installed = tmp_path / "site"

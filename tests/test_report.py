@@ -22,6 +22,7 @@ def study(tmp_path: Path) -> Path:
     return write_study(tmp_path)
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_prints_the_table_without_importing_torch(sweep: Path) -> None:
     code = (
         "import sys; from grpolab.report import main; code = main([sys.argv[1], '--last-k', '2']); "
@@ -33,6 +34,7 @@ def test_cli_prints_the_table_without_importing_torch(sweep: Path) -> None:
     assert "report.csv" in result.stdout
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_group_by_and_metrics_without_importing_torch(study: Path) -> None:
     code = (
         "import sys; from grpolab.report import main; code = main(sys.argv[1:]); "
@@ -48,6 +50,7 @@ def test_cli_group_by_and_metrics_without_importing_torch(study: Path) -> None:
     assert result.returncode == 1 and result.stderr.startswith("grpolab-report: metric 'nope' is in no run's")
 
 
+@pytest.mark.slow  # a new interpreter
 def test_cli_module_entry_point_fails_cleanly_without_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "grpolab.report", str(tmp_path)], capture_output=True,
                             text=True, timeout=120)

@@ -1,4 +1,6 @@
-"""Sweeps end to end through the real CLI and Hydra's real plugins, plus the resume and failure bookkeeping."""
+"""Sweeps end to end through the real entry point and Hydra's real plugins, plus the resume and failure bookkeeping.
+Sweeps whose jobs run in the launching process (the basic launcher, Optuna's trials) run in this process; the
+launchers that start processes (joblib, submitit) and a sweep killed mid-job go through the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from grpolab.sweeps import (
 )
 from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import RunDirectory, read_metrics
+from tests_support import train_in_process
 
 # The cheapest settings that still run the whole pipeline (warm start, held-out eval, GRPO, run directory). 30 warm
 # start steps make some format rewards non-zero, so GRPO steps have real gradients (the leak test needs them).
@@ -36,12 +39,22 @@ TINY = ["trainer.max_steps=3", "trainer.logging_steps=1", "warmstart.steps=30", 
 TIME_KEYS = {"time_s", "step_time_s", "step_time", "wall_time_s"}
 
 
-def run_cli(cwd: Path, *arguments: str, env: dict[str, str] | None = None, timeout: int = 900
-            ) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
-    environment.update({"GRPOLAB_CACHE_DIR": str(cwd / "cache"), "WANDB_SILENT": "true", **(env or {})})
+def sweep_environment(cache: Path) -> dict[str, str | None]:
+    """No wandb settings from the shell (WANDB_* unset), wandb silent, the warm starts cached in ``cache``."""
+    unset = dict.fromkeys(key for key in os.environ if key.startswith("WANDB_"))
+    return {**unset, "GRPOLAB_CACHE_DIR": str(cache), "WANDB_SILENT": "true"}
+
+
+def run_cli(cwd: Path, *arguments: str, cache: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m grpolab.train -m *arguments`` in a subprocess."""
+    environment = {key: value for key, value in {**os.environ, **sweep_environment(cache)}.items() if value is not None}
     return subprocess.run([sys.executable, "-m", "grpolab.train", "-m", *arguments], capture_output=True, text=True,
                           cwd=cwd, env=environment, timeout=timeout)
+
+
+def run_sweep(cwd: Path, *arguments: str, cache: Path) -> subprocess.CompletedProcess:
+    """The same command run by this process (``conftest.train_in_process``)."""
+    return train_in_process(["-m", *arguments], cwd, sweep_environment(cache))
 
 
 def only_sweep_dir(cwd: Path) -> Path:
@@ -150,6 +163,7 @@ def test_callback_records_a_job_that_failed_before_it_was_tracked(tmp_path: Path
     assert read_json(tmp_path / "4" / "summary.json")["status"] == "failed"
 
 
+@pytest.mark.slow  # the report draws its PNGs: ~2 s
 def test_an_experiment_groups_the_sweep_report_through_the_callback_keys(compose_cfg: Any, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
@@ -194,11 +208,11 @@ def test_submitit_slurm_launcher_takes_partition_gpus_time_and_nodes_as_keys(com
 
 
 @pytest.mark.slow
-def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_path: Path) -> None:
+def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_path: Path, shared_cache: Path) -> None:
     # job 2 repeats job 0 after a job with another learning rate: same process, so any leaked state would show
     # The length reward varies inside every group, so the learning rate visibly changes the second job.
-    result = run_cli(tmp_path, "logger=wandb", *TINY, "seed=0", "rewards=[accuracy,format,length]",
-                     "rewards.length.target=5", "optimizer.lr=1e-3,1e-2,1e-3")
+    result = run_sweep(tmp_path, "logger=wandb", *TINY, "seed=0", "rewards=[accuracy,format,length]",
+                       "rewards.length.target=5", "optimizer.lr=1e-3,1e-2,1e-3", cache=shared_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
     jobs = [sweep_dir / str(num) for num in range(3)]
@@ -233,7 +247,6 @@ def test_grid_in_one_process_gives_each_job_its_own_run_and_nothing_leaks(tmp_pa
     assert float(rows["0.001"]["train_reward_final_std"]) == 0.0
 
 
-@pytest.mark.slow
 def write_problems(path: Path, count: int = 80) -> None:
     rows = [{"prompt": f"{a}+{a % 7}=", "answer": str(a + a % 7), "solution": f"<answer>{a + a % 7}</answer>"}
             for a in range(count)]
@@ -241,7 +254,8 @@ def write_problems(path: Path, count: int = 80) -> None:
 
 
 @pytest.mark.slow
-def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missing(tmp_path: Path) -> None:
+def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missing(tmp_path: Path,
+                                                                                   shared_cache: Path) -> None:
     # "flaky" is a data option from an extra config dir whose file is missing on the first run: a failure only the job
     # can see (preflight checks the command line, not the file system), fixed before the resume
     flaky = tmp_path / "extra" / "data" / "flaky.yaml"
@@ -250,7 +264,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
     flaky.write_text(f"defaults:\n  - jsonl\n  - _self_\npath: {problems}\n")
     command = ["-cd", str(tmp_path / "extra"), "logger=none", *TINY, "seed=0,1", "data=arithmetic,flaky"]
 
-    first = run_cli(tmp_path, *command)
+    first = run_sweep(tmp_path, *command, cache=shared_cache)
     assert first.returncode == 1
     sweep_dir = only_sweep_dir(tmp_path)
     assert first.stderr.splitlines()[-1] == (
@@ -272,7 +286,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
     (sweep_dir / "2").rmdir()
     write_problems(problems)
 
-    resumed = run_cli(tmp_path, *command, "resume=true")
+    resumed = run_sweep(tmp_path, *command, "resume=true", cache=shared_cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resume=true: continuing the sweep in {sweep_dir.relative_to(tmp_path)}" in resumed.stderr
     assert only_sweep_dir(tmp_path) == sweep_dir  # no new sweep dir
@@ -286,9 +300,10 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
+def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path, shared_cache: Path) -> None:
     result = run_cli(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "logger=none",
-                     *TINY, "seed=0,1")
+                     *TINY, "seed=0,1", cache=shared_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2," in result.stdout + result.stderr
     sweep_dir = only_sweep_dir(tmp_path)
@@ -303,8 +318,9 @@ def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "logger=none", *TINY)
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path, shared_cache: Path) -> None:
+    result = run_cli(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "logger=none", *TINY,
+                     cache=shared_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
     assert read_json(sweep_dir / "0" / "summary.json")["status"] == "completed"
@@ -313,8 +329,9 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_optuna_search_runs_three_trials_on_the_optimized_metric(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "logger=none", *TINY)
+def test_optuna_search_runs_three_trials_on_the_optimized_metric(tmp_path: Path, shared_cache: Path) -> None:
+    result = run_sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "logger=none", *TINY,
+                       cache=shared_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
     summaries = job_summaries(sweep_dir)
@@ -334,14 +351,14 @@ def test_optuna_search_runs_three_trials_on_the_optimized_metric(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path) -> None:
+def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path, shared_cache: Path) -> None:
     # a categorical data file, one of them missing (only the job can see that): the seeded sampler proposes both
     # within four trials
     good, missing = tmp_path / "problems.jsonl", tmp_path / "missing.jsonl"
     write_problems(good)
-    result = run_cli(tmp_path, "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.params=null",
-                     "data=jsonl", f"data.path=choice({good},{missing})", "hydra.sweeper.n_trials=4", "logger=none",
-                     *TINY)
+    result = run_sweep(tmp_path, "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.params=null",
+                       "data=jsonl", f"data.path=choice({good},{missing})", "hydra.sweeper.n_trials=4", "logger=none",
+                       *TINY, cache=shared_cache)
     assert result.returncode == 1
     sweep_dir = only_sweep_dir(tmp_path)
     outcomes = {(read_json(path)["status"], yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())[0])
@@ -356,14 +373,14 @@ def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_continues_a_partially_trained_job_from_its_checkpoint(tmp_path: Path) -> None:
-    """The sweep process is killed (SIGKILL) while job 1 trains, after its checkpoint-8: the resumed sweep skips the
-    completed job 0 and continues job 1 from its checkpoint, every step logged once."""
+def test_resume_continues_a_partially_trained_job_from_its_checkpoint(tmp_path: Path, shared_cache: Path) -> None:
+    """The sweep process is killed (SIGKILL) while job 1 trains, after its checkpoint-8: the resumed sweep (in this
+    process) skips the completed job 0 and continues job 1 from its checkpoint, every step logged once."""
     command = ["logger=none", "trainer.max_steps=16", "trainer.logging_steps=3", "trainer.save_steps=4",
                "warmstart.steps=10", "data.train_size=16", "data.eval_size=8", "batch.prompts_per_step=4",
                "batch.generations_per_prompt=4", "rewards=[accuracy,format,length]", "rewards.length.target=4",
                "seed=0,1"]
-    environment = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_SILENT": "true"}
+    environment = {**os.environ, "GRPOLAB_CACHE_DIR": str(shared_cache), "WANDB_SILENT": "true"}
     with (tmp_path / "first.log").open("w") as log:
         sweep = subprocess.Popen([sys.executable, "-m", "grpolab.train", "-m", *command], cwd=tmp_path,
                                  env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -384,7 +401,7 @@ def test_resume_continues_a_partially_trained_job_from_its_checkpoint(tmp_path: 
         "0": "completed", "1": "running"}
     completed = (sweep_dir / "0" / "metrics.jsonl").read_bytes()
 
-    resumed = run_cli(tmp_path, *command, "resume=true")
+    resumed = run_sweep(tmp_path, *command, "resume=true", cache=shared_cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already completed; skipping it" in (sweep_dir / "0" / "train.log").read_text()  # the jobs' own logs
     assert f"resume: continuing from {sweep_dir / '1' / 'checkpoint-'}" in (sweep_dir / "1" / "train.log").read_text()

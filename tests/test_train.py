@@ -1,4 +1,6 @@
-"""The composition root end to end: real TRL training of the tiny model, the run directory, and failures."""
+"""The composition root end to end: real TRL training of the tiny model, the run directory, and failures. Jobs run in
+this process (``run_job``); the CLI in a subprocess (``run_cli``) where the command itself is tested: the run
+directory and manifest of a typed command, a config error's exit status and line, two processes agreeing."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from conftest import TINY_RUN
 from grpolab.config.paths import CONF_DIR
 from grpolab.preflight import PreflightError, preflight
 from grpolab.tracking.rundir import read_metrics
+from tests_support import train_in_process
 
 
 def _summary(tmp_path):
@@ -58,16 +61,21 @@ TIME_KEYS = frozenset({"time_s", "step_time_s", "step_time", "timing/rewards_s",
 @pytest.mark.parametrize("variant", [["tokenizer_mode=text"], ["tokenizer_mode=ids"],
                                      ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
 def test_the_same_command_twice_gives_identical_metrics(tmp_path, variant):
-    """Fresh caches both times (the warm start is trained twice); held-out evaluations every 2 steps ride along."""
+    """Fresh caches both times (the warm start is trained twice); held-out evaluations every 2 steps ride along. The
+    first run is a job in this process, the second a new process (its own string hashing, its own imports)."""
     from grpolab.tracking.plots import held_out_accuracy
 
     runs = []
     for attempt in ("first", "second"):
-        env = {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / attempt / "cache"), "WANDB_MODE": "offline"}
-        command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={tmp_path / attempt / 'run'}", *TINY_RUN,
-                   "trainer.max_steps=4", "eval.every_steps=2", "rewards=[accuracy,format,length]",
-                   "rewards.length.target=5", *variant]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        (tmp_path / attempt).mkdir()
+        env = {"GRPOLAB_CACHE_DIR": str(tmp_path / attempt / "cache"), "WANDB_MODE": "offline"}
+        arguments = [f"hydra.run.dir={tmp_path / attempt / 'run'}", *TINY_RUN, "trainer.max_steps=4",
+                     "eval.every_steps=2", "rewards=[accuracy,format,length]", "rewards.length.target=5", *variant]
+        if attempt == "first":
+            result = train_in_process(arguments, tmp_path, env)
+        else:
+            result = subprocess.run([sys.executable, "-m", "grpolab.train", *arguments], capture_output=True,
+                                    text=True, timeout=600, env={**os.environ, **env}, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append(tmp_path / attempt / "run")
     rows = [[{key: value for key, value in json.loads(line).items() if key not in TIME_KEYS}
@@ -86,10 +94,10 @@ def test_the_same_command_twice_gives_identical_metrics(tmp_path, variant):
 
 
 @pytest.mark.slow
-def test_warm_start_is_cached_by_config(run_cli, tmp_path):
-    first = run_cli(*TINY_RUN, "trainer.max_steps=1")
+def test_warm_start_is_cached_by_config(run_job, tmp_path):
+    first = run_job(*TINY_RUN, "trainer.max_steps=1")
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_cli(*TINY_RUN, "trainer.max_steps=1", "hydra.run.dir=" + str(tmp_path / "run2"))
+    second = run_job(*TINY_RUN, "trainer.max_steps=1", "hydra.run.dir=" + str(tmp_path / "run2"))
     assert second.returncode == 0, second.stderr[-2000:]
     summary = json.loads((tmp_path / "run2" / "summary.json").read_text())
     assert summary["warmstart"]["cached"] is True
@@ -98,20 +106,23 @@ def test_warm_start_is_cached_by_config(run_cli, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("overrides", "message", "caught_by"),
+    ("overrides", "message", "caught_by", "runner"),
     [
-        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive finite number", "preflight"),
-        (["+trainer.bta=0.1"], "trainer.bta is not a trl.GRPOConfig field; did you mean: beta", "preflight"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive finite number", "preflight", "run_cli"),
+        (["+trainer.bta=0.1"], "trainer.bta is not a trl.GRPOConfig field; did you mean: beta", "preflight",
+         "run_job"),
         (["+trainer.learning_rate=0.1"], "trainer.learning_rate is not set in the trainer node; set optimizer.lr",
-         "preflight"),
+         "preflight", "run_job"),
         (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch.",
-         "preflight"),
+         "preflight", "run_job"),
         (["warmstart=none", "data=jsonl", "data.path=missing.jsonl"], "data.path='missing.jsonl' is not a file",
-         "job"),
+         "job", "run_cli"),
     ],
 )
-def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message, caught_by):
-    result = run_cli("logger=none", *overrides)
+def test_bad_config_fails_in_one_line_before_any_model(request, tmp_path, overrides, message, caught_by, runner):
+    """One error of each kind (caught before Hydra starts, caught in the job) through the real CLI: the process's
+    exit status and stderr; the others as jobs in this process."""
+    result = request.getfixturevalue(runner)("logger=none", *overrides)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
@@ -128,8 +139,8 @@ def test_bad_config_fails_in_one_line_before_any_model(run_cli, tmp_path, overri
     ("reward", "message"),
     [("FailingReward", "raised ZeroDivisionError"), ("ShortReward", "returned 15 rewards for 16 completions")],
 )
-def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_cli, tmp_path, reward, message):
-    result = run_cli(*TINY_RUN, "rewards=[format]", f"+rewards.broken={{_target_:tests_support.{reward}}}",
+def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_job, tmp_path, reward, message):
+    result = run_job(*TINY_RUN, "rewards=[format]", f"+rewards.broken={{_target_:tests_support.{reward}}}",
                      "trusted_modules=[tests_support]")
     assert result.returncode != 0
     summary = _summary(tmp_path)
@@ -140,8 +151,8 @@ def test_misbehaving_reward_stops_the_run_naming_reward_and_sample(run_cli, tmp_
 
 
 @pytest.mark.slow
-def test_reward_needing_a_missing_column_fails_before_the_model(run_cli, tmp_path):
-    result = run_cli("logger=none", "+rewards.hard={_target_:tests_support.NeedsDifficulty}",
+def test_reward_needing_a_missing_column_fails_before_the_model(run_job, tmp_path):
+    result = run_job("logger=none", "+rewards.hard={_target_:tests_support.NeedsDifficulty}",
                      "trusted_modules=[tests_support]")
     assert result.returncode == 2
     line = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")][0]
@@ -151,8 +162,8 @@ def test_reward_needing_a_missing_column_fails_before_the_model(run_cli, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", ["optimizer=sgd", "optimizer=adafactor", "scheduler=cosine", "logger=tensorboard"])
-def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
-    result = run_cli(*TINY_RUN, choice)
+def test_other_optimizers_schedulers_and_loggers_run(run_job, tmp_path, choice):
+    result = run_job(*TINY_RUN, choice, cache="shared")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(tmp_path)
     assert summary["status"] == "completed"
@@ -160,29 +171,30 @@ def test_other_optimizers_schedulers_and_loggers_run(run_cli, tmp_path, choice):
 
 
 @pytest.mark.slow
-def test_gsm8k_from_a_local_jsonl_file(run_cli, tmp_path, gsm8k_test_split):
+def test_gsm8k_from_a_local_jsonl_file(run_job, tmp_path, gsm8k_test_split):
     without_data = [override for override in TINY_RUN if not override.startswith("data.")]
     # GSM8K chat prompts are up to 955 characters, one token each with the character tokenizer.
-    # Two warm-start steps still go through GSM8K's solution column; each is a ~1,000-token sequence here.
-    result = run_cli(*without_data, "data=gsm8k", f"data.path={gsm8k_test_split}", "data.train_size=32",
+    # Two warm-start steps of 8 rows still go through GSM8K's solution column; each is a ~1,000-token sequence here.
+    # One GRPO step: what is checked is that the run completes and evaluates the held-out rows.
+    result = run_job(*without_data, "data=gsm8k", f"data.path={gsm8k_test_split}", "data.train_size=32",
                      "data.eval_size=8", "trainer.max_completion_length=16", "model.network.max_position_embeddings=1024",
-                     "warmstart.steps=2")
+                     "warmstart.steps=2", "warmstart.batch_size=8", "trainer.max_steps=1", cache="shared")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(tmp_path)
     assert summary["status"] == "completed" and summary["eval_before"]["num_samples"] == 8
 
 
 @pytest.mark.slow
-def test_learning_rate_is_owned_by_the_optimizer(run_cli, tmp_path):
-    result = run_cli(*TINY_RUN, "optimizer.lr=0.0123")
+def test_learning_rate_is_owned_by_the_optimizer(run_job, tmp_path):
+    result = run_job(*TINY_RUN, "optimizer.lr=0.0123", cache="shared")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["learning_rate"] == pytest.approx(0.0123)
 
 
+@pytest.mark.slow  # Hydra builds the help text from every config group: seconds
 def test_help_shows_the_groups_with_their_options_and_examples_that_compose(tmp_path, monkeypatch):
-    result = subprocess.run([sys.executable, "-m", "grpolab.train", "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = train_in_process(["--help"], tmp_path, {})
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.startswith("grpolab: configuration-driven GRPO")

@@ -29,7 +29,7 @@ def saved_tiny_vlm(directory: Path, max_pixels: int):
 
 
 def _summary(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "run" / "summary.json").read_text())  # run_cli's run directory
+    return json.loads((tmp_path / "run" / "summary.json").read_text())  # run_job's run directory
 
 
 def _config_error_line(result) -> str:
@@ -91,9 +91,9 @@ def test_a_saved_tiny_vlm_loads_through_the_hub_preset(compose_cfg, tmp_path, pr
 
 
 @pytest.mark.slow
-def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
+def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_job, tmp_path):
     saved_tiny_vlm(tmp_path / "tiny-vlm", max_pixels=56 * 56)
-    result = run_cli("experiment=vision", "model=qwen2_vl_2b_instruct", f"model.name_or_path={tmp_path / 'tiny-vlm'}",
+    result = run_job("experiment=vision", "model=qwen2_vl_2b_instruct", f"model.name_or_path={tmp_path / 'tiny-vlm'}",
                      "model.tokenizer.max_pixels=3136", "warmstart=none",
                      *[o for o in TINY_RUN if not o.startswith("warmstart.")], "trainer.max_steps=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -104,13 +104,13 @@ def test_a_saved_tiny_vlm_trains_through_the_hub_preset(run_cli, tmp_path):
 # -- the default run, both tokenizer modes ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_cli, tmp_path):
+def test_vision_run_trains_with_images_and_ids_mode_repeats_text_mode(run_job, tmp_path):
     runs = {}
     for mode in ("text", "ids"):
         # The length reward varies inside every group, so the policy gets a gradient from the first step.
-        result = run_cli("experiment=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
+        result = run_job("experiment=vision", f"tokenizer_mode={mode}", *TINY_RUN, "warmstart.steps=20",
                          "rewards=[accuracy,format,length]", "rewards.length.target=5",
-                         f"hydra.run.dir={tmp_path / mode}")
+                         f"hydra.run.dir={tmp_path / mode}", cache="shared")
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads((tmp_path / mode / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["steps"] == 3
@@ -149,23 +149,23 @@ def _jsonl(tmp_path: Path, rows: list[dict]) -> Path:
         (["data=shapes"], "the train split holds images ('image'), but the selected model is text-only"),
     ],
 )
-def test_image_data_with_a_text_model_fails_in_one_line_before_any_model(run_cli, overrides, message):
-    assert message in _config_error_line(run_cli("logger=none", *overrides))
+def test_image_data_with_a_text_model_fails_in_one_line_before_any_model(run_job, overrides, message):
+    assert message in _config_error_line(run_job("logger=none", *overrides))
 
 
 @pytest.mark.slow
-def test_a_missing_image_fails_in_one_line_naming_row_and_path(run_cli, tmp_path):
+def test_a_missing_image_fails_in_one_line_naming_row_and_path(run_job, tmp_path):
     path = _jsonl(tmp_path, [{"image": "red.png", "question": "Q", "answer": "1"},
                              {"image": "imgs/gone.png", "question": "Q", "answer": "2"}])
-    line = _config_error_line(run_cli("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}"))
+    line = _config_error_line(run_job("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}"))
     assert "row 1: image file not found" in line and str(tmp_path / "imgs" / "gone.png") in line
 
 
 @pytest.mark.slow
-def test_more_image_placeholders_than_images_fail_in_one_line(run_cli, tmp_path):
+def test_more_image_placeholders_than_images_fail_in_one_line(run_job, tmp_path):
     rows = [{"image": "red.png", "question": f"Q{i}", "answer": "1"} for i in range(3)]
     rows[2]["question"] = "Is <|vision_start|><|image_pad|><|vision_end|> the same picture?"
     path = _jsonl(tmp_path, rows)
-    line = _config_error_line(run_cli("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}",
+    line = _config_error_line(run_job("logger=none", "experiment=vision", "data=image_jsonl", f"data.path={path}",
                                       "data.eval_size=1", "data.seed=0"))
     assert "row" in line and "has 2 image placeholder(s) but the row has 1 image(s)" in line

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import sys
 from pathlib import Path
 
@@ -28,7 +27,3 @@ def test_the_table_gives_the_median_ratio_and_every_rounds_ratio():
     assert ids_row[header.index("host vs text/text")] == "42%"  # 21 / 50: medians over runs
     assert ids_row[header.index("host vs text/text, run by run")] == "40%, 60%, 35%"  # round by round
     assert rows[2].split(" | ")[header.index("host vs text/text, run by run")] == "100%, 100%, 100%"
-
-
-def test_doctests():
-    assert doctest.testmod(ids_vs_text).failed == 0

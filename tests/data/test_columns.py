@@ -216,10 +216,10 @@ def _summary(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["text", "ids"])
-def test_a_csv_trains_with_a_warm_start_from_its_solution_column(run_cli, tmp_path, mode):
+def test_a_csv_trains_with_a_warm_start_from_its_solution_column(run_job, tmp_path, mode):
     rows = [{"q": f"{a}+{b}=", "sum": a + b, "target": f"<answer>{a + b}</answer>"} for a in range(9) for b in range(9)]
     path = write(rows, tmp_path / "sums.csv")
-    result = run_cli("logger=none", "data=columns", f"data.path={path}", "data.columns.prompt=q",
+    result = run_job("logger=none", "data=columns", f"data.path={path}", "data.columns.prompt=q",
                      "data.columns.answer=sum", "data.columns.solution=target", "data.conversational=false",
                      "data.eval_size=16", f"tokenizer_mode={mode}", "warmstart.steps=10", "trainer.max_steps=2",
                      "batch.prompts_per_step=4", "batch.generations_per_prompt=4")
@@ -230,9 +230,9 @@ def test_a_csv_trains_with_a_warm_start_from_its_solution_column(run_cli, tmp_pa
 
 
 @pytest.mark.slow
-def test_image_rows_train_the_tiny_vision_model(run_cli, tmp_path):
+def test_image_rows_train_the_tiny_vision_model(run_job, tmp_path):
     path = write(image_rows(tmp_path, 12), tmp_path / "images.jsonl")
-    result = run_cli("logger=none", "model=tiny_vlm", "data=columns", f"data.path={path}", "data.columns.prompt=q",
+    result = run_job("logger=none", "model=tiny_vlm", "data=columns", f"data.path={path}", "data.columns.prompt=q",
                      "data.columns.answer=a", "data.columns.images=pics", "data.system_prompt=Look.",
                      "data.eval_size=4", "warmstart=none", "trainer.max_steps=1", "batch.prompts_per_step=2",
                      "batch.generations_per_prompt=2")
@@ -242,9 +242,9 @@ def test_image_rows_train_the_tiny_vision_model(run_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_missing_column_stops_the_job_in_one_line_before_any_model(run_cli, tmp_path):
+def test_a_missing_column_stops_the_job_in_one_line_before_any_model(run_job, tmp_path):
     path = write(ROWS, tmp_path / "rows.parquet")
-    result = run_cli("logger=none", "warmstart=none", "data=columns", f"data.path={path}", "data.columns.prompt=q")
+    result = run_job("logger=none", "warmstart=none", "data=columns", f"data.path={path}", "data.columns.prompt=q")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("grpolab:")]
     assert errors == [f"grpolab: config error: data.columns.prompt='q': no such column in {path}; "

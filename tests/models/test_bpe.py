@@ -102,6 +102,7 @@ def test_decoding_is_lossless_on_every_gsm8k_problem(tokenizer, gsm8k_rows):
     assert [tokenizer.decode(tokenizer(text)["input_ids"]) for text in texts] == texts
 
 
+@pytest.mark.slow  # re-encodes every GSM8K question, plain and as a chat: ~2 s
 def test_canonical_prompt_ids_survive_the_round_trip(tokenizer, gsm8k_rows):
     plain = [tokenizer(row["question"])["input_ids"] for row in gsm8k_rows]
     chat = tokenizer.apply_chat_template(

@@ -82,9 +82,9 @@ def test_loading_a_missing_directory_fails_in_one_line_before_transformers_reads
 
 
 @pytest.mark.slow
-def test_training_run_from_a_local_checkpoint(run_cli, saved_tiny, tmp_path):
+def test_training_run_from_a_local_checkpoint(run_job, saved_tiny, tmp_path):
     _, _, directory = saved_tiny
-    result = run_cli(*TINY_RUN, "model=qwen2_5_0_5b_instruct", f"model.name_or_path={directory}")
+    result = run_job(*TINY_RUN, "model=qwen2_5_0_5b_instruct", f"model.name_or_path={directory}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed"

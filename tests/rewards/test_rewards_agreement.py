@@ -25,6 +25,9 @@ from grpolab.rewards.agreement import SOLUTION_LAYOUTS, score_both_levels
 from grpolab.rewards.format import Format
 from grpolab.rewards.tags import ALL_TAGS
 
+# Three BPEs trained on GSM8K, then hundreds of solutions scored (math-verify) per test: seconds.
+pytestmark = pytest.mark.slow
+
 ACCURACY = functools.partial(Accuracy, fallbacks=False)
 SOLUTIONS = 300  # of 1,319: the shares below are all 0 or 1, so the first 300 show them (math-verify is slow)
 # (format text, format token, accuracy text, accuracy token): the share of completions scoring 1.0. The text level

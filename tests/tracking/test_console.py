@@ -3,7 +3,6 @@ for a single run and for a joblib multirun."""
 
 from __future__ import annotations
 
-import doctest
 import io
 import json
 import logging
@@ -26,10 +25,6 @@ from grpolab.tracking.console import (
     summary_lines,
     swept_keys,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(console).failed == 0
 
 
 @pytest.fixture
@@ -261,6 +256,7 @@ def test_a_single_run_prints_progress_lines_and_ends_with_the_summary(run_cli, t
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(run_cli, tiny_run, tmp_path) -> None:
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep",
                      "optimizer.lr=1e-3,2e-3", *tiny_run, merged_output=True)

@@ -1,15 +1,13 @@
-"""Strict JSON files written atomically: the permissions they get, the doctests."""
+"""Strict JSON files written atomically: the permissions they get (the examples run in tests/test_doctests.py)."""
 
 from __future__ import annotations
 
-import doctest
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from grpolab.tracking import jsonfiles
 from grpolab.tracking.rundir import RunDirectory
 
 
@@ -26,7 +24,3 @@ def test_json_files_get_the_permissions_of_any_other_new_file(tmp_path: Path, um
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert modes == dict.fromkeys(["summary.json", "manifest.json", "other.txt"], 0o666 & ~umask)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(jsonfiles).failed == 0

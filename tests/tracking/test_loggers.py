@@ -125,6 +125,7 @@ def test_logger_configs_instantiate(name: str, cls: type) -> None:
         assert logger.mode == "offline" and logger.entity is None and logger.group is None
 
 
+@pytest.mark.slow  # a Hydra app in a new interpreter
 def test_job_info_from_hydra_in_a_real_multirun(tmp_path: Path) -> None:
     app = tmp_path / "app.py"
     app.write_text(

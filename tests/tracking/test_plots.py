@@ -196,6 +196,7 @@ def test_categorical_values_keep_their_first_seen_order(tmp_path: Path) -> None:
     assert [line.get_label() for line in figure.axes[0].get_lines()] == ["beta=0", "beta=0.1"]
 
 
+@pytest.mark.slow  # a new interpreter
 def test_plots_do_not_import_torch() -> None:
     code = "import sys, grpolab.tracking.plots; assert 'torch' not in sys.modules, 'plots imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

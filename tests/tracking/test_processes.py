@@ -74,6 +74,7 @@ def _collectives(rank: int, port: int, results: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_collectives_on_a_real_two_process_group() -> None:
     with mp.Manager() as manager:
         results = manager.dict()
@@ -89,6 +90,7 @@ def test_collectives_on_a_real_two_process_group() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_torchrun_processes_resolve_one_run_directory(tmp_path: Path) -> None:
     # Hydra resolves hydra.run.dir in each process before the job starts; rank 0's launch time makes them equal.
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

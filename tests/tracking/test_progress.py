@@ -3,7 +3,6 @@ callbacks replaced."""
 
 from __future__ import annotations
 
-import doctest
 import io
 import logging
 import re
@@ -12,12 +11,7 @@ import pytest
 import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
 
-import grpolab.tracking.progress as progress_module
 from grpolab.tracking.progress import Progress, TrainingProgressCallback, show_progress
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(progress_module).failed == 0
 
 
 def test_off_a_terminal_each_interval_is_one_console_line_with_eta(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import shlex
@@ -11,7 +10,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from grpolab.tracking import provenance
+import pytest
+
 from grpolab.tracking.provenance import git_state, lock_state
 
 
@@ -52,6 +52,7 @@ def recorded_command(run_dir: Path) -> list[str]:
     return manifest["command"]
 
 
+@pytest.mark.slow  # a new interpreter
 def test_manifest_records_the_command_as_typed(tmp_path: Path) -> None:
     """``python -m`` with interpreter options, a console script found on PATH, and a sweep's joblib worker."""
     (tmp_path / "probe_command.py").write_text(PROBE)
@@ -79,7 +80,3 @@ def test_manifest_records_the_command_as_typed(tmp_path: Path) -> None:
 
 def test_git_state_is_null_outside_a_checkout(tmp_path: Path) -> None:
     assert git_state(tmp_path) == {"commit": None, "dirty": None, "root": None}
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(provenance).failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import re
 import subprocess
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.tracking import rundir
 from grpolab.tracking.rundir import (
     SUMMARY_FIELDS,
     RunDirectory,
@@ -93,6 +91,7 @@ def test_record_outcome_records_a_preemption_and_lets_the_process_exit(tmp_path:
     assert stopped.value.code == 143 and isinstance(summary["wall_time_s"], float)
 
 
+@pytest.mark.slow  # a new interpreter
 def test_manifest_records_provenance_without_importing_torch(tmp_path: Path) -> None:
     # A fresh interpreter, so "torch not imported" is about this code and not about other tests.
     script = (
@@ -165,7 +164,3 @@ def test_the_launchers_rank_decides_the_main_process(tmp_path: Path, monkeypatch
     assert not other.main_process
     other.mark_failed(RuntimeError("boom"))
     assert json.loads(other.summary_path.read_text())["reason"] == "RuntimeError: boom (process 1 of 2)"
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(rundir).failed == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,12 @@ def test_a_failing_logger_finish_does_not_hide_the_job_error(tmp_path: Path) -> 
     assert RunDirectory(tmp_path).read_summary()["status"] == "failed"
 
 
-def test_another_process_starts_no_logger_and_writes_no_manifest(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_process_starts_no_logger_and_writes_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 request: pytest.FixtureRequest) -> None:
     monkeypatch.setenv("RANK", "1")  # the second process of a torchrun job; its failure is recorded, nothing else
     monkeypatch.setenv("WORLD_SIZE", "2")
+    grpolab_logger = logging.getLogger("grpolab")  # such a process quiets grpolab's loggers: for this test only
+    request.addfinalizer(lambda level=grpolab_logger.level: grpolab_logger.setLevel(level))
     logger = RecordingLogger()
     with pytest.raises(ValueError), tracked_run(tmp_path, config={}, seed=0, logger=logger, job_info=JOB) as run:
         assert run.report_to == ["none"]

@@ -1,5 +1,6 @@
-"""Training runs through the real CLI in subprocesses, for the checkpoint, resume and preemption tests: start one,
-signal it at a chosen point, compare two runs' metrics."""
+"""Training runs for the checkpoint, resume and preemption tests: through the real CLI in a subprocess where the run
+is signalled or killed at a chosen point, in this process (``conftest.train_in_process``) otherwise; compare two
+runs' metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from grpolab.tracking.rundir import read_metrics
+from tests_support import train_in_process
 
 #: Cheap settings in which the resume has something to get wrong: rewards that vary (the length reward), 6 epochs of
 #: 4 steps (the data order of a resumed epoch), a log window open at every checkpoint (logging every 3, saving every
@@ -36,9 +38,12 @@ def cli_env(cache: Path) -> dict[str, str]:
 
 
 def run(command: list[str], cache: Path, log: Path) -> int:
-    with log.open("w") as output:
-        return subprocess.run(command, env=cli_env(cache), stdout=output, stderr=subprocess.STDOUT,
-                              timeout=600).returncode
+    """Run ``command`` (a ``cli`` command line) to its end in this process; its output goes to ``log``."""
+    assert command[:3] == [sys.executable, "-m", "grpolab.train"], command
+    environment = {"GRPOLAB_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
+    result = train_in_process(command[3:], Path.cwd(), environment, merged_output=True)
+    log.write_text(result.stdout)
+    return result.returncode
 
 
 def start_and_signal(command: list[str], cache: Path, log: Path, run_dir: Path, ready: Callable[[Path], bool],

@@ -31,11 +31,15 @@ def run_pipeline(compose_cfg, run_dir: Path, *overrides: str) -> Path:
     from grpolab.train import train
 
     cfg = compose_cfg([*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    previous = HydraConfig.instance().cfg
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
         del cfg["hydra"]
-    train(cfg)
+    try:
+        train(cfg)
+    finally:
+        HydraConfig.instance().cfg = previous  # the tests after this one run outside a Hydra job again
     return run_dir
 
 

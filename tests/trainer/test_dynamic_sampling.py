@@ -91,6 +91,7 @@ def assert_padding_layout(batch: dict[str, Any]) -> None:
         assert torch.equal(row, row.sort(descending=True).values), row
 
 
+@pytest.mark.slow  # generates several rounds with the trainer: seconds
 def test_refill_keeps_only_informative_groups_and_fills_the_batch(tmp_path: Path) -> None:
     dataset = make_dataset(num_constant=4, num_varied=4)
     trainer = make_trainer(tmp_path, dataset, rounds=3)
@@ -118,6 +119,7 @@ def test_refill_keeps_only_informative_groups_and_fills_the_batch(tmp_path: Path
     torch.testing.assert_close(batch["ref_per_token_logps"][mask], fresh_ref[mask], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # generates several rounds with the trainer: seconds
 def test_round_cap_is_honoured_and_the_batch_topped_up_with_dropped_groups(tmp_path: Path) -> None:
     dataset = make_dataset(num_constant=6, num_varied=0)
     trainer = make_trainer(tmp_path, dataset, rounds=2)

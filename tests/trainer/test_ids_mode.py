@@ -43,11 +43,15 @@ def run_pipeline(compose_cfg, run_dir: Path, *overrides: str) -> Path:
     from grpolab.train import train
 
     cfg = compose_cfg([*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    previous = HydraConfig.instance().cfg
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
         del cfg["hydra"]  # what Hydra's run_job hands the task function
-    train(cfg)
+    try:
+        train(cfg)
+    finally:
+        HydraConfig.instance().cfg = previous  # the tests after this one run outside a Hydra job again
     return run_dir
 
 
@@ -134,9 +138,10 @@ class _CountingBackend:
 
 
 @pytest.fixture
-def spy(monkeypatch, tmp_path):
-    """A ``TokenizerSpy`` that watches the trainer's tokenizer during ``trainer.train()`` only."""
-    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
+def spy(monkeypatch, shared_cache):
+    """A ``TokenizerSpy`` that watches the trainer's tokenizer during ``trainer.train()`` only (the warm start and
+    the prompt preparation come before it, from the session's shared cache once computed)."""
+    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(shared_cache))
     watcher, original_train = TokenizerSpy(), GrpolabTrainer.train
 
     def train(self, *args, **kwargs):
@@ -201,8 +206,8 @@ def recorded_batches(monkeypatch):
 
 @pytest.mark.parametrize("level", ["text", "token"])
 def test_text_and_ids_modes_take_identical_first_five_steps(compose_cfg, tmp_path, monkeypatch, recorded_batches,
-                                                            level):
-    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
+                                                            level, shared_cache):
+    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(shared_cache))
     text, ids = run_both_modes(compose_cfg, tmp_path, recorded_batches, *PIPELINE, "trainer.max_steps=5",
                                f"reward_level={level}")
     assert len(text["batches"]) == len(ids["batches"]) == 5
@@ -280,9 +285,9 @@ def test_token_level_without_a_token_variant_fails_before_the_model_is_built(com
     assert summary["status"] == "failed" and summary["eval_before"] is None
 
 
-def test_cli_reports_a_bad_dataset_in_one_line(run_cli, tmp_path):
+def test_the_entry_point_reports_a_bad_dataset_in_one_line(run_job, tmp_path):
     path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt_ids": [10, 5000], "answer": "1"}] * 6)
-    result = run_cli(*JSONL, f"data.path={path}", "tokenizer_mode=ids")
+    result = run_job(*JSONL, f"data.path={path}", "tokenizer_mode=ids")
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("grpolab:")]
     assert errors == ["grpolab: config error: train split: row 0 of 'prompt_ids' has token id 5000 outside the "
@@ -365,15 +370,16 @@ def test_bpe_prompt_ids_reach_generation_as_given_even_when_not_canonical(compos
 
 @pytest.mark.parametrize(("data", "level"), [("arithmetic", "text"), ("arithmetic", "token"), ("gsm8k", "text")])
 def test_text_and_ids_modes_take_identical_steps_with_a_bpe_tokenizer(compose_cfg, tmp_path, monkeypatch,
-                                                                      recorded_batches, gsm8k_test_split, data, level):
+                                                                      recorded_batches, gsm8k_test_split, data, level,
+                                                                      shared_cache):
     """Canonical IDs (the ids mode encodes the prompts with the call TRL makes): both modes generate from the same
     IDs and take the same steps, as with the character tokenizer, for plain prompts (arithmetic) and GSM8K chat
     prompts (~120 BPE tokens). The length reward varies within every group (in characters on GSM8K, where the
     barely warm-started model fills all 16 tokens, with a wide tolerance)."""
-    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(shared_cache))
     task = ["rewards.length.target=8"] if data == "arithmetic" else [
-        "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "rewards.length.target=40",
-        "rewards.length.tolerance=200"]
+        "data=gsm8k", f"data.path={gsm8k_test_split}", "warmstart.steps=5", "warmstart.batch_size=8",
+        "rewards.length.target=40", "rewards.length.tolerance=200"]
     text, ids = run_both_modes(compose_cfg, tmp_path, recorded_batches, *PIPELINE, *bpe_overrides(gsm8k_test_split),
                                "trainer.max_steps=3", "rewards=[accuracy,format,length]", *task,
                                f"reward_level={level}")

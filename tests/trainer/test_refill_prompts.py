@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
 
-from grpolab.trainer import refill_prompts
 from grpolab.trainer.refill_prompts import RefillPrompts
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(refill_prompts).failed == 0
 
 
 def test_refill_stream_gives_processes_disjoint_prompts() -> None:

@@ -1,7 +1,8 @@
-"""Checkpoints and resume. End to end through the real CLI: a training process killed with SIGKILL mid-training and
-resumed with ``resume=true`` ends with the ``metrics.jsonl`` (every step once, the same values), the ``eval_after``
-and the final model of an uninterrupted run of the same command, in both tokenizer modes and for the tiny VLM. Then
-the pieces: the epoch-aware sampler, the weights' key layout, grpolab's state file."""
+"""Checkpoints and resume. End to end: a training process (the real CLI) killed with SIGKILL mid-training and resumed
+with ``resume=true`` ends with the ``metrics.jsonl`` (every step once, the same values), the ``eval_after`` and the
+final model of an uninterrupted run of the same command, in both tokenizer modes and for the tiny VLM (the
+uninterrupted run and the resume are jobs in this process). Then the pieces: the epoch-aware sampler, the weights'
+key layout, grpolab's state file."""
 
 from __future__ import annotations
 
@@ -29,29 +30,23 @@ from grpolab.tracking.checkpoints import COMPLETE_MARKER, is_complete, read_grpo
 from grpolab.trainer.resume_state import EpochRepeatSampler, load_checkpoint_weights, policy_fingerprint
 
 
-@pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: a warm start is trained once and shared by the runs that need it."""
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [["tokenizer_mode=text", TAGGED], ["tokenizer_mode=ids", TAGGED],
                                      ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
 def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(variant: list[str], tmp_path: Path,
-                                                                           warm_cache: Path) -> None:
+                                                                           shared_cache: Path) -> None:
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert run(cli(uninterrupted, *variant), warm_cache, tmp_path / "a.log") == 0
+    assert run(cli(uninterrupted, *variant), shared_cache, tmp_path / "a.log") == 0
 
     def past_a_checkpoint(run_dir: Path) -> bool:  # a complete checkpoint, and rows logged after it
         return (run_dir / "checkpoint-8" / COMPLETE_MARKER).exists() and max(logged_steps(run_dir) or [0]) >= 9
 
-    code = start_and_signal(cli(killed, *variant), warm_cache, tmp_path / "b.log", killed, past_a_checkpoint,
+    code = start_and_signal(cli(killed, *variant), shared_cache, tmp_path / "b.log", killed, past_a_checkpoint,
                             signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert json.loads((killed / "summary.json").read_text())["status"] == "running"  # no chance to clean up
 
-    assert run(cli(killed, *variant, "resume=true"), warm_cache, tmp_path / "c.log") == 0
+    assert run(cli(killed, *variant, "resume=true"), shared_cache, tmp_path / "c.log") == 0
     resumed_log = (tmp_path / "c.log").read_text()
     assert "resume: continuing from" in resumed_log and "restored grpolab's state of step" in resumed_log
 
@@ -122,8 +117,8 @@ def test_policy_fingerprint_tells_weights_apart_and_ignores_nothing_it_samples()
 
 @pytest.mark.slow
 def test_checkpoints_hold_what_a_resume_needs_and_rotation_keeps_the_newest(tmp_path: Path,
-                                                                                    run_cli) -> None:
-    result = run_cli(*RESUMABLE_RUN[:1], "trainer.max_steps=10", "trainer.logging_steps=2", "trainer.save_steps=3",
+                                                                                    run_job) -> None:
+    result = run_job(*RESUMABLE_RUN[:1], "trainer.max_steps=10", "trainer.logging_steps=2", "trainer.save_steps=3",
                      "trainer.save_total_limit=2", "warmstart.steps=10", "data.train_size=16", "data.eval_size=8",
                      "batch.prompts_per_step=4", "batch.generations_per_prompt=4", "batch.updates_per_rollout=2",
                      "trainer.beta=0.04")
@@ -150,6 +145,7 @@ def test_checkpoints_hold_what_a_resume_needs_and_rotation_keeps_the_newest(tmp_
     assert local["pending_loss"].ndim == 0
 
 
+@pytest.mark.slow  # trains
 def test_a_lora_policy_is_kept_loadable_and_resumes_to_the_same_adapter(tmp_path: Path) -> None:
     """An adapter on a base built from config is saved merged (no name loads that base); a checkpoint holds the
     adapter, and resuming from it ends with the adapter an uninterrupted run ends with."""

@@ -4,7 +4,6 @@ TRL 1.16's ``_generate_and_score_completions`` returns."""
 from __future__ import annotations
 
 import ast
-import doctest
 import inspect
 import re
 import textwrap
@@ -12,16 +11,11 @@ import textwrap
 import pytest
 import torch
 
-from grpolab.trainer import scored_batches
 from grpolab.trainer.scored_batches import (
     KNOWN_KEYS,
     concatenate_scored_batches,
     take_rows,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(scored_batches).failed == 0
 
 
 def test_unknown_batch_keys_are_refused() -> None:

@@ -3,22 +3,16 @@ metrics; what they deliver in real runs is ``tests/trainer/test_grpo.py``."""
 
 from __future__ import annotations
 
-import doctest
 import pickle
 
 import pytest
 
 from grpolab.models.tokenizer import build_char_tokenizer
-from grpolab.trainer import tokenizer_calls
 from grpolab.trainer.tokenizer_calls import (
     LazyDecodedTexts,
     TokenizerCallCounter,
     lazy_batch_decode,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(tokenizer_calls).failed == 0
 
 
 def test_lazy_texts_decode_each_item_once_and_slice():

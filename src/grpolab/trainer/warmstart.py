@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,7 +74,8 @@ class SupervisedWarmStart:
         losses, exact = self._train(model, rows, encoder, seed)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
+            # A name of its own: two processes (jobs side by side) training the same key never write one file.
+            tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             torch.save(model.state_dict(), tmp)
             tmp.replace(cached)
         window = min(self.log_every, len(losses))
