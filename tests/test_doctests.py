@@ -17,36 +17,36 @@ SOURCE_ROOTS = {"grpolab": REPO_ROOT / "src" / "grpolab", "benchmarks": REPO_ROO
 #: The modules with ``>>>`` examples. A module that moves or is renamed moves here too; one that loses its examples
 #: must not simply be dropped from this list.
 EXAMPLE_MODULES = frozenset({
-    "benchmarks.ids_vs_text", "benchmarks.readme_block",
-    "grpolab.config.batch", "grpolab.config.engine_checks", "grpolab.config.errors",
-    "grpolab.config.generate_grpo_fields", "grpolab.config.hashing", "grpolab.config.paths", "grpolab.config.preflight",
+    "benchmarks.gpu_check", "benchmarks.gpu_check_runs", "benchmarks.gpu_check_trl", "benchmarks.ids_vs_text",
+    "benchmarks.readme_block",
+    "grpolab.preflight", "grpolab.sweeps",
+    "grpolab.config.batch", "grpolab.config.checks", "grpolab.config.engine_checks", "grpolab.config.errors",
+    "grpolab.config.generate_grpo_fields", "grpolab.config.hashing", "grpolab.config.paths",
     "grpolab.config.schema", "grpolab.config.trainer_node",
     "grpolab.data.arithmetic", "grpolab.data.columns", "grpolab.data.context", "grpolab.data.counting",
     "grpolab.data.gsm8k", "grpolab.data.image_tasks", "grpolab.data.images", "grpolab.data.jsonl",
     "grpolab.data.math_problems", "grpolab.data.prepare", "grpolab.data.prompts", "grpolab.data.shapes",
     "grpolab.data.task",
-    "grpolab.models.bpe", "grpolab.models.load", "grpolab.models.tiny", "grpolab.models.tokenizer",
-    "grpolab.models.vision",
-    "grpolab.report",
+    "grpolab.environments.sandbox",
+    "grpolab.models.bpe", "grpolab.models.hub", "grpolab.models.load", "grpolab.models.tiny",
+    "grpolab.models.tokenizer", "grpolab.models.vision",
     "grpolab.rewards.accuracy", "grpolab.rewards.agreement", "grpolab.rewards.answers", "grpolab.rewards.base",
     "grpolab.rewards.build", "grpolab.rewards.format", "grpolab.rewards.length", "grpolab.rewards.model",
     "grpolab.rewards.reasoning", "grpolab.rewards.repetition", "grpolab.rewards.tags", "grpolab.rewards.vision",
     "grpolab.rewards.vocabulary", "grpolab.rewards.wrappers",
-    "grpolab.sweeps",
-    "grpolab.tracking.callbacks", "grpolab.tracking.checkpoints", "grpolab.tracking.console",
-    "grpolab.tracking.jsonfiles", "grpolab.tracking.loggers", "grpolab.tracking.plots", "grpolab.tracking.processes",
-    "grpolab.tracking.progress", "grpolab.tracking.provenance", "grpolab.tracking.rundir", "grpolab.tracking.runs",
-    "grpolab.tracking.session",
-    "grpolab.trainer.checkpoint", "grpolab.trainer.dynamic_sampling", "grpolab.trainer.evaluation",
-    "grpolab.trainer.refill_prompts", "grpolab.trainer.scored_batches", "grpolab.trainer.tokenizer_calls",
-    "grpolab.trainer.warmstart",
+    "grpolab.tracking.aggregate", "grpolab.tracking.checkpoints", "grpolab.tracking.console",
+    "grpolab.tracking.jsonfiles", "grpolab.tracking.loggers", "grpolab.tracking.metrics_file",
+    "grpolab.tracking.plots", "grpolab.tracking.processes", "grpolab.tracking.progress",
+    "grpolab.tracking.provenance", "grpolab.tracking.rundir", "grpolab.tracking.runs", "grpolab.tracking.session",
+    "grpolab.trainer.args", "grpolab.trainer.dynamic_sampling", "grpolab.trainer.evaluation",
+    "grpolab.trainer.refill_prompts", "grpolab.trainer.resume_state", "grpolab.trainer.scored_batches",
+    "grpolab.trainer.tokenizer_calls", "grpolab.trainer.warmstart",
 })
 
 #: Modules whose every example is marked ``# doctest: +SKIP``: each shows a call on a run directory, a trainer or a
 #: command line that the example does not build. Listed so that a module cannot silently end up with nothing that
 #: runs; make one of its examples run and take it off the list.
-ONLY_SKIPPED = frozenset({"grpolab.config.preflight", "grpolab.report", "grpolab.tracking.callbacks",
-                          "grpolab.tracking.session"})
+ONLY_SKIPPED = frozenset({"grpolab.tracking.aggregate", "grpolab.tracking.metrics_file", "grpolab.tracking.session"})
 
 
 def modules_with_examples() -> dict[str, Path]:
