@@ -1,15 +1,14 @@
 """Every bad command line of bad_inputs.yaml answers with one stderr line, exit code 2, caught where stated.
 
 The same cases make docs/bad_inputs.md (benchmarks/bad_inputs_table.py, through the real CLI). Here each case runs
-``grpolab.train.main()`` in this process, with its arguments as ``sys.argv``, in an empty working directory: the CLI's
-own path (preflight, then Hydra and the job's checks), without a Python start per case. The cases marked ``cli``
+``grpolab.train.main()`` in this process (``tests_support.train_in_process``), in an empty working directory: the
+CLI's own path (preflight, then Hydra and the job's checks), without a Python start per case. The cases marked ``cli``
 (one per exit path, and those that set environment variables huggingface_hub reads when imported) run as
 ``python -m grpolab.train`` subprocesses.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra.core.global_hydra import GlobalHydra
+
+from tests_support import train_in_process
 
 CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).with_name("bad_inputs.yaml")).read_text())["cases"]
 CLI_CASES = [case for case in CASES if case.get("cli")]
@@ -32,36 +32,6 @@ def write_files(case: dict[str, Any], workdir: Path) -> None:
     for name, content in case.get("files", {}).items():  # the case's input files (bytes: written !!binary)
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-
-
-@pytest.fixture
-def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """``run(args) -> (stderr, exit code)``: ``grpolab.train.main()`` as ``python -m grpolab.train <args>`` runs it,
-    with what a job changes in the process (logging, warnings, torch threads) put back afterwards."""
-    import torch
-
-    from grpolab import train
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    root, threads = logging.getLogger(), torch.get_num_threads()
-    handlers, level = list(root.handlers), root.level
-
-    def run(args: list[str]) -> tuple[str, int | str | None]:
-        monkeypatch.setattr(sys, "argv", ["grpolab-train", *args])
-        GlobalHydra.instance().clear()
-        with pytest.raises(SystemExit) as exited:
-            train.main()
-        return capsys.readouterr().err, exited.value.code
-
-    yield run
-    GlobalHydra.instance().clear()
-    for handler in set(root.handlers) - set(handlers):
-        handler.close()
-    root.handlers[:], root.level = handlers, level
-    logging.captureWarnings(False)
-    torch.set_num_threads(threads)
 
 
 def check(case: dict[str, Any], stderr: str, code: int | str | None, workdir: Path) -> None:
@@ -91,10 +61,11 @@ def test_the_table_is_large_and_has_no_duplicates() -> None:
 
 @pytest.mark.parametrize("case", [case for case in CASES if not case.get("cli")],
                          ids=[case_id(case) for case in CASES if not case.get("cli")])
-def test_bad_input_is_answered_in_one_line(case: dict[str, Any], in_process, tmp_path: Path) -> None:
+def test_bad_input_is_answered_in_one_line(case: dict[str, Any], tmp_path: Path) -> None:
     write_files(case, tmp_path)
-    stderr, code = in_process(case["args"])
-    check(case, stderr, code, tmp_path)
+    env = {"GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    result = train_in_process(case["args"], tmp_path, env)
+    check(case, result.stderr, result.returncode, tmp_path)
 
 
 @pytest.mark.slow
