@@ -110,6 +110,9 @@ class TrainConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     # A PEFT config (peft=lora: peft.LoraConfig) that TRL wraps the model with; empty (peft=none): every weight trains.
     peft: Any = None
+    # The tools (and environment class) of multi-turn rollouts (grpolab.environments.tools.ToolEnvironment); empty
+    # (environment=none): single-turn completions.
+    environment: Any = None
     logger: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     # debug=smoke only: the tiny models and tasks that stand in for an experiment's, by model.modality.

@@ -44,6 +44,7 @@ OWNED_ELSEWHERE = {
     "seed": "seed",
     "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
     "warmup_steps": "scheduler.warmup_steps",
+    "max_tool_calling_iterations": "environment.max_tool_calling_iterations (environment=calculator|python|...)",
 }
 #: GRPOConfig fields of the ``distributed`` group (conf/distributed: none, ddp, fsdp, zero2, zero3).
 DISTRIBUTED_FIELDS = ("ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",
