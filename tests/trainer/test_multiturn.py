@@ -73,6 +73,7 @@ def test_tool_calls_run_with_trls_failure_semantics(environment):
     assert [m["name"] for m in messages] == ["multiply", "multiply", "divide", "unknown"]
 
 
+@pytest.mark.slow
 def test_the_greedy_tool_loop_runs_the_calls_the_model_makes(encoder, environment):
     # A model that has memorised one demonstration: the loop must parse its call, run the calculator, append TRL's
     # suffix and let it answer; the completion is then exactly the demonstration.
