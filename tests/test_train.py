@@ -200,3 +200,34 @@ def test_help_shows_the_groups_with_their_options_and_examples_that_compose(tmp_
     monkeypatch.chdir(tmp_path)
     for example in examples:
         assert preflight(["grpolab-train", *example[3:]]) == ["grpolab-train", *example[3:]]
+
+
+@pytest.mark.slow
+def test_a_tool_run_calls_the_calculator_in_training_and_in_the_held_out_evaluation(tool_run):
+    summary = json.loads((tool_run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    for phase in ("eval_before", "eval_after"):
+        # Greedy decoding of the warm-started model calls the tool on every held-out problem, and the call runs.
+        assert summary[phase]["tool_call_frequency"] == 1.0 and summary[phase]["tool_failure_frequency"] == 0.0
+        assert summary[phase]["tool_use"] == 1.0 and summary[phase]["num_samples"] == 8
+    rows = read_metrics(tool_run / "metrics.jsonl")
+    assert all(row["tools/call_frequency"] > 0 and "tools/failure_frequency" in row for row in rows)
+    assert all(row["rewards/tool_use/mean"] <= row["tools/call_frequency"] for row in rows)
+    log = (tool_run / "train.log").read_text()
+    assert "environment: tools multiply; at most 1 tool-calling round per completion, 5 s per call" in log
+    assert "held-out tool calls per completion: 1.000 before -> 1.000 after GRPO" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["environment=calculator"], "environment: tools need chat prompts (lists of messages), but the train split of "
+                                 "grpolab.data.arithmetic.ArithmeticTask has str prompts"),
+    (["experiment=tools", "+model.tokenizer.chat_template='{{ messages[0].content }}'"],
+     "environment: the chat template of model.tokenizer cannot render a tool-calling conversation"),
+])
+def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message):
+    result = run_cli("logger=none", *overrides)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "model:" not in result.stderr
