@@ -98,3 +98,30 @@ def test_the_greedy_tool_loop_runs_the_calls_the_model_makes(encoder, environmen
     # The result would not fit: TRL drops it (the call was made) and the completion ends with the call.
     assert (cut.completion_ids, cut.tool_mask, cut.tool_calls) == (ids[:call_only], mask[:call_only], 1)
     assert cut.messages == TRACE[:1]
+
+
+class Game:
+    """An environment class: TRL resets one instance per rollout with the row; its observation joins the prompt."""
+
+    def reset(self, answer=None, **row):
+        self.answer = answer
+        return " (hint: think)"
+
+    def guess(self, value: int) -> str:
+        """Guess the answer.
+
+        Args:
+            value: The guess.
+        """
+        return "right" if str(value) == self.answer else "wrong"
+
+
+def test_each_row_gets_a_reset_environment_whose_observation_joins_its_prompt(encoder):
+    environment = ToolEnvironment(tools=[Calculator(["multiply"])], environment_factory=Game)
+    rollout = ToolRollout(encoder, environment, max_new_tokens=8)
+    sequences = [[0]]
+    tools = rollout._row_tools({"prompt": PROMPT, "answer": "408"}, 0, sequences)
+    assert sorted(tools) == ["guess", "multiply"] and tools["guess"](408) == "right"
+    assert sequences[0] == encoder.encode_texts([[{"role": "user", "content": "12*34 (hint: think)"}]])[0]
+    with pytest.raises(ValueError, match="^environment: reset\\(\\) returned an observation"):
+        rollout._row_tools({"prompt": [5, 6], "answer": "408"}, 0, sequences)
