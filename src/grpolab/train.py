@@ -83,7 +83,8 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
                             tools=environment.prompt_tools() if environment else ())
     with config_errors("data"):
         splits = instantiate(cfg.data).load()
-        if environment is not None:
+    if environment is not None:
+        with config_errors("environment"):
             check_chat_prompts(splits, cfg.data._target_)
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):

@@ -33,12 +33,18 @@ def build_environment(environment_cfg: Any, processing_class: Any) -> ToolEnviro
     line of what it built, and what a sandboxed toolkit isolates."""
     if not environment_cfg:
         return None
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from grpolab.models.tokenizer import prepare_for_tool_calls
 
     prepare_for_tool_calls(processing_class)
-    environment = instantiate(environment_cfg, _convert_="all")
+    try:
+        environment = instantiate(environment_cfg, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):  # already one line naming its key (environment.timeout_s=...)
+            raise error.__cause__ from error
+        raise
     log.info("environment: %s", environment.describe())
     for note in environment.isolation_notes():
         log.info(note)
