@@ -64,6 +64,20 @@ def test_the_alarm_handler_before_the_call_is_restored():
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
+def test_a_tool_calling_a_tool_leaves_the_outer_alarm_running():
+    def outer(rounds: int) -> int:
+        """Call the inner tool, then spin.
+
+        Args:
+            rounds: How many additions.
+        """
+        guard_tool(spin, ToolLimits(timeout_s=5, max_output_chars=20))(10)
+        return spin(rounds)
+
+    with pytest.raises(ToolTimeout, match="^outer did not return"):
+        guard_tool(outer, LIMITS)(10**12)
+
+
 def test_a_long_result_is_cut_with_a_note_and_a_short_one_kept_as_it_is():
     cut = guard_tool(shout, LIMITS)("abc")
     assert cut == "ABC" * 6 + "AB" + "... [10 more characters]"

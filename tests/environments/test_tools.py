@@ -102,3 +102,13 @@ def test_text_prompts_cannot_carry_tool_calls():
     with pytest.raises(ValueError, match="^environment: tools need chat prompts .* the train split of "
                                          "grpolab.data.arithmetic.ArithmeticTask has str prompts"):
         check_chat_prompts(splits, "grpolab.data.arithmetic.ArithmeticTask")
+
+
+def test_the_tokenizer_mode_study_composes_on_the_tool_task(compose_cfg):
+    from grpolab.config.validate import validate
+
+    cfg = compose_cfg(["experiment=[tools,text_vs_token]"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"tokenizer_mode": "text,ids", "reward_level": "text,token",
+                                              "seed": "0,1"}
+    assert cfg.environment.tools[0].operations == ["multiply"] and list(cfg.rewards) == ["accuracy", "tool_use"]
+    validate(compose_cfg(["experiment=[tools,text_vs_token]", "reward_level=token", "tokenizer_mode=ids"]))

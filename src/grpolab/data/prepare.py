@@ -264,7 +264,8 @@ def round_trip(encoder: PromptEncoder, dataset: Dataset, prepared: Dataset) -> R
         return report
     tokenizer = encoder.tokenizer
     report.conversational = not isinstance(dataset[0]["prompt"], str)
-    report.response_parser = report.conversational and any(
+    # With tools the rows keep their messages, so TRL parses completions in both modes.
+    report.response_parser = report.conversational and not encoder.tools and any(
         getattr(tokenizer, name, None) is not None for name in ("response_template", "response_schema"))
     for start in range(0, len(dataset), ENCODE_BATCH):
         prompts = dataset[start : start + ENCODE_BATCH]["prompt"]

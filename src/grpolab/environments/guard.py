@@ -25,6 +25,7 @@ import functools
 import inspect
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def truncated(result: Any, max_chars: int) -> Any:
 
 @contextmanager
 def time_limit(seconds: float, name: str) -> Iterator[None]:
-    """Raise :class:`ToolTimeout` in this (main) thread when ``seconds`` pass; restores any earlier alarm handler."""
+    """Raise :class:`ToolTimeout` in this (main) thread when ``seconds`` pass; an alarm that was already set (a tool
+    calling a tool, the caller's own) gets its handler and its remaining time back."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
@@ -86,12 +88,16 @@ def time_limit(seconds: float, name: str) -> Iterator[None]:
         raise ToolTimeout(f"{name} did not return within {seconds:g} s (environment.timeout_s)")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    earlier_delay, earlier_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if earlier_delay:
+            remaining = max(earlier_delay - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, remaining, earlier_interval)
 
 
 def guard_tool(tool: Callable[..., Any], limits: ToolLimits) -> Callable[..., Any]:
