@@ -61,3 +61,11 @@ def test_rough_estimates_keep_two_significant_digits():
 def test_bad_settings_fail_in_one_line(overrides, message):
     with pytest.raises(ValueError, match=f"^{message}"):
         task(**overrides)
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.data.tool_arithmetic"))
+    assert result.attempted > 0 and result.failed == 0

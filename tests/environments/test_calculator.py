@@ -45,3 +45,11 @@ def test_a_huge_operand_is_refused_before_any_arithmetic_or_digit_counting_on_it
 def test_bad_settings_fail_in_one_line_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=f"^environment.tools: Calculator {message}"):
         Calculator(**kwargs)
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.environments.calculator"))
+    assert result.attempted > 0 and result.failed == 0

@@ -145,3 +145,11 @@ def test_environment_instances_get_guarded_tool_methods_under_their_own_class_na
         first.stall()
     assert get_json_schema(first.increment)["function"]["parameters"]["properties"] == {
         "by": {"type": "integer", "description": "How much to add."}}
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.environments.guard"))
+    assert result.attempted > 0 and result.failed == 0

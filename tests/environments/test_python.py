@@ -32,3 +32,11 @@ def test_a_program_that_never_ends_is_stopped():
 
 def test_the_isolation_line_says_what_the_sandbox_isolates():
     assert INTERPRETER.isolation.startswith("python sandbox: ")
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.environments.python"))
+    assert result.attempted > 0 and result.failed == 0

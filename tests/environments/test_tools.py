@@ -112,3 +112,11 @@ def test_the_tokenizer_mode_study_composes_on_the_tool_task(compose_cfg):
                                               "seed": "0,1"}
     assert cfg.environment.tools[0].operations == ["multiply"] and list(cfg.rewards) == ["accuracy", "tool_use"]
     validate(compose_cfg(["experiment=[tools,text_vs_token]", "reward_level=token", "tokenizer_mode=ids"]))
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.environments.tools"))
+    assert result.attempted > 0 and result.failed == 0

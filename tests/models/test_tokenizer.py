@@ -110,3 +110,11 @@ def test_a_template_trl_does_not_know_needs_a_response_template():
         add_tool_call_parsing(other)
     other.response_template = RESPONSE_TEMPLATE  # one set by hand is kept
     assert add_tool_call_parsing(other).response_template is RESPONSE_TEMPLATE
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.models.tokenizer"))
+    assert result.attempted > 0 and result.failed == 0

@@ -149,7 +149,7 @@ def test_importing_rewards_loads_no_heavy_libraries():
 
 
 @pytest.mark.parametrize("module", ["accuracy", "answers", "base", "build", "format", "length", "model", "reasoning",
-                                    "repetition", "tags", "vocabulary", "wrappers"])
+                                    "repetition", "tags", "tools", "vocabulary", "wrappers"])
 def test_docstring_examples_hold(module):
     result = doctest.testmod(importlib.import_module(f"grpolab.rewards.{module}"))
     assert result.attempted > 0 and result.failed == 0

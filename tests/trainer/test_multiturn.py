@@ -125,3 +125,11 @@ def test_each_row_gets_a_reset_environment_whose_observation_joins_its_prompt(en
     assert sequences[0] == encoder.encode_texts([[{"role": "user", "content": "12*34 (hint: think)"}]])[0]
     with pytest.raises(ValueError, match="^environment: reset\\(\\) returned an observation"):
         rollout._row_tools({"prompt": [5, 6], "answer": "408"}, 0, sequences)
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("grpolab.trainer.multiturn"))
+    assert result.attempted > 0 and result.failed == 0
