@@ -1,8 +1,9 @@
 """Run every bad input of ``tests/config/bad_inputs.yaml`` through the CLI and write ``docs/bad_inputs.md``.
 
-Each case runs as ``python -m grpolab.train <args>`` in a fresh temporary directory (so a run directory, if any,
-lands there), exactly as ``tests/config/test_bad_inputs.py`` runs it. The document lists the command, the one line
-grpolab prints on stderr, the exit code, and whether it came before Hydra started (preflight) or from the job.
+Each case runs as ``python -m grpolab.train <args>`` (with the case's ``env``) in a fresh temporary directory (so a
+run directory, if any, lands there); ``tests/config/test_bad_inputs.py`` asserts the same cases, in-process. The
+document lists the command, the one line grpolab prints on stderr, the exit code, and whether it came before Hydra
+started (preflight) or from the job.
 
     python benchmarks/bad_inputs_table.py              # ~2 minutes; exit 1 if a case no longer answers as recorded
 """
@@ -44,7 +45,8 @@ def run(case: dict[str, Any]) -> tuple[list[str], int, bool]:
     with tempfile.TemporaryDirectory() as workdir:
         write_files(case, Path(workdir))
         env = {**os.environ, "GRPOLAB_CACHE_DIR": str(Path(workdir) / "cache"), "WANDB_MODE": "offline",
-               "PYTHONWARNINGS": "ignore"}
+               "PYTHONWARNINGS": "ignore",
+               **{name: str(value).replace("$PWD", workdir) for name, value in case.get("env", {}).items()}}
         result = subprocess.run([*PROGRAM, *args], capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
         # The temporary directory appears as $PWD, so the document does not change from one run to the next.
         lines = [line.replace(workdir, "$PWD") for line in result.stderr.splitlines() if line.startswith("grpolab: ")]
@@ -76,7 +78,8 @@ def main() -> int:
         where = "job" if made_dir else "preflight"
         if len(lines) != 1 or not matches(case, line) or code != case.get("exit", 2) or where != case["caught_by"]:
             drift.append(f"{shlex.join(case['args'])}: got {line!r}, exit {code}, {where}")
-        command = _cell("python -m grpolab.train " + shlex.join(case["args"]))
+        variables = "".join(f"{name}={value} " for name, value in case.get("env", {}).items())
+        command = _cell(variables + "python -m grpolab.train " + shlex.join(case["args"]))
         rows.append(f"| {case['what']}{_files(case)} | {command} | {_cell(line)} | {code} | {where} |")
         print(f"{code} {where:9} {line}", file=sys.stderr)
     DOC.parent.mkdir(exist_ok=True)
@@ -88,7 +91,7 @@ def main() -> int:
         "Every mistake is answered with one line on stderr naming the key, the value and what would be valid, and "
         "exit code 2. *preflight*: found before Hydra starts any job, so no run or sweep directory is made and "
         "torch is never imported (about 2 s); a sweep is checked at every value of its grid. *job*: found by the "
-        "job's own checks, which need the data or the reward objects, still before any model is built.\n\n"
+        "job's own checks, which need the data, still before any model is built.\n\n"
         "| What is wrong | Command | stderr | Exit | Caught by |\n|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n"
     )

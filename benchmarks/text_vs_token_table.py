@@ -1,8 +1,8 @@
 """README's text-vs-token table, rebuilt from a finished ``experiment=text_vs_token`` sweep.
 
-The table is the sweep report's (``grpolab.report``, grouped and with the per-step cost metrics the experiment names
-under ``hydra.callbacks.sweep``), preceded by one line saying when, how many jobs and how long. With ``--readme`` it
-replaces what stands between the two marker comments in that file; without, it is printed.
+The table is the sweep report's (``grpolab.tracking.aggregate``, grouped and with the per-step cost metrics the
+experiment names under ``hydra.callbacks.sweep``), preceded by one line saying when, how many jobs and how long. With
+``--readme`` it replaces what stands between the two marker comments in that file; without, it is printed.
 
     python -m grpolab.train experiment=text_vs_token                      # the study (8 jobs, 2 at a time)
     python benchmarks/text_vs_token_table.py outputs/multirun/<date>/<time> --readme README.md
@@ -19,7 +19,7 @@ import yaml
 
 from readme_block import write_block
 
-from grpolab.report import build_report, markdown_table
+from grpolab.tracking.aggregate import build_report, markdown_table
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "text_vs_token.yaml"
 

@@ -103,8 +103,8 @@ EXPECTED_OTHER: dict[str, dict[str, Any]] = {
     "dapo": {
         "model.attn_implementation": "sdpa",
         "model.name_or_path": "Qwen/Qwen2.5-32B", "data._target_": "grpolab.data.math_problems.MathProblems",
-        "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.1, "rewards": ["accuracy", "soft_overlong"],
-        "rewards.soft_overlong.max_completion_len": 20480, "rewards.soft_overlong.soft_punish_cache": 4096,
+        "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.1, "rewards": ["accuracy", "overlong"],
+        "rewards.overlong.level": "token", "rewards.overlong.max_length": 20480, "rewards.overlong.cache": 4096,
         "dynamic_sampling.enabled": True, "dynamic_sampling.max_generation_rounds": 10, "warmstart": {},
     },
     "dr_grpo": {
@@ -204,8 +204,8 @@ def test_smoke_scales_the_run_down(compose_cfg) -> None:
     derived = validate(cfg)
     assert cfg.trainer.max_steps == 8 and cfg.trainer.max_completion_length == 8
     assert derived["per_device_train_batch_size"] * derived["steps_per_generation"] == 2 * 16  # 2 groups of G = 16
-    assert cfg.rewards.soft_overlong.max_completion_len == 8  # L_max follows the generation limit
-    assert cfg.rewards.soft_overlong.soft_punish_cache == 1  # and L_cache keeps its share of it (4,096 / 20,480)
+    assert cfg.rewards.overlong.max_length == 8  # L_max follows the generation limit
+    assert cfg.rewards.overlong.cache == 1  # and L_cache keeps its share of it (4,096 / 20,480)
     assert cfg.data._target_.endswith("ArithmeticTask") and cfg.warmstart.steps == 80
     assert cfg.data.solution_prefix == "<think></think>"  # a think block that fits the 8-token budget
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpolab.config.paths import CONF_DIR
 from grpolab.config.schema import register_schemas
 from grpolab.tracking.jsonfiles import read_json
-from grpolab.tracking.rundir import SUMMARY_FILE
+from grpolab.tracking.rundir import FINAL_MODEL_DIR, SUMMARY_FILE
 
 log = logging.getLogger("grpolab.evaluate")
 #: The model presets that load a saved directory, by ``model.modality``.
@@ -55,7 +55,7 @@ def evaluate_saved_model(run_dir: Path, model_dir: Path | None = None) -> dict[s
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
     register_schemas()  # resolvers the run's config may use
-    cfg = saved_model_config(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), model_dir or run_dir / "model")
+    cfg = saved_model_config(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), model_dir or run_dir / FINAL_MODEL_DIR)
     config = OmegaConf.to_container(cfg, resolve=True)
     set_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="the saved policy to evaluate (default: <run_dir>/model; a checkpoint-<step> works too)")
     args = parser.parse_args(argv)
-    model_dir = args.model or args.run_dir / "model"
+    model_dir = args.model or args.run_dir / FINAL_MODEL_DIR
     for needed in (args.run_dir / ".hydra" / "config.yaml", model_dir / "config.json"):
         if not needed.exists():
             sys.exit(f"grpolab.evaluate: {needed} does not exist; give a run directory of a finished run "

@@ -3,15 +3,15 @@
 - ``SweepCallback`` (registered under ``hydra.callbacks`` in ``conf/hydra/default.yaml``): records every failed job in
   its ``summary.json`` (``status: failed`` + reason, also for errors raised before the run was tracked) and logs its
   traceback, then writes ``report.md``/``report.csv``/plots into the sweep dir when the multirun ends (its ``group_by``
-  and ``metrics`` keys are ``grpolab.report``'s ``--group-by`` and ``--metrics``).
+  and ``metrics`` keys are ``grpolab-report``'s ``--group-by`` and ``--metrics``).
 - ``reported_sweep()`` wraps ``hydra_entry()`` in the console entry point. Hydra's basic sweeper runs every job of a
   batch and then re-raises the first job error, so ``on_multirun_end`` never fires; the report is then written here.
   A sweep with a failed job exits with status 1 whatever the sweeper (Optuna tolerates failed trials).
-- Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an earlier run of the
-  same command, and ``previous_completion`` (called at the top of ``grpolab.train.train``) skips a job that completed
-  there (``completed_before`` for the running job). A job that was partially trained (killed, preempted) continues
-  from its newest complete checkpoint (``grpolab.tracking.checkpoints``); a failed or missing job without one runs
-  again, the files of the earlier attempt kept as ``*.attempt-<n>.*``.
+- Resume: ``with_resumed_sweep_dir`` (the preflight hook, via ``find_previous_sweep``) finds the sweep dir of an
+  earlier run of the same command, and ``completed_before`` (called at the top of ``grpolab.train.train``; it asks
+  ``previous_completion`` about the running job) skips a job that completed there. A job that was partially trained
+  (killed, preempted) continues from its newest complete checkpoint (``grpolab.tracking.checkpoints``); a failed or
+  missing job without one runs again, the files of the earlier attempt kept as ``*.attempt-<n>.*``.
 
 Imports no torch (preflight uses it before Hydra starts).
 """
@@ -35,6 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.validate import ConfigError
+from grpolab.tracking.aggregate import Report, build_report
 from grpolab.tracking.checkpoints import archive_checkpoints, newest_complete_checkpoint
 from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.processes import launched_processes
@@ -45,6 +46,7 @@ from grpolab.tracking.rundir import (
     RunDirectory,
     RunPreempted,
     describe_exception,
+    override_key,
 )
 
 log = logging.getLogger("grpolab.sweeps")
@@ -56,15 +58,6 @@ RESUME_NEUTRAL_KEYS = frozenset({"resume"})
 
 
 # --------------------------------------------------------------------------------------------------- resume
-
-
-def override_key(override: str) -> str:
-    """``"+trainer.beta=0.1"`` -> ``"trainer.beta"``.
-
-    >>> override_key("~resume")
-    'resume'
-    """
-    return override.partition("=")[0].lstrip("+~")
 
 
 def comparable_overrides(overrides: Sequence[str]) -> list[str]:
@@ -117,7 +110,7 @@ def find_previous_sweep(root: tuple[Path, int], task_overrides: Sequence[str],
 
 def with_resumed_sweep_dir(argv: list[str], overrides: Sequence[Override], cfg: DictConfig) -> list[str]:
     """With ``resume=true``, add ``hydra.sweep.dir=<the earlier sweep of this command>`` when there is one (the hook
-    ``grpolab.config.preflight.run_preflight`` calls once a multirun's command line is known to be good)."""
+    ``grpolab.preflight.run_preflight`` calls once a multirun's command line is known to be good)."""
     resume_values = [o.value() for o in overrides if o.key_or_group == "resume" and not o.is_sweep_override()]
     resume = resume_values[-1] if resume_values else OmegaConf.select(cfg, "resume", default=False)
     if resume is not True and str(resume).lower() != "true":
@@ -199,10 +192,15 @@ class SweepRecord:
     last_k: int | None = None
     group_by: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    report: Any = None  # grpolab.report.Report once written
+    report: Report | None = None  # once written
     ended: bool = False
 
+    def write_report(self) -> None:
+        self.report = write_sweep_report(self.sweep_dir, self.last_k, self.group_by, self.metrics)
 
+
+# The multirun SweepCallback started in this process, for reported_sweep() to finish: Hydra builds the callback from
+# the config and hands the entry point around hydra_entry() no reference to it, so no argument can carry it there.
 _ACTIVE_SWEEP: SweepRecord | None = None
 
 
@@ -226,15 +224,16 @@ class SweepCallback(Callback):
         self.last_k = last_k
         self.group_by = tuple(str(key) for key in group_by)
         self.metrics = tuple(str(metric) for metric in metrics)
+        self.sweep: SweepRecord | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _ACTIVE_SWEEP
         # Resolving ${now:...} here caches it on this config, the same object the sweeper reads.
-        _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k, self.group_by,
-                                    self.metrics)
+        self.sweep = _ACTIVE_SWEEP = SweepRecord(Path(str(config.hydra.sweep.dir)), self.report, self.last_k,
+                                                 self.group_by, self.metrics)
         # Hydra's basic sweeper saves the sweep's config, the Optuna sweeper does not; resume looks sweeps up by it.
-        _ACTIVE_SWEEP.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, _ACTIVE_SWEEP.sweep_dir / MULTIRUN_FILE)
+        self.sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, self.sweep.sweep_dir / MULTIRUN_FILE)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
@@ -249,21 +248,18 @@ class SweepCallback(Callback):
                       exc_info=(type(error), error, error.__traceback__))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if _ACTIVE_SWEEP is not None:
-            _ACTIVE_SWEEP.ended = True
-            if _ACTIVE_SWEEP.report_enabled:
-                _ACTIVE_SWEEP.report = write_sweep_report(_ACTIVE_SWEEP.sweep_dir, _ACTIVE_SWEEP.last_k,
-                                                          _ACTIVE_SWEEP.group_by, _ACTIVE_SWEEP.metrics)
+        if self.sweep is not None:
+            self.sweep.ended = True
+            if self.sweep.report_enabled:
+                self.sweep.write_report()
 
 
 def write_sweep_report(sweep_dir: Path, last_k: int | None = None, group_by: Sequence[str] = (),
-                       metrics: Sequence[str] = ()) -> Any:
-    """``grpolab.report.build_report(sweep_dir, ...)``; a report error is logged, never raised over the sweep's result.
+                       metrics: Sequence[str] = ()) -> Report | None:
+    """``build_report(sweep_dir, ...)``; a report error is logged, never raised over the sweep's result.
 
     >>> write_sweep_report(Path("outputs/multirun/2024-05-01/12-00-00"), 5, ["tokenizer_mode"])  # doctest: +SKIP
     """
-    from grpolab.report import build_report
-
     try:
         report = build_report(sweep_dir, group_by=group_by, metrics=metrics,
                               **({"last_k": last_k} if last_k is not None else {}))
@@ -318,7 +314,7 @@ def reported_sweep() -> Iterator[None]:
             if sweep.report is None and sweep.report_enabled and any(sweep.sweep_dir.glob(f"*/{SUMMARY_FILE}")):
                 if not sweep.ended:
                     log.info("the sweeper ended with an error (above); writing the report of the jobs that ran")
-                sweep.report = write_sweep_report(sweep.sweep_dir, sweep.last_k, sweep.group_by, sweep.metrics)
+                sweep.write_report()
             failed = list(sweep.report.unfinished) if sweep.report is not None else []
             if failed:
                 print(f"grpolab: {len(failed)} of {len(sweep.report.runs)} jobs failed "

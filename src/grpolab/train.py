@@ -24,14 +24,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from grpolab.config.paths import CONF_DIR
-from grpolab.config.preflight import run_preflight
 from grpolab.config.schema import register_schemas
 from grpolab.config.validate import config_errors, validate
+from grpolab.preflight import run_preflight
 from grpolab.sweeps import completed_before, job_ending, reported_sweep, with_resumed_sweep_dir
 from grpolab.tracking.checkpoints import prepare_resume, resume_requested
 from grpolab.tracking.console import fields, quiet_libraries
 from grpolab.tracking.processes import join_before_hydra, launched_processes
-from grpolab.tracking.rundir import failures_recorded, lookup_metric
+from grpolab.tracking.rundir import FINAL_MODEL_DIR, failures_recorded, lookup_metric
 from grpolab.tracking.session import TrackedRun, tracked_run
 
 log = logging.getLogger("grpolab.train")
@@ -67,9 +67,9 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     from grpolab.environments.tools import build_environment, check_chat_prompts
     from grpolab.rewards import build_rewards, check_columns
     from grpolab.trainer.build import build_trainer, grpo_arguments
-    from grpolab.trainer.checkpoint import save_final_model
     from grpolab.trainer.engines import training_precision
     from grpolab.trainer.evaluation import HeldOutEvaluator
+    from grpolab.trainer.final_model import save_final_model
 
     set_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -88,7 +88,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
             check_chat_prompts(splits, cfg.data._target_)
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):
-        rewards = build_rewards(cfg.rewards, cfg.reward_level, tokenizer=encoder.tokenizer)
+        rewards = build_rewards(cfg.rewards, cfg.reward_level, encoder.tokenizer, cfg.trainer.max_completion_length)
     log.info("rewards (%s level): %s", rewards.level.value, rewards)
     with config_errors("tokenizer_mode"):
         preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
@@ -112,7 +112,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
     trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation, run, evaluate, environment)
     trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
-    save_final_model(trainer, run.run_dir.path / "model", cfg.model.modality)
+    save_final_model(trainer, run.run_dir.path / FINAL_MODEL_DIR, cfg.model.modality)
     with training_precision(args):
         after = run.record(eval_after=evaluate(model))["eval_after"]
     log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])

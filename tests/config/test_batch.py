@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.config.batch import BatchSpec, BatchSpecError, derive_grpo_fields, optimizer_steps_for_rollouts
+from grpolab.config.batch import BatchSpec, derive_grpo_fields
+from grpolab.config.errors import ConfigError
 
-# The papers' rollout shapes (see /work/notes/presets.md for the citations); micro batches are our choice.
+# The papers' rollout shapes (cited in experiments/<name>.yaml); micro batches are our choice.
 PAPERS = {
     # DeepSeekMath Sec. 4.2: 64 outputs/question, training batch 1024 (read as samples), single update per rollout.
     "deepseekmath_grpo": BatchSpec(16, 64, updates_per_rollout=1, micro_batch_size=16),
@@ -75,21 +76,20 @@ def test_num_iterations_passes_through_and_multiplies_optimizer_steps() -> None:
     spec = BatchSpec(8, 4, updates_per_rollout=2, num_iterations=3, micro_batch_size=2)
     assert derive_grpo_fields(spec, 1)["num_iterations"] == 3
     assert spec.optimizer_steps_per_rollout == 6
-    assert optimizer_steps_for_rollouts(spec, 10) == 60
 
 
 def test_dapo_warmup_of_20_rollout_steps_is_320_optimizer_steps() -> None:
-    assert optimizer_steps_for_rollouts(PAPERS["dapo"], 20) == 320
+    assert 20 * PAPERS["dapo"].optimizer_steps_per_rollout == 320  # experiments/dapo.yaml's warmup_steps
 
 
-def _single_line(error: pytest.ExceptionInfo[BatchSpecError]) -> str:
+def _single_line(error: pytest.ExceptionInfo[ConfigError]) -> str:
     message = str(error.value)
     assert "\n" not in message
     return message
 
 
 def test_rollout_not_divisible_into_updates_names_keys_and_numbers() -> None:
-    with pytest.raises(BatchSpecError) as error:
+    with pytest.raises(ConfigError) as error:
         BatchSpec(prompts_per_step=10, generations_per_prompt=10, updates_per_rollout=16)
     message = _single_line(error)
     assert message.startswith("batch.prompts_per_step * batch.generations_per_prompt = 100 samples")
@@ -99,7 +99,7 @@ def test_rollout_not_divisible_into_updates_names_keys_and_numbers() -> None:
 
 def test_micro_batch_mismatch_lists_valid_micro_batch_sizes() -> None:
     spec = BatchSpec(prompts_per_step=96, generations_per_prompt=16, updates_per_rollout=16, micro_batch_size=5)
-    with pytest.raises(BatchSpecError) as error:
+    with pytest.raises(ConfigError) as error:
         derive_grpo_fields(spec, 3)
     message = _single_line(error)
     assert "1536 samples cannot be split into batch.updates_per_rollout=16 updates" in message
@@ -112,12 +112,12 @@ def test_micro_batch_mismatch_lists_valid_micro_batch_sizes() -> None:
 
 
 def test_micro_batch_larger_than_the_process_share_is_rejected() -> None:
-    with pytest.raises(BatchSpecError, match=re.escape("(16 % 32 = 16)")):
+    with pytest.raises(ConfigError, match=re.escape("(16 % 32 = 16)")):
         derive_grpo_fields(BatchSpec(8, 2, updates_per_rollout=1, micro_batch_size=4), 8)
 
 
 def test_update_not_divisible_over_processes_without_micro_batch() -> None:
-    with pytest.raises(BatchSpecError) as error:
+    with pytest.raises(ConfigError) as error:
         derive_grpo_fields(BatchSpec(prompts_per_step=5, generations_per_prompt=4), 3)
     message = _single_line(error)
     assert "each update's 20 samples do not split evenly over 3 processes (20 % 3 = 2)" in message
@@ -127,40 +127,37 @@ def test_update_not_divisible_over_processes_without_micro_batch() -> None:
     ("kwargs", "expected"),
     [
         ({"prompts_per_step": 0, "generations_per_prompt": 4},
-         "batch.prompts_per_step must be a positive integer, got 0"),
+         "batch.prompts_per_step=0 must be an integer >= 1"),
         ({"prompts_per_step": 4, "generations_per_prompt": 4, "updates_per_rollout": True},
-         "batch.updates_per_rollout must be a positive integer, got True"),
+         "batch.updates_per_rollout=true must be an integer >= 1"),
         ({"prompts_per_step": 4, "generations_per_prompt": 4, "micro_batch_size": 2.0},
-         "batch.micro_batch_size must be a positive integer, got 2.0"),
+         "batch.micro_batch_size=2.0 must be an integer >= 1"),
         ({"prompts_per_step": 4, "generations_per_prompt": 4, "num_iterations": -1},
-         "batch.num_iterations must be a positive integer, got -1"),
+         "batch.num_iterations=-1 must be an integer >= 1"),
         ({"prompts_per_step": 4, "generations_per_prompt": 1}, "batch.generations_per_prompt=1 is too small"),
     ],
 )
 def test_invalid_values_fail_fast(kwargs: dict, expected: str) -> None:
-    with pytest.raises(BatchSpecError, match=re.escape(expected)):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         BatchSpec(**kwargs)
 
 
 def test_num_processes_must_be_positive() -> None:
-    with pytest.raises(BatchSpecError, match="num_processes must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match="num_processes=0 must be an integer >= 1"):
         derive_grpo_fields(PAPERS["dapo"], 0)
 
 
-def test_from_mapping_builds_and_rejects_unknown_or_missing_keys() -> None:
-    node = {"prompts_per_step": 512, "generations_per_prompt": 16, "updates_per_rollout": 16, "micro_batch_size": None}
-    assert BatchSpec.from_mapping(node) == BatchSpec(512, 16, updates_per_rollout=16)
-    with pytest.raises(BatchSpecError, match=r"^unknown key batch\.mini_batch_size; known keys: batch\.prompts_per"):
-        BatchSpec.from_mapping({**node, "mini_batch_size": 512})
-    with pytest.raises(BatchSpecError, match=r"^missing required key batch\.generations_per_prompt$"):
-        BatchSpec.from_mapping({"prompts_per_step": 512})
-
-
-def test_from_mapping_accepts_an_omegaconf_node() -> None:
+def test_the_batch_node_is_typed_by_the_spec(compose_cfg) -> None:
+    from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
-    node = OmegaConf.create({"prompts_per_step": 128, "generations_per_prompt": 8, "updates_per_rollout": 8})
-    assert BatchSpec.from_mapping(node) == BatchSpec(128, 8, updates_per_rollout=8)
+    cfg = compose_cfg(["batch.prompts_per_step=128", "batch.updates_per_rollout=8"])
+    assert OmegaConf.to_object(cfg.batch) == BatchSpec(128, 8, updates_per_rollout=8)
+    with pytest.raises(ConfigCompositionException):  # an unknown key (with +: refused by validate)
+        compose_cfg(["batch.mini_batch_size=512"])
+    with pytest.raises(ConfigError, match=r"^batch\.prompts_per_step \* batch\.generations_per_prompt = 128 samples "
+                                          r"cannot be split into batch\.updates_per_rollout=3 equal mini-batches"):
+        OmegaConf.to_object(compose_cfg(["batch.updates_per_rollout=3"]).batch)  # the spec's own check, as validate
 
 
 def test_module_imports_no_heavy_libraries() -> None:

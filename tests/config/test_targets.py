@@ -55,8 +55,8 @@ def test_paths_that_leave_the_trusted_modules_are_refused(compose_cfg) -> None:
     assert refusal(compose_cfg, through_module, deep=True) == (
         "rewards.x._target_=grpolab.tracking.provenance.subprocess.run is not trusted: it leads through the module "
         f"subprocess; {ALLOWED}; add the module to trusted_modules to allow it")
-    assert refusal(compose_cfg, ["+rewards.x._target_=grpolab.config.preflight.compose"], deep=True).startswith(
-        "rewards.x._target_=grpolab.config.preflight.compose is not trusted: it is hydra.compose.compose, defined "
+    assert refusal(compose_cfg, ["+rewards.x._target_=grpolab.preflight.compose"], deep=True).startswith(
+        "rewards.x._target_=grpolab.preflight.compose is not trusted: it is hydra.compose.compose, defined "
         "outside the trusted modules; ")
     assert refusal(compose_cfg, ["+rewards.x._target_=grpolab.__builtins__.eval"]).startswith(
         "rewards.x._target_=grpolab.__builtins__.eval is not trusted (a dunder attribute); ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ from omegaconf import OmegaConf
 
 from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import (
-    BATCH_DERIVED, DISTRIBUTED_FIELDS, GENERATION_FIELDS, OWNED_ELSEWHERE, TRL_DEFAULTS, DistributedConfig,
-    GenerationConfig, TrainerConfig, check_trainer_keys, grpo_kwargs, unknown_key_message,
+    BATCH_DERIVED, DISTRIBUTED_FIELDS, GENERATION_FIELDS, OWNED_ELSEWHERE, TRL_DEFAULTS, TRL_STRING_CHOICES,
+    DistributedConfig, GenerationConfig, TrainerConfig, unknown_key_message,
 )
+from grpolab.trainer.args import grpo_kwargs  # the trainer node's way into GRPOConfig
 
 
 def test_every_grpo_config_field_but_the_owned_ones_is_in_the_schema() -> None:
@@ -95,9 +97,54 @@ def test_grpo_kwargs_passes_what_differs_and_keeps_whole_steps_integers() -> Non
 ])
 def test_keys_that_are_no_trainer_field_point_home(key: str, message: str) -> None:
     assert unknown_key_message(key) == message
+
+
+@pytest.mark.parametrize("field", sorted(TRL_STRING_CHOICES))
+def test_string_choices_are_the_ones_trl_documents(field: str) -> None:
+    from trl import GRPOConfig
+
+    help_text = next(f.metadata["help"] for f in dataclasses.fields(GRPOConfig) if f.name == field)
+    for choice in TRL_STRING_CHOICES[field]:
+        assert re.search(f"[`']{choice}[`']", help_text), (field, choice)  # TRL quotes with ' or ` (or both)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["trainer.min_p=1.5"], "trainer.min_p=1.5 must be in [0, 1], or null"),
+    (["trainer.epsilon_high=0.1"], "trainer.epsilon_high=0.1 must be >= trainer.epsilon=0.2 (the upper clipping "
+                                   "range), or null (= epsilon)"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 must be an integer >= 1, or -1 to train for "
+                              "trainer.num_train_epochs"),
+    (["trainer.save_strategy=steps", "trainer.save_steps=0"], "trainer.save_steps=0.0 must be an integer >= 1 or a "
+                                                              "fraction of the run in (0, 1) (trainer.save_strategy="
+                                                              "steps)"),
+    (["trainer.save_strategy=best"], "trainer.save_strategy=best must be no, steps or epoch: the best checkpoint "
+                                     "needs TRL's evaluation, which grpolab does not run"),
+    (["trainer.load_best_model_at_end=true"], "trainer.load_best_model_at_end=true must be false: the best "
+                                              "checkpoint needs TRL's evaluation, which grpolab does not run"),
+    (["trainer.loss_type=ppo"], "trainer.loss_type=ppo must be one of grpo, dr_grpo, dapo, bnpo, cispo, sapo, luspo, "
+                                "vespo"),
+    (["generation.vllm_mode=remote"], "generation.vllm_mode=remote must be one of server, colocate"),
+    (["generation.vllm_gpu_memory_utilization=0"], "generation.vllm_gpu_memory_utilization=0.0 must be in (0, 1]"),
+    (["batch=null", "trainer.gradient_accumulation_steps=0"], "trainer.gradient_accumulation_steps=0 must be an "
+                                                              "integer >= 1"),
+])
+def test_the_schemas_check_their_values(compose_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        check_trainer_keys({key: 1})
+        OmegaConf.to_object(compose_cfg(overrides))  # the schemas' __post_init__, as validate runs it
     assert str(caught.value) == message
+
+
+def test_rules_grpo_config_owns_come_from_grpo_config_in_one_line(compose_cfg, tmp_path: Path) -> None:
+    from grpolab.trainer.args import build_grpo_config
+
+    overrides = ["batch=null", "trainer.generation_batch_size=16", "trainer.steps_per_generation=2"]
+    trainer = {**OmegaConf.to_container(compose_cfg(overrides).trainer, resolve=True), "use_cpu": True, "bf16": False}
+    with pytest.raises(ConfigError) as caught:
+        build_grpo_config(trainer, output_dir=str(tmp_path))
+    assert str(caught.value) == ("trainer: trl.GRPOConfig rejected the trainer node: 'generation_batch_size' and "
+                                 "'steps_per_generation' can not be both configured at the same time")
+    with pytest.raises(ConfigError, match=r"^trainer: trl\.GRPOConfig rejected the trainer node: [^\n]*$"):
+        build_grpo_config({"loss_type": "nonsense"}, output_dir=str(tmp_path))
 
 
 def test_cfg_job_and_config_errors_import_no_torch(tmp_path: Path) -> None:
@@ -111,7 +158,7 @@ def test_cfg_job_and_config_errors_import_no_torch(tmp_path: Path) -> None:
     assert not heavy & imported
     probe = (
         "import sys; from grpolab.train import CONF_DIR\n"
-        "from grpolab.config.preflight import preflight, PreflightError\n"
+        "from grpolab.preflight import preflight, PreflightError\n"
         "for args in (['trainer.beta=-1'], ['+rewards.x._target_=os.system'], ['seed=zero'], ['-m', 'seed=0,1']):\n"
         "    try: preflight(['x', *args], CONF_DIR)\n"
         "    except PreflightError: pass\n"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import pytest
 from hydra.utils import instantiate
 
 from grpolab.environments.calculator import Calculator
-from grpolab.environments.guard import ToolTimeout
+from grpolab.environments.python import PythonInterpreter
+from grpolab.environments.sandbox import ToolError
 from grpolab.environments.tools import ToolEnvironment, check_chat_prompts
 
 
@@ -72,12 +74,20 @@ def test_the_calculator_option_builds_from_its_yaml(compose_cfg):
 
 
 def test_the_python_option_builds_with_its_sandbox_limits_from_the_node(compose_cfg):
-    cfg = compose_cfg(["environment=python", "environment.timeout_s=3"])
+    cfg = compose_cfg(["environment=python", "environment.tools.0.limits.wall_time_s=1", "environment.timeout_s=3",
+                       "environment.max_output_chars=50"])
     environment = instantiate(cfg.environment, _convert_="all")
-    assert environment.toolkits[0].limits.wall_time_s == 3
+    limits = environment.toolkits[0].limits
+    assert (limits.wall_time_s, limits.max_output_chars) == (1, 50)
     assert environment.isolation_notes()[0].startswith("python sandbox: ")
-    with pytest.raises(ToolTimeout):
-        environment.guarded[0]("import time\ntime.sleep(60)")
+    python = environment.guarded[0]
+    assert python("print(2 ** 10)") == "1024\n"
+    with pytest.raises(ToolError, match="timed out after 1 s"):  # the sandbox stops it, before the backstop
+        python("import time\ntime.sleep(60)")
+    late = PythonInterpreter(replace(limits, wall_time_s=3))
+    with pytest.raises(ValueError, match="^environment.timeout_s=3 must exceed the 3 s after which "
+                                         "environment.tools.0 \(PythonInterpreter\) stops a call itself$"):
+        ToolEnvironment(tools=[late], timeout_s=3)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -72,6 +72,15 @@ def test_tiny_model_is_seeded_and_sized_by_config():
         assert torch.equal(pa, pb)
 
 
+def test_loading_a_missing_directory_fails_in_one_line_before_transformers_reads_it(tmp_path):
+    from grpolab.config.errors import ConfigError
+    from grpolab.models.load import load_model, load_tokenizer
+
+    for load in (load_tokenizer, lambda path: load_model(path, None, "text")):
+        with pytest.raises(ConfigError, match=r"^model\.name_or_path=.*/missing: no such directory; fetch the model "):
+            load(str(tmp_path / "missing"))
+
+
 @pytest.mark.slow
 def test_training_run_from_a_local_checkpoint(run_cli, saved_tiny, tmp_path):
     _, _, directory = saved_tiny

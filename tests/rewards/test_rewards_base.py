@@ -85,13 +85,14 @@ def test_token_level_never_touches_completions(tokenizer, reward):
 
 def test_text_only_reward_refuses_token_level_naming_reward_and_level():
     assert TextOnly(level="text")(prompts=["q"], completions=["ab"], completion_ids=[[]]) == [2.0]
-    with pytest.raises(RewardLevelError, match=r"rewards\.text_only \(TextOnly\) has no token variant.*level=token"):
+    with pytest.raises(RewardLevelError, match=r"^rewards\.text_only has no token variant, so it cannot run with "
+                                               r"reward_level=token; set rewards\.text_only\.level=text"):
         TextOnly(level="token")
     assert not TextOnly.has_token_variant() and Accuracy.has_token_variant()
 
 
 def test_invalid_level_names_the_choices():
-    with pytest.raises(ValueError, match=r"rewards\.accuracy\.level must be one of text, token; got 'tokens'"):
+    with pytest.raises(ValueError, match=r"rewards\.accuracy\.level=tokens must be one of text, token"):
         Accuracy(level="tokens")
     assert RewardLevel.parse("token") is RewardLevel.token and RewardLevel("text") == "text"
 

@@ -28,7 +28,6 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "rewards"
 REQUIRED = {
     "length": {"target": 12},
     "overlong": {"max_length": 16, "cache": 4},
-    "soft_overlong": {"soft_punish_cache": 4},
     "cosine_length": {"max_length": 38},
 }
 
@@ -89,7 +88,7 @@ def test_all_options_build_at_text_level_with_yaml_names_and_weights(tokenizer):
 
     built = build(compose(BUILTIN_REWARDS), tokenizer)
     assert built.names == list(BUILTIN_REWARDS)
-    assert built.weights == [1.0, 0.2, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0, 1.0]
+    assert built.weights == [1.0, 0.2, 0.2, 1.0, 0.2, 0.2, 1.0, 1.0]
     assert built.level is RewardLevel.text
     # TRL logs rewards/<get_callable_name(func)>/mean: the yaml key, also for TRL's own functions and when guarded.
     assert [get_callable_name(f) for f in built.funcs] == list(BUILTIN_REWARDS)
@@ -122,8 +121,8 @@ def test_built_rewards_score_a_batch_at_both_levels(tokenizer):
     assert scores["accuracy"] == [1.0, 0.0, 0.0, 0.0]
     assert scores["format"] == [1.0, 1.0, 0.0, 0.0]
     assert scores["think_format"] == [1.0, 0.0, 0.0, 0.0]
-    # TRL counts tokens including EOS: 11, 5, 14 and 21 against L_max 16, cache 4.
-    assert scores["soft_overlong"] == [0.0, 0.0, -0.5, -1.0]
+    # Characters (38, 19, 13 and 19) against L_max 16, cache 4: the ramp starts after 12.
+    assert scores["overlong"] == [-1.0, -1.0, -0.25, -1.0]
     assert scores["reasoning_steps"] == [0.0] * 4
     # 38 characters is max_length: the correct answer earns min_value_correct; wrong ones at 19 characters, -0.75.
     assert scores["cosine_length"] == [0.5, -0.75, pytest.approx(-0.5 - 0.25 * (1 + math.cos(math.pi * 13 / 38))),
@@ -135,8 +134,8 @@ def test_built_rewards_score_a_batch_at_both_levels(tokenizer):
                     for name, f in zip(token.names, token.funcs)}
     assert token_scores["accuracy"] == scores["accuracy"]
     assert token_scores["format"] == scores["format"]
-    assert token_scores["soft_overlong"] == scores["soft_overlong"]
-    assert token_scores["overlong"] == [0.0, 0.0, -0.25, -1.0]  # our overlong does not count the EOS: 13 tokens
+    # Tokens without the EOS: 10, 4, 13 and 20.
+    assert token_scores["overlong"] == [0.0, 0.0, -0.25, -1.0]
     # Tokens, not characters: 10 and 4 tokens for the tagged answers (a tag is one token).
     assert token_scores["cosine_length"] == [pytest.approx(0.75 + 0.25 * math.cos(math.pi * 10 / 38)),
                                              pytest.approx(-0.75 - 0.25 * math.cos(math.pi * 4 / 38)),
@@ -163,8 +162,7 @@ def test_think_format_at_token_level_lists_the_alternatives(tokenizer):
         build(compose(["accuracy", "think_format"], level="token"), tokenizer)
     assert one_line_error(excinfo) == (
         "rewards.think_format has no token variant, so it cannot run with reward_level=token; use reward_level=text, "
-        "or only rewards with a token variant: accuracy, format, length, overlong, soft_overlong, cosine_length, "
-        "repetition"
+        "or only rewards with a token variant: accuracy, format, length, overlong, cosine_length, repetition"
     )
 
 
@@ -204,25 +202,26 @@ def test_empty_rewards_fail_with_the_options(tokenizer):
         build(compose([]), tokenizer)
     assert one_line_error(excinfo) == (
         "rewards is empty: select at least one, e.g. rewards=[accuracy,format] (options: accuracy, format, length, "
-        "overlong, think_format, soft_overlong, reasoning_steps, cosine_length, repetition)"
+        "overlong, think_format, reasoning_steps, cosine_length, repetition)"
     )
 
 
-def test_required_values_are_named(tokenizer):
+def test_a_value_left_at_required_is_not_passed_on(tokenizer):
+    # The job's validate names it first (rewards.length.target is required ...); building alone stops here too.
     cfg = compose(["length"])
     cfg.rewards.length.target = "???"
     with pytest.raises(ValueError) as excinfo:
         build(cfg, tokenizer)
-    assert one_line_error(excinfo).startswith("rewards.length.target is required")
+    assert one_line_error(excinfo) == "rewards.length: Missing mandatory value: target"
 
 
 def test_broken_interpolation_names_the_reward(tokenizer):
-    cfg = compose(["soft_overlong"])
+    cfg = compose(["overlong"], overrides={"overlong": {"max_length": "${trainer.max_completion_length}"}})
     del cfg.trainer["max_completion_length"]
     with pytest.raises(ValueError) as excinfo:
         build(cfg, tokenizer)
     message = one_line_error(excinfo)
-    assert message.startswith("rewards.soft_overlong: ") and "max_completion_length" in message
+    assert message.startswith("rewards.overlong: ") and "max_completion_length" in message
 
 
 def test_constructor_errors_name_the_config_key(tokenizer):
@@ -239,11 +238,11 @@ def test_constructor_errors_name_the_config_key(tokenizer):
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [({"_target_": "grpolab.rewards.nope.Nope"}, "rewards.bad._target_ 'grpolab.rewards.nope.Nope' cannot be imported"),
-     ({"weight": 1.0}, "rewards.bad has no _target_"),
+     ({"weight": 1.0}, "rewards.bad must be a mapping with a _target_"),
      ("accuracy", "rewards.bad must be a mapping with a _target_"),
      ({"_target_": "grpolab.rewards.build.BUILTIN_REWARDS"}, "rewards.bad: cannot build"),
      ({"_target_": "grpolab.rewards.accuracy.Accuracy", "level": "ids"},
-      "rewards.bad.level must be one of text, token"),
+      "rewards.bad.level=ids must be one of text, token"),
      ({"_target_": "grpolab.rewards.format.Format", "completions_as": "chat"}, "rewards.bad.completions_as applies to"),
      ({"_target_": "trl.rewards.think_format_reward", "_partial_": True, "completions_as": "json"},
       "rewards.bad.completions_as must be one of as_is, chat")],

@@ -18,10 +18,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "rewards"
 def rewards_config(names, level):
     cfg = OmegaConf.create({"reward_level": level, "trainer": {"max_completion_length": 8}})
     cfg.rewards = OmegaConf.merge(*(OmegaConf.load(CONF / f"{name}.yaml") for name in names))
-    required = {"length": ("target", 6), "soft_overlong": ("soft_punish_cache", 4), "cosine_length": ("max_length", 8)}
+    required = {"length": {"target": 6}, "overlong": {"max_length": 8, "cache": 4}, "cosine_length": {"max_length": 8}}
     for name in set(names) & required.keys():
-        field, value = required[name]
-        cfg.rewards[name][field] = value
+        cfg.rewards[name].update(required[name])
     return cfg
 
 
@@ -63,9 +62,9 @@ def logged_keys(trainer):
 
 @pytest.mark.parametrize(
     ("level", "names", "conversational"),
-    [("text", ["accuracy", "format", "think_format", "soft_overlong", "reasoning_steps", "cosine_length",
+    [("text", ["accuracy", "format", "think_format", "overlong", "reasoning_steps", "cosine_length",
                "repetition"], True),
-     ("token", ["accuracy", "format", "length", "soft_overlong", "cosine_length", "repetition"], False)],
+     ("token", ["accuracy", "format", "length", "overlong", "cosine_length", "repetition"], False)],
 )
 def test_rewards_log_under_their_yaml_names(tmp_path, level, names, conversational):
     from grpolab.models.tokenizer import build_char_tokenizer

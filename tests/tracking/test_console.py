@@ -22,7 +22,6 @@ from grpolab.tracking.console import (
     ConsoleCallback,
     ConsoleHandler,
     describe_job,
-    job_prefix,
     quiet_libraries,
     summary_lines,
     swept_keys,
@@ -106,7 +105,17 @@ def write_summary(run_dir: Path, **fields) -> None:
         "eval_after": {"accuracy": 0.57, "num_samples": 200}, **fields}))
 
 
-def test_the_callback_prefixes_a_multirun_job_and_prints_its_summary_last(tmp_path, monkeypatch, capsys) -> None:
+@pytest.fixture
+def root_console():
+    """A ConsoleHandler on the root logger, where Hydra's job logging puts it."""
+    handler = ConsoleHandler(io.StringIO())
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+
+
+def test_the_callback_prefixes_a_multirun_job_and_prints_its_summary_last(tmp_path, monkeypatch, capsys,
+                                                                          root_console) -> None:
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "outputs" / "multirun" / "3"
     write_summary(run_dir)
@@ -116,9 +125,9 @@ def test_the_callback_prefixes_a_multirun_job_and_prints_its_summary_last(tmp_pa
     callback.on_multirun_start(OmegaConf.create({"hydra": {"overrides": {"task": ["optimizer.lr=1e-3,2e-3"]}}}))
     config = job_config(run_dir, RunMode.MULTIRUN, 3, ["optimizer.lr=0.001", "logger=none"])
     callback.on_job_start(config)
-    assert job_prefix() == "[job 3 optimizer.lr=0.001] "
+    assert root_console.job_prefix == "[job 3 optimizer.lr=0.001] "
     callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
-    assert job_prefix() == ""
+    assert root_console.job_prefix == ""
     assert capsys.readouterr().out.splitlines() == [
         "[job 3 optimizer.lr=0.001] grpolab: run completed in 2 min 05 s",
         "[job 3 optimizer.lr=0.001]   held-out accuracy  0.070 -> 0.570 (before -> after GRPO, 200 problems)",
@@ -129,13 +138,13 @@ def test_the_callback_prefixes_a_multirun_job_and_prints_its_summary_last(tmp_pa
     ]
 
 
-def test_a_single_run_has_no_prefix_and_names_the_model_once_saved(tmp_path, capsys) -> None:
+def test_a_single_run_has_no_prefix_and_names_the_model_once_saved(tmp_path, capsys, root_console) -> None:
     run_dir = tmp_path / "run"
     write_summary(run_dir)
     callback = ConsoleCallback()
     config = job_config(run_dir, RunMode.RUN)
     callback.on_job_start(config)
-    assert job_prefix() == ""
+    assert root_console.job_prefix == ""
     callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
     assert not any(line.lstrip().startswith("model ") for line in capsys.readouterr().out.splitlines())
     (run_dir / "model").mkdir()

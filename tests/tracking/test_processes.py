@@ -31,7 +31,6 @@ def test_one_process_needs_no_process_group() -> None:
     model = torch.nn.Linear(2, 2)
     assert one.is_main and one.share_from_main("x") == "x" and one.agree(1) and one.sum({"a": 2.0}) == {"a": 2.0}
     assert one.main_computes(lambda m, value: value + 1, model, 1) == 2 and one.on_main(str, 3) == "3"
-    one.barrier()
 
 
 def test_the_launchers_environment_names_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +40,7 @@ def test_the_launchers_environment_names_the_process(monkeypatch: pytest.MonkeyP
     assert launched_processes() == Processes(rank=1, world_size=2, local_rank=1)
     assert not launched_processes().is_main
     with pytest.raises(RuntimeError, match="process 1 of 2: the process group is not formed yet"):
-        launched_processes().barrier()
+        launched_processes().agree(1)
 
 
 
@@ -69,7 +68,7 @@ def _collectives(rank: int, port: int, results: dict) -> None:
             "shared": processes.share_from_main(f"from {rank}"),
             "saved": processes.on_main(lambda who: f"saved by {who}", rank),
         }
-        processes.barrier()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from grpolab.config.batch import BatchSpec, derive_grpo_fields
+from grpolab.config.batch import derive_grpo_fields
 from grpolab.config.errors import ConfigError
-from grpolab.config.trainer_node import grpo_kwargs
 from grpolab.config.validate import validate
+from grpolab.trainer.args import grpo_kwargs
 from grpolab.trainer.engines import engine_fields, optimizer_class_and_arguments, training_precision
 
 no_accelerator = pytest.mark.skipif(torch.accelerator.is_available(), reason="this machine has a GPU")
@@ -130,7 +130,7 @@ def test_the_deepspeed_options_are_complete_once_transformers_fills_them(compose
     from grpolab.models.tokenizer import build_char_tokenizer
 
     cfg = compose_cfg([f"distributed={option}", "warmstart=none", "trainer.bf16=true", "trainer.max_steps=10"])
-    derived = derive_grpo_fields(BatchSpec.from_mapping(cfg.batch), num_processes=1)
+    derived = derive_grpo_fields(OmegaConf.to_object(cfg.batch), num_processes=1)
     deepspeed = OmegaConf.to_container(cfg.distributed, resolve=True)["deepspeed"]
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     args = GRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True,

@@ -20,22 +20,18 @@ Matching the two gives, with ``m`` the per-device micro batch and ``n`` the proc
     num_generations             = G
     num_iterations              = mu                           # U * mu optimizer steps per rollout
 
-This module is pure Python on purpose: it must not import torch, transformers or trl, so configs can be checked
-(and errors reported) before any heavy import.
+``BatchSpec`` is also the schema of the ``batch`` node, so its check runs on the composed node. Imports nothing heavy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from grpolab.config.checks import at_least, require
+from grpolab.config.errors import ConfigError
 
 
-class BatchSpecError(ValueError):
-    """A ``batch:`` node that TRL cannot execute as written; the message is one line naming the offending keys."""
-
-
-@dataclass(frozen=True)
+@dataclass
 class BatchSpec:
     """One rollout-and-update cycle as the GRPO papers describe it.
 
@@ -57,7 +53,7 @@ class BatchSpec:
     (8192, 512, 16)
     """
 
-    prompts_per_step: int
+    prompts_per_step: int  # no default: required (???) in the schema
     generations_per_prompt: int
     updates_per_rollout: int = 1
     num_iterations: int = 1
@@ -65,47 +61,22 @@ class BatchSpec:
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "generations_per_prompt", "updates_per_rollout", "num_iterations"):
-            _require_positive_int(f"batch.{name}", getattr(self, name))
+            require(f"batch.{name}", getattr(self, name), at_least(1, integer=True), "an integer >= 1")
         if self.micro_batch_size is not None:
-            _require_positive_int("batch.micro_batch_size", self.micro_batch_size)
+            require("batch.micro_batch_size", self.micro_batch_size, at_least(1, integer=True), "an integer >= 1")
         if self.generations_per_prompt < 2:
             # TRL refuses G < 2 too, but only after the heavy import; a group of one has no relative advantage.
-            raise BatchSpecError(
+            raise ConfigError(
                 f"batch.generations_per_prompt={self.generations_per_prompt} is too small: group-relative "
                 "advantages need at least 2 completions per prompt"
             )
         if self.samples_per_rollout % self.updates_per_rollout:
-            raise BatchSpecError(
+            raise ConfigError(
                 f"batch.prompts_per_step * batch.generations_per_prompt = {self.samples_per_rollout} samples cannot "
                 f"be split into batch.updates_per_rollout={self.updates_per_rollout} equal mini-batches "
                 f"({self.samples_per_rollout} % {self.updates_per_rollout} = "
                 f"{self.samples_per_rollout % self.updates_per_rollout})"
             )
-
-    @classmethod
-    def from_mapping(cls, node: Mapping[str, Any]) -> BatchSpec:
-        """Build from a config node (a dict or an OmegaConf ``DictConfig``), rejecting keys it does not know.
-
-        >>> BatchSpec.from_mapping({"prompts_per_step": 4, "generations_per_prompt": 2}).samples_per_rollout
-        8
-        >>> BatchSpec.from_mapping({"prompts_per_step": 4, "generations_per_prompt": 2, "group_size": 2})
-        Traceback (most recent call last):
-        ...
-        grpolab.config.batch.BatchSpecError: unknown key batch.group_size; known keys: batch.prompts_per_step, \
-batch.generations_per_prompt, batch.updates_per_rollout, batch.num_iterations, batch.micro_batch_size
-        """
-        known = [f.name for f in fields(cls)]
-        unknown = [key for key in node if key not in known]
-        if unknown:
-            raise BatchSpecError(
-                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(f'batch.{k}' for k in unknown)}; "
-                f"known keys: {', '.join(f'batch.{k}' for k in known)}"
-            )
-        missing = [name for name in ("prompts_per_step", "generations_per_prompt") if node.get(name) is None]
-        if missing:
-            raise BatchSpecError(f"missing required key{'s' if len(missing) > 1 else ''} "
-                                 f"{', '.join(f'batch.{k}' for k in missing)}")
-        return cls(**{key: node[key] for key in node if node[key] is not None})
 
     @property
     def samples_per_rollout(self) -> int:
@@ -128,7 +99,7 @@ def derive_grpo_fields(spec: BatchSpec, num_processes: int) -> dict[str, int]:
 
     Returns ``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``steps_per_generation``,
     ``num_generations`` and ``num_iterations``; TRL then derives ``generation_batch_size`` =
-    ``prompts_per_step * generations_per_prompt``. Raises ``BatchSpecError`` (one line, naming the ``batch.*`` keys
+    ``prompts_per_step * generations_per_prompt``. Raises ``ConfigError`` (one line, naming the ``batch.*`` keys
     and the numbers) when the rollout cannot be split evenly over processes and micro batches.
 
     Worked example, DAPO (512 prompts x 16 samples = 8,192 per rollout, 16 updates of 512 samples each) with
@@ -148,33 +119,26 @@ def derive_grpo_fields(spec: BatchSpec, num_processes: int) -> dict[str, int]:
     >>> derive_grpo_fields(BatchSpec(512, 16, updates_per_rollout=16, micro_batch_size=8), num_processes=5)
     Traceback (most recent call last):
     ...
-    grpolab.config.batch.BatchSpecError: batch.prompts_per_step * batch.generations_per_prompt = 8192 samples \
+    grpolab.config.errors.ConfigError: batch.prompts_per_step * batch.generations_per_prompt = 8192 samples \
 cannot be split into batch.updates_per_rollout=16 updates of micro batches of batch.micro_batch_size=8 on 5 processes: \
 each update's 512 samples are not a multiple of 8 * 5 = 40 (512 % 40 = 32); 512 samples do not split evenly over 5 \
 processes, change the process count or batch.updates_per_rollout
     """
-    _require_positive_int("num_processes", num_processes)
-    per_update = spec.samples_per_update
-    micro = spec.micro_batch_size
-    if micro is None:
-        if per_update % num_processes:
-            raise BatchSpecError(
-                f"batch.prompts_per_step * batch.generations_per_prompt = {spec.samples_per_rollout} samples cannot "
-                f"be split into batch.updates_per_rollout={spec.updates_per_rollout} updates on {num_processes} "
-                f"processes: each update's {per_update} samples do not split evenly over {num_processes} processes "
-                f"({per_update} % {num_processes} = {per_update % num_processes})"
-            )
-        micro = per_update // num_processes
+    require("num_processes", num_processes, at_least(1, integer=True), "an integer >= 1")
+    per_update, micro = spec.samples_per_update, spec.micro_batch_size
+    cannot = (f"batch.prompts_per_step * batch.generations_per_prompt = {spec.samples_per_rollout} samples cannot be "
+              f"split into batch.updates_per_rollout={spec.updates_per_rollout} updates")
+    if micro is None and per_update % num_processes:
+        raise ConfigError(f"{cannot} on {num_processes} processes: each update's {per_update} samples do not split "
+                          f"evenly over {num_processes} processes ({per_update} % {num_processes} = "
+                          f"{per_update % num_processes})")
+    micro = micro or per_update // num_processes
     samples_per_micro_step = micro * num_processes
     if per_update % samples_per_micro_step:
-        raise BatchSpecError(
-            f"batch.prompts_per_step * batch.generations_per_prompt = {spec.samples_per_rollout} samples cannot be "
-            f"split into batch.updates_per_rollout={spec.updates_per_rollout} updates of micro batches of "
-            f"batch.micro_batch_size={micro} on {num_processes} processes: each update's {per_update} samples are "
-            f"not a multiple of {micro} * {num_processes} = {samples_per_micro_step} "
-            f"({per_update} % {samples_per_micro_step} = {per_update % samples_per_micro_step}); "
-            f"{_micro_batch_hint(per_update, num_processes)}"
-        )
+        raise ConfigError(f"{cannot} of micro batches of batch.micro_batch_size={micro} on {num_processes} processes: "
+                          f"each update's {per_update} samples are not a multiple of {micro} * {num_processes} = "
+                          f"{samples_per_micro_step} ({per_update} % {samples_per_micro_step} = "
+                          f"{per_update % samples_per_micro_step}); {_micro_batch_hint(per_update, num_processes)}")
     accumulation = per_update // samples_per_micro_step
     return {
         "per_device_train_batch_size": micro,
@@ -185,30 +149,10 @@ processes, change the process count or batch.updates_per_rollout
     }
 
 
-def optimizer_steps_for_rollouts(spec: BatchSpec, rollouts: int) -> int:
-    """TRL ``max_steps``/``warmup_steps`` (optimizer steps) equivalent to ``rollouts`` rollout steps.
-
-    DAPO warms up "over 20 rollout steps" with 16 updates each:
-
-    >>> optimizer_steps_for_rollouts(BatchSpec(512, 16, updates_per_rollout=16), 20)
-    320
-    """
-    _require_positive_int("rollouts", rollouts)
-    return rollouts * spec.optimizer_steps_per_rollout
-
-
 def _micro_batch_hint(per_update: int, num_processes: int) -> str:
     if per_update % num_processes:
-        return (
-            f"{per_update} samples do not split evenly over {num_processes} processes, change the process count or "
-            "batch.updates_per_rollout"
-        )
+        return (f"{per_update} samples do not split evenly over {num_processes} processes, change the process count "
+                "or batch.updates_per_rollout")
     share = per_update // num_processes
     divisors = [d for d in range(1, share + 1) if share % d == 0]
     return f"valid batch.micro_batch_size values on {num_processes} processes: {', '.join(map(str, divisors))}"
-
-
-def _require_positive_int(name: str, value: object) -> None:
-    # bool is an int subclass; `updates_per_rollout: true` in YAML is a typo, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BatchSpecError(f"{name} must be a positive integer, got {value!r}")

@@ -1,24 +1,17 @@
-"""The error types of config checks, and the "did you mean" helper their messages share. Imports nothing heavy."""
+"""The error type of config checks, and the one way an error is cut to the one line a user reads. Imports nothing."""
 
 from __future__ import annotations
-
-import difflib
-from collections.abc import Collection
 
 
 class ConfigError(ValueError):
     """A configuration mistake, reported as one line naming the key, the value and what would be valid."""
 
 
-class PreflightError(ValueError):
-    """A command-line mistake found before Hydra starts, described in one line naming the override and what is valid."""
+def first_line(error: BaseException) -> str:
+    r"""The first non-blank line of an error's message (later lines of library errors repeat keys and types), or the
+    error's type when it has no message.
 
-
-def closest(word: str, choices: Collection[str], n: int = 3) -> str:
-    """``"did you mean: a, b"`` for the closest choices, or ``""``.
-
-    >>> closest("num_generation", ["num_generations", "beta"])
-    'did you mean: num_generations'
+    >>> first_line(ValueError("Value 'x' could not be converted to Integer\n    full_key: seed"))
+    "Value 'x' could not be converted to Integer"
     """
-    matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
-    return f"did you mean: {', '.join(matches)}" if matches else ""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)

@@ -3,7 +3,7 @@
 One row per field: its name, the type OmegaConf checks when the config is composed (``Any`` where OmegaConf cannot
 express TRL's union), TRL's default, the valid choices TRL or transformers declare (an Enum's values, ``choices``
 metadata; empty when free) and TRL's own annotation. ``grpolab.config.trainer_node`` builds the ``trainer`` node's
-schema from it. tests/config/test_grpo_fields.py regenerates it from the installed trl and fails on any difference.
+schema from it. tests/config/test_generate_grpo_fields.py regenerates it from the installed trl and fails on any difference.
 Imports nothing heavy.
 """
 

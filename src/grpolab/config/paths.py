@@ -1,14 +1,10 @@
 """Where grpolab's own configs are, in an installed wheel and in a source checkout alike.
 
-The repository keeps them at its top: ``conf/`` (``train.yaml`` and one folder per config group) and
-``experiments/`` (the ``experiment`` group, linked in as ``conf/experiment``). A wheel cannot hold files outside its
-packages, so ``pyproject.toml`` maps them into the package as ``grpolab/conf`` and ``grpolab/conf/experiment``; a source
-checkout (``pip install -e .``, or ``PYTHONPATH=src``) has no ``grpolab/conf`` and reads ``conf/`` in place, so an edit
-there takes effect without reinstalling. ``grpolab.train`` (``@hydra.main``) and ``grpolab.config.preflight`` both use
-``CONF_DIR``, so the command-line checks and the run always compose the same configs.
-
-Users add their own options (an ``experiment/<name>.yaml``, a ``rewards/<name>.yaml``, ...) from a folder of their
-own with ``--config-dir <dir>`` or ``hydra.searchpath=[file://<dir>]``; grpolab's options keep their names.
+The repository keeps them at its top: ``conf/`` (``train.yaml``, one folder per config group) and ``experiments/``
+(linked in as ``conf/experiment``). A wheel cannot hold files outside its packages, so ``pyproject.toml`` maps them
+into ``grpolab/conf``; a source checkout has none and reads ``conf/`` in place, so an edit takes effect without
+reinstalling. ``grpolab.train`` (``@hydra.main``) and ``grpolab.preflight`` both compose from ``CONF_DIR``. Users add
+options from a folder of their own (``--config-dir <dir>`` or ``hydra.searchpath=[file://<dir>]``).
 
 >>> Path(CONF_DIR, "train.yaml").is_file()
 True

@@ -1,14 +1,16 @@
 """Typed schemas for grpolab's own knobs, registered in Hydra's ConfigStore as the base of ``train.yaml``.
 
-grpolab's knobs are typed here, and the ``trainer`` node by ``TrainerConfig``, generated from ``trl.GRPOConfig``'s
-fields (``grpolab.config.trainer_node``). Nodes that name a ``_target_`` (model builders, tasks, optimizers, rewards,
-loggers) are validated by the signature of what they instantiate, so they are not mirrored. Importing this module
-imports no torch, transformers or trl.
+Each schema checks its own values in ``__post_init__``, which runs on the composed values (``OmegaConf.to_object``,
+in ``grpolab.config.validate``); composing instantiates none, so ``???`` waits for the config to be complete. The
+``trainer`` node is ``TrainerConfig``, generated from ``trl.GRPOConfig``'s fields (``grpolab.config.trainer_node``).
+Nodes that name a ``_target_`` (models, tasks, optimizers, rewards, loggers) are typed by what they instantiate, not
+mirrored here. Imports no torch, transformers or trl.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
@@ -16,13 +18,15 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from grpolab.config.enums import Modality, RewardLevel, TokenizerMode
-from grpolab.config.trainer_node import DistributedConfig, GenerationConfig, TrainerConfig
-
-__all__ = ["Modality", "RewardLevel", "TokenizerMode", "TrainConfig", "TrainerConfig", "register_schemas"]
+from grpolab.config.batch import BatchSpec
+from grpolab.config.checks import at_least, or_null, require
+from grpolab.config.enums import DType, Modality, RewardLevel, TokenizerMode
+from grpolab.config.errors import ConfigError
+from grpolab.config.trainer_node import TRL_FIELDS, DistributedConfig, GenerationConfig, TrainerConfig
 
 #: The launch time every process of a multi-process launch agreed on (ISO 8601); unset for a single process.
 LAUNCH_TIME_VARIABLE = "GRPOLAB_LAUNCH_TIME"
+SEED_MAX = 2**32 - 1  # numpy's seed range, which transformers.set_seed also seeds
 
 
 @dataclass
@@ -36,12 +40,17 @@ class ModelConfig:
 
     modality: Modality = MISSING
     name_or_path: Optional[str] = None
-    dtype: str = "float32"
+    dtype: DType = DType.float32
     attn_implementation: Optional[str] = None
-    # Positions the model attends over (prompt + completion); null: the checkpoint's max_position_embeddings.
     context_length: Optional[int] = None
     tokenizer: Any = MISSING
     network: Any = MISSING
+
+    def __post_init__(self) -> None:
+        bounds = self.tokenizer if isinstance(self.tokenizer, Mapping) else {}
+        low, high = bounds.get("min_pixels"), bounds.get("max_pixels")
+        if low is not None and high is not None and not low <= high:
+            raise ConfigError(f"model.tokenizer.min_pixels={low} must be <= model.tokenizer.max_pixels={high}")
 
 
 @dataclass
@@ -51,16 +60,11 @@ class SchedulerConfig:
     name: str = MISSING
     warmup_steps: int = 0
 
-
-@dataclass
-class BatchConfig:
-    """Paper batch terms; see ``grpolab.config.batch.BatchSpec``."""
-
-    prompts_per_step: int = MISSING
-    generations_per_prompt: int = MISSING
-    updates_per_rollout: int = 1
-    num_iterations: int = 1
-    micro_batch_size: Optional[int] = None
+    def __post_init__(self) -> None:
+        schedules = TRL_FIELDS["lr_scheduler_type"].choices
+        require("scheduler.name", self.name, schedules.__contains__, f"one of {', '.join(schedules)}")
+        require("scheduler.warmup_steps", self.warmup_steps, at_least(0), "an integer >= 0 (optimizer steps of "
+                "linear warm-up)")
 
 
 @dataclass
@@ -69,6 +73,9 @@ class DynamicSamplingConfig:
 
     enabled: bool = False
     max_generation_rounds: int = 4
+
+    def __post_init__(self) -> None:
+        require("dynamic_sampling.max_generation_rounds", self.max_generation_rounds, at_least(1), "an integer >= 1")
 
 
 @dataclass
@@ -79,44 +86,56 @@ class EvalConfig:
     batch_size: int = 100
     max_new_tokens: int = MISSING
     every_steps: Optional[int] = None
-    # name -> reward definition (conf/rewards options, scored at text level) whose held-out mean is reported.
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require("eval.batch_size", self.batch_size, at_least(1), "an integer >= 1")
+        require("eval.num_problems", self.num_problems, or_null(at_least(1)), "an integer >= 1, or null (the whole "
+                "held-out split)")
+        require("eval.max_new_tokens", self.max_new_tokens, at_least(1), "an integer >= 1")
+        require("eval.every_steps", self.every_steps, or_null(at_least(1)), "an integer >= 1 (optimizer steps between "
+                "held-out evaluations), or null (before and after only)")
 
 
 @dataclass
 class TrainConfig:
+    """The root. A nested schema's default is its class, not an instance: composing then instantiates none."""
+
     seed: int = MISSING
     threads: int = 1
     reward_level: RewardLevel = RewardLevel.text
     optimized_metric: str = "eval_after.accuracy"
     resume: bool = False
-    # Modules (beyond grpolab's dependencies) whose callables a `_target_` may name (grpolab.config.targets).
     trusted_modules: list[str] = field(default_factory=list)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # The prompt preparation of the tokenizer mode (grpolab.data.prepare.TextPrompts / TokenIdPrompts).
+    paths: PathsConfig = PathsConfig
+    model: ModelConfig = ModelConfig
     tokenizer_mode: Any = MISSING
     data: Any = MISSING
     rewards: dict[str, Any] = field(default_factory=dict)
     optimizer: Any = MISSING
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    scheduler: SchedulerConfig = SchedulerConfig
     warmstart: Any = None
-    batch: Optional[BatchConfig] = None
-    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # The engine (accelerate DDP/FSDP, DeepSpeed ZeRO) and the generation engine (model.generate, vLLM): GRPOConfig
-    # fields under TRL's names, set by the distributed and generation groups.
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    # A PEFT config (peft=lora: peft.LoraConfig) that TRL wraps the model with; empty (peft=none): every weight trains.
+    batch: Optional[BatchSpec] = None
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig
+    trainer: TrainerConfig = TrainerConfig
+    distributed: DistributedConfig = DistributedConfig
+    generation: GenerationConfig = GenerationConfig
     peft: Any = None
     # The tools (and environment class) of multi-turn rollouts (grpolab.environments.tools.ToolEnvironment); empty
     # (environment=none): single-turn completions.
     environment: Any = None
     logger: Any = MISSING
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    # debug=smoke only: the tiny models and tasks that stand in for an experiment's, by model.modality.
+    eval: EvalConfig = EvalConfig
     stand_ins: Any = None
+
+    def __post_init__(self) -> None:
+        require("seed", self.seed, lambda seed: at_least(0)(seed) and seed <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
+        require("threads", self.threads, at_least(1), "an integer >= 1 (torch threads)")
+        phase, _, metric = self.optimized_metric.partition(".")
+        names = [*self.eval.metrics, "num_samples"]
+        if phase in ("eval_before", "eval_after") and metric not in names:  # other summary.json keys: known later
+            raise ConfigError(f"optimized_metric={self.optimized_metric} names no held-out metric; valid: "
+                              f"{', '.join(f'{phase}.{name}' for name in names)} (the eval.metrics keys)")
 
 
 def fraction(total: int, share: float) -> int:

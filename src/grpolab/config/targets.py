@@ -13,12 +13,12 @@ checked) must lie in ``TRUSTED_MODULES`` or in a module the config lists under `
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -44,32 +44,18 @@ def is_trusted(dotted: str, modules: Sequence[str]) -> bool:
     return any(dotted == module or dotted.startswith(f"{module}.") for module in modules)
 
 
-def iter_targets(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
+def iter_targets(node: Any, path: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, Any]]:
     """``(dotted key of the _target_, its value)`` for every ``_target_`` in the job config (not under ``hydra``)."""
-    seen: set[int] = set()
-    yield from _walk(cfg, "", seen)
-
-
-def _walk(node: Any, path: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    if id(node) in seen:
+    seen = set() if seen is None else seen
+    if not isinstance(node, (DictConfig, ListConfig)) or id(node) in seen or node._is_missing() or node._is_none() \
+            or node._is_interpolation():
         return
     seen.add(id(node))
-    if isinstance(node, DictConfig):
-        if node._is_missing() or node._is_none() or node._is_interpolation():
-            return
-        keys = [(str(key), key) for key in node.keys()]
-    elif isinstance(node, ListConfig):
-        if node._is_missing() or node._is_none() or node._is_interpolation():
-            return
-        keys = [(str(index), index) for index in range(len(node))]
-    else:
-        return
-    for name, key in keys:
-        if not path and name == "hydra":
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        child_path, child = f"{path}.{key}" if path else str(key), node._get_node(key)
+        if child_path == "hydra":
             continue  # Hydra's launcher, sweeper and callbacks: Hydra's own config, not the job's
-        child_path = f"{path}.{name}" if path else name
-        child = node._get_node(key)
-        if name == "_target_" and isinstance(node, DictConfig):
+        if key == "_target_":
             yield child_path, _value(node, key)
             continue
         if child is not None and child._is_interpolation():
@@ -77,7 +63,7 @@ def _walk(node: Any, path: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
                 child = child._dereference_node()
             except (OmegaConfBaseException, ValueError, TypeError):
                 continue
-        yield from _walk(child, child_path, seen)
+        yield from iter_targets(child, child_path, seen)
 
 
 def _value(node: DictConfig, key: Any) -> Any:
@@ -106,43 +92,35 @@ def check_trusted_targets(cfg: DictConfig) -> None:
             raise _refusal(key, target, modules)
 
 
-def check_resolved_targets(cfg: DictConfig) -> None:
-    """Follow each (textually trusted) ``_target_`` as Hydra would and refuse it if it leaves the trusted modules.
-
-    Imports the targets' modules, all trusted by then; a path that does not resolve is left to Hydra's own error.
+def check_resolved_targets(cfg: DictConfig, under: str = "") -> None:
+    """Follow each (textually trusted) ``_target_`` (``under`` a node: only there) as Hydra would and refuse it if it
+    leaves the trusted modules. Imports the targets' modules, all trusted by then; a path that does not resolve is
+    left to Hydra's own error.
     """
     check_trusted_targets(cfg)  # nothing outside the trusted modules gets imported below
     modules = trusted_modules(cfg)
-    for key, target in iter_targets(cfg):
+    for key, target in iter_targets(OmegaConf.select(cfg, under) if under else cfg, under):
         why = _untrusted_hop(target, modules)
         if why:
             raise _refusal(key, target, modules, f": {why}")
 
 
 def _untrusted_hop(target: str, modules: Sequence[str]) -> str:
-    """Why following ``target`` leaves the trusted modules, or ``""``."""
+    """Why following ``target`` the way Hydra does (``_locate``: import the first part, then attributes, importing
+    submodules as needed) leaves the trusted modules, or ``""``; each textually trusted prefix is resolved in turn."""
     parts = target.split(".")
-    try:
-        obj: Any = importlib.import_module(parts[0])
-    except ImportError:
-        obj = None
-    if obj is None:
-        return ""  # e.g. `torch` for torch.optim: hydra imports the longer path below
-    for index in range(1, len(parts)):
-        if isinstance(obj, ModuleType) and not is_trusted(obj.__name__, modules) and \
-                is_trusted(".".join(parts[:index]), modules):
-            return f"it leads through the module {obj.__name__}"
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if not is_trusted(prefix, modules):
+            continue  # e.g. `torch` on the way to torch.optim.AdamW: text the first check already judged
         try:
-            obj = getattr(obj, parts[index])
-        except AttributeError:
-            if not isinstance(obj, ModuleType):
-                return ""
-            try:
-                obj = importlib.import_module(".".join(parts[: index + 1]))
-            except ImportError:
-                return ""  # Hydra reports the unimportable path itself
+            obj = _locate(prefix)
+        except ImportError:
+            return ""  # Hydra reports the unresolvable path itself
+        if isinstance(obj, ModuleType) and not is_trusted(obj.__name__, modules):
+            return f"it {'is' if end == len(parts) else 'leads through'} the module {obj.__name__}"
     if isinstance(obj, ModuleType):
-        return "" if is_trusted(obj.__name__, modules) else f"it is the module {obj.__name__}"
+        return ""
     home = getattr(obj, "__module__", None) if isinstance(obj, type) or callable(obj) else None
     home = home if isinstance(home, str) else type(obj).__module__
     if not is_trusted(home, modules):

@@ -1,9 +1,8 @@
 """The ``trainer`` node: every ``trl.GRPOConfig`` field, typed from the generated table, except the keys grpolab sets.
 
-``TrainerConfig`` is built from ``grpolab.config.grpo_fields`` (generated from the installed trl), so
-``trainer.use_vllm=true`` or ``trainer.save_steps=50`` need no ``+`` and a wrong type (``trainer.beta=lots``) fails
-when Hydra composes the config, before any job starts. Its defaults are TRL's, so ``--cfg job`` shows every value
-GRPOConfig will see; ``grpo_kwargs`` passes GRPOConfig only the keys that differ from its defaults.
+``TrainerConfig`` is built from ``grpolab.config.grpo_fields`` (generated from the installed trl): no field needs a
+``+``, a wrong type (``trainer.beta=lots``) fails when Hydra composes the config, and the defaults are TRL's, so
+``--cfg job`` shows every value GRPOConfig will see (``grpolab.trainer.args`` passes it the keys that differ from them).
 
 Two kinds of GRPOConfig fields are not plain trainer keys:
 
@@ -16,16 +15,19 @@ Two groups hold GRPOConfig fields of their own, under TRL's names, typed and def
 (``DistributedConfig``: ``fsdp``, ``fsdp_config``, ``deepspeed`` and the ``ddp_*`` fields, i.e. the engine) and
 ``generation`` (``GenerationConfig``: ``use_vllm`` and every ``vllm_*`` field); ``config_key`` names a field's home.
 
-Imports nothing heavy.
+The three schemas check their values (``check_grpo_fields``, their ``__post_init__``): the ranges and choices TRL
+leaves unchecked or checks only once training starts, named by config key. What GRPOConfig itself refuses in one
+clear line (``generation_batch_size`` and ``steps_per_generation`` both set, ...) is left to it. Imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Mapping
 from dataclasses import field, make_dataclass
 from typing import Any, Optional
 
+from grpolab.config.checks import Check, above, at_least, between, or_null, require, show
 from grpolab.config.errors import ConfigError
 from grpolab.config.grpo_fields import GRPO_FIELDS, TRL_VERSION, GrpoField
 
@@ -44,6 +46,8 @@ OWNED_ELSEWHERE = {
     "seed": "seed",
     "lr_scheduler_type": "the scheduler group (scheduler=constant|linear|cosine)",
     "warmup_steps": "scheduler.warmup_steps",
+    "gradient_checkpointing": "trainer.activation_checkpointing (its transformers 5 name, which wins over it)",
+    "gradient_checkpointing_kwargs": "trainer.activation_checkpointing_kwargs (its transformers 5 name)",
     "max_tool_calling_iterations": "environment.max_tool_calling_iterations (environment=calculator|python|...)",
 }
 #: GRPOConfig fields of the ``distributed`` group (conf/distributed: none, ddp, fsdp, zero2, zero3).
@@ -69,6 +73,74 @@ BATCH_DERIVED = {
 TRL_FIELDS: dict[str, GrpoField] = {row.name: row for row in GRPO_FIELDS}
 TRAINER_NODE_FIELDS = frozenset(name for name in TRL_FIELDS if name not in OWNED_ELSEWHERE)
 TRL_DEFAULTS: dict[str, Any] = {row.name: row.default for row in GRPO_FIELDS}
+#: Values TRL accepts for its free-text string fields (it checks them only when training starts, or never);
+#: tests/config/test_trainer_node.py keeps each named in the field's own help text.
+TRL_STRING_CHOICES = {
+    "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    "scale_rewards": ("group", "batch", "none"),
+    "importance_sampling_level": ("token", "sequence"),
+    "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
+    "vllm_mode": ("server", "colocate"),
+    "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
+}
+CHOICES = {**{row.name: row.choices for row in GRPO_FIELDS if row.choices}, **TRL_STRING_CHOICES}
+#: field -> (check, what is valid), for the ranges TRL does not check (its batch fields: when set directly).
+RANGES: dict[str, tuple[Check, str]] = {
+    "beta": (at_least(0), ">= 0 (the KL coefficient; 0 turns the KL term off)"),
+    "temperature": (above(0), "> 0"),
+    "top_p": (between(0, 1, low_open=True), "in (0, 1]"),
+    "top_k": (at_least(0, integer=True), "an integer >= 0 (0 disables top-k)"),
+    "min_p": (or_null(between(0, 1)), "in [0, 1], or null"),
+    "repetition_penalty": (above(0), "> 0 (1 is no penalty)"),
+    "epsilon": (above(0), "> 0 (the lower clipping range)"),
+    "delta": (or_null(above(1)), "> 1 (INTELLECT-2 recommends > 1 + epsilon), or null for no upper clip"),
+    "max_completion_length": (at_least(1, integer=True), "an integer >= 1 (tokens per completion)"),
+    "max_grad_norm": (at_least(0), ">= 0"),
+    "ref_model_mixup_alpha": (between(0, 1), "in [0, 1]"),
+    "ref_model_sync_steps": (at_least(1, integer=True), "an integer >= 1"),
+    "top_entropy_quantile": (between(0, 1), "in [0, 1]"),
+    "entropy_coef": (at_least(0), ">= 0"),
+    "dataloader_num_workers": (at_least(0, integer=True), "an integer >= 0"),
+    "vllm_gpu_memory_utilization": (between(0, 1, low_open=True), "in (0, 1]"),
+    **{name: (or_null(at_least(1, integer=True)), "an integer >= 1") for name in (
+        "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "generation_batch_size",
+        "num_iterations")},
+}
+_NO_EVALUATION = "the best checkpoint needs TRL's evaluation, which grpolab does not run"
+
+
+def check_grpo_fields(node: Any) -> None:
+    """The ``__post_init__`` of the three schemas: ranges, choices and cross-field rules of the fields ``node`` has,
+    each message naming the key where it is set (``trainer.beta``, ``generation.vllm_mode``)."""
+    values = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+    for key, value in values.items():
+        if key in RANGES:
+            require(config_key(key), value, *RANGES[key])
+        if key in CHOICES and value is not None and str(value) not in CHOICES[key]:
+            raise ConfigError(f"{config_key(key)}={show(value)} must be one of {', '.join(CHOICES[key])}")
+    if "beta" not in values:
+        return  # the engine groups: no cross-field rules
+    value = values.__getitem__
+    if value("epsilon_high") is not None and not value("epsilon_high") >= value("epsilon"):
+        raise ConfigError(f"trainer.epsilon_high={show(value('epsilon_high'))} must be >= "
+                          f"trainer.epsilon={show(value('epsilon'))} (the upper clipping range), or null (= epsilon)")
+    if value("max_steps") == 0:
+        raise ConfigError("trainer.max_steps=0 must be an integer >= 1, or -1 to train for trainer.num_train_epochs")
+    if value("max_steps") < 0 and not above(0)(value("num_train_epochs")):
+        raise ConfigError(f"trainer.num_train_epochs={show(value('num_train_epochs'))} must be > 0 when "
+                          f"trainer.max_steps={value('max_steps')} (train by epochs)")
+    for kind in ("logging", "save"):
+        steps = value(f"{kind}_steps")
+        if value(f"{kind}_strategy") == "steps" and not (0 < steps < 1 or steps >= 1 and float(steps).is_integer()):
+            raise ConfigError(f"trainer.{kind}_steps={show(steps)} must be an integer >= 1 or a fraction of the run "
+                              f"in (0, 1) (trainer.{kind}_strategy=steps)")
+    if value("eval_strategy") != "no":
+        raise ConfigError(f"trainer.eval_strategy={show(value('eval_strategy'))} must be no: grpolab gives TRL no "
+                          "eval dataset; its held-out evaluation is the eval node (eval.num_problems, eval.metrics)")
+    if value("save_strategy") == "best":
+        raise ConfigError(f"trainer.save_strategy=best must be no, steps or epoch: {_NO_EVALUATION}")
+    if value("load_best_model_at_end"):
+        raise ConfigError(f"trainer.load_best_model_at_end=true must be false: {_NO_EVALUATION}")
 
 
 def _schema_field(row: GrpoField) -> tuple[str, Any, Any]:
@@ -80,7 +152,8 @@ def _schema_field(row: GrpoField) -> tuple[str, Any, Any]:
 
 
 TrainerConfig = make_dataclass(
-    "TrainerConfig", [_schema_field(row) for row in GRPO_FIELDS if row.name not in OWNED_ELSEWHERE]
+    "TrainerConfig", [_schema_field(row) for row in GRPO_FIELDS if row.name not in OWNED_ELSEWHERE],
+    namespace={"__post_init__": check_grpo_fields},
 )
 TrainerConfig.__module__ = __name__
 TrainerConfig.__doc__ = (
@@ -92,7 +165,8 @@ def _group_schema(name: str, fields: tuple[str, ...], doc: str) -> type:
     rows = [row for row in GRPO_FIELDS if row.name in fields]
     # transformers 5 reads fsdp as a switch (fsdp=True; the old option strings are deprecated): a boolean here.
     schema = make_dataclass(name, [(row.name, Optional[bool], field(default=None)) if row.name == "fsdp"
-                                   else _schema_field(row) for row in rows])
+                                   else _schema_field(row) for row in rows],
+                            namespace={"__post_init__": check_grpo_fields})
     schema.__module__ = __name__
     schema.__doc__ = doc
     return schema
@@ -115,11 +189,6 @@ def config_key(name: str) -> str:
     return f"distributed.{name}" if name in DISTRIBUTED_FIELDS else f"trainer.{name}"
 
 
-def owned_elsewhere_message(key: str) -> str:
-    """``trainer.learning_rate is not set in the trainer node; set optimizer.lr instead``."""
-    return f"trainer.{key} is not set in the trainer node; set {OWNED_ELSEWHERE[key]} instead"
-
-
 def unknown_key_message(key: str) -> str:
     """One line for a trainer key that is no GRPOConfig field, naming the closest fields (or the closest's home).
 
@@ -128,7 +197,7 @@ def unknown_key_message(key: str) -> str:
 trainer node: set optimizer.lr instead'
     """
     if key in OWNED_ELSEWHERE:
-        return owned_elsewhere_message(key)
+        return f"trainer.{key} is not set in the trainer node; set {OWNED_ELSEWHERE[key]} instead"
     close = difflib.get_close_matches(key, list(TRL_FIELDS), n=3, cutoff=0.6)
     if close and close[0] in OWNED_ELSEWHERE:
         return (f"trainer.{key} is not a trl.GRPOConfig field; the closest, trainer.{close[0]}, is not set in the "
@@ -138,56 +207,3 @@ trainer node: set optimizer.lr instead'
              if name in TRAINER_NODE_FIELDS or name in GENERATION_FIELDS or name in DISTRIBUTED_FIELDS]
     hint = f"did you mean: {', '.join(close)}" if close else "see trl.GRPOConfig"
     return f"trainer.{key} is not a trl.GRPOConfig field; {hint}"
-
-
-def check_trainer_keys(trainer: Mapping[str, Any]) -> None:
-    """Reject keys that are not GRPOConfig fields (added with ``+``/``++``) or that another node owns."""
-    for key in trainer:
-        if key in OWNED_ELSEWHERE or key not in TRL_FIELDS:
-            raise ConfigError(unknown_key_message(str(key)))
-
-
-def trainer_value(trainer: Mapping[str, Any], key: str) -> Any:
-    """The value GRPOConfig will use: the node's, or TRL's default for an unset (null) batch-derived field."""
-    value = trainer.get(key)
-    if key not in trainer or (value is None and key in BATCH_DERIVED):
-        return TRL_DEFAULTS[key]
-    return value
-
-
-def grpo_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys GRPOConfig must receive: those whose value differs from its default (unset batch fields dropped).
-
-    Passing only these keeps GRPOConfig's own defaults (and its None-means-unset logic) in charge of everything the
-    config leaves alone, exactly as ``GRPOConfig(**only_what_was_set)`` did before the schema listed every field.
-
-    >>> grpo_kwargs({"beta": 0.0, "temperature": 0.7, "num_generations": None, "logging_steps": 10.0})
-    {'temperature': 0.7}
-    >>> grpo_kwargs({"warmup_steps": 320.0, "logging_steps": 0.5})
-    {'warmup_steps': 320, 'logging_steps': 0.5}
-    """
-    return {
-        key: _as_typed(key, value) for key, value in trainer.items()
-        if not (value is None and key in BATCH_DERIVED) and not _same(value, TRL_DEFAULTS.get(key, _ABSENT))
-    }
-
-
-def _as_typed(key: str, value: Any) -> Any:
-    """A whole number back as an int where TRL's float field counts steps and defaults to an int (warmup_steps,
-    logging_steps, save_steps: ``int or float``, a float below 1 being a fraction of the run): OmegaConf's float
-    node turned the YAML's ``320`` into ``320.0``, and GRPOConfig gets the 320 it got before the schema."""
-    default = TRL_DEFAULTS.get(key)
-    if isinstance(value, float) and value.is_integer() and isinstance(default, int) and not isinstance(default, bool):
-        return int(value)
-    return value
-
-
-_ABSENT = object()
-
-
-def _same(value: Any, default: Any) -> bool:
-    if default is _ABSENT or isinstance(value, bool) != isinstance(default, bool):
-        return False
-    if isinstance(value, (int, float)) and isinstance(default, (int, float)):
-        return value == default  # OmegaConf turns a float field's 10 into 10.0
-    return type(value) is type(default) and value == default

@@ -3,7 +3,8 @@
 What the model's code may do is decided by the sandbox's limits (wall-clock and CPU time, memory, file size, process
 count, output length) and by the isolation the machine allows (:attr:`PythonInterpreter.isolation`, logged at start-up).
 Code that fails (an exception, a non-zero exit, a limit reached) is a tool failure: the model reads why, in the error
-TRL hands back, and the run goes on.
+TRL hands back, and the run goes on. The sandbox's wall-clock limit stops the code (and everything it started); the
+environment's ``timeout_s``, set above it, is only the backstop every tool has.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from grpolab.environments.sandbox import SandboxLimits, isolation, run_python
-
-
-class CodeFailed(RuntimeError):
-    """The model's code did not run to completion; the message says why (limit, exit code, the end of stderr)."""
 
 
 class PythonInterpreter:
@@ -34,6 +31,11 @@ class PythonInterpreter:
         return [self.python]
 
     @property
+    def time_limit_s(self) -> float:
+        """How long a call may run before the sandbox stops it (and everything it started) itself."""
+        return self.limits.wall_time_s
+
+    @property
     def isolation(self) -> str:
         """What the sandbox isolates on this machine, in one line (logged when the environment is built)."""
         return f"python sandbox: {isolation().summary}"
@@ -44,8 +46,4 @@ class PythonInterpreter:
         Args:
             code: A complete Python program; print the values you need.
         """
-        result = run_python(code, self.limits)
-        if not result.ok:
-            stderr = result.stderr.strip().splitlines()
-            raise CodeFailed(f"{result.reason}{': ' + stderr[-1] if stderr else ''}")
-        return result.stdout
+        return run_python(code, self.limits).tool_output()  # a failure raises ToolError: the model reads why

@@ -11,7 +11,8 @@ holds (``GRPOTrainer(tools=..., environment_factory=...)``) and nothing else. It
   per completion, ``reset(**row)`` before generation (its return value, when not None, is appended to the prompt),
   its public methods the tools, and an optional ``get_reward()`` that TRL adds as a reward.
 - ``max_tool_calling_iterations`` (``trl.GRPOConfig``'s field of that name lives here), ``timeout_s`` and
-  ``max_output_chars``: every tool call is held to them (``grpolab.environments.guard``).
+  ``max_output_chars``: every tool call is held to them (``grpolab.environments.guard``). A toolkit that stops its own
+  calls says after how long (``time_limit_s``), which must be below ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ class ToolEnvironment:
             raise ValueError(f"environment.max_tool_calling_iterations={iterations!r} must be a positive integer "
                              "(tool-calling rounds per completion) or null (no limit but the completion length)")
         self.toolkits = [entry for entry in self.tools if hasattr(entry, "tools")]
+        for index, toolkit in enumerate(self.tools):
+            # A toolkit that stops its own calls (the python sandbox kills the code's processes) must get to do so:
+            # the backstop interrupts the caller only, and would leave the code running.
+            own = getattr(toolkit, "time_limit_s", None)
+            if isinstance(own, (int, float)) and own >= self.timeout_s:
+                raise ValueError(f"environment.timeout_s={self.timeout_s:g} must exceed the {own:g} s after which "
+                                 f"environment.tools.{index} ({type(toolkit).__name__}) stops a call itself")
         self.functions = [tool for index, entry in enumerate(self.tools) for tool in _tool_callables(entry, index)]
         if self.environment_factory is not None and not callable(self.environment_factory):
             raise ValueError(f"environment.environment_factory={self.environment_factory!r} must make an environment "

@@ -17,21 +17,20 @@ from transformers import (
 )
 from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
-from grpolab.config.enums import Modality
+from grpolab.config.enums import DType, Modality
+from grpolab.models.hub import check_checkpoint
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 AUTO_MODELS = {Modality.text: AutoModelForCausalLM, Modality.vision: AutoModelForImageTextToText}
 
 
-def torch_dtype(name: str) -> torch.dtype | str:
-    """``model.dtype`` as torch understands it.
+def torch_dtype(name: DType | str) -> torch.dtype | str:
+    """``model.dtype`` (a ``DType``: the schema refuses any other name) as torch understands it.
 
-    >>> torch_dtype("bfloat16")
-    torch.bfloat16
+    >>> torch_dtype("bfloat16"), torch_dtype(DType.auto)
+    (torch.bfloat16, 'auto')
     """
-    if name not in DTYPES:
-        raise ValueError(f"model.dtype={name!r} is not valid; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+    dtype = DType(name)
+    return "auto" if dtype is DType.auto else getattr(torch, dtype.value)
 
 
 def align_special_tokens(model: PreTrainedModel, processing_class) -> PreTrainedModel:
@@ -56,6 +55,7 @@ def load_tokenizer(name_or_path: str, padding_side: str = "left"):
     records, and would rebuild grpolab's character tokenizer saved next to a Qwen2 checkpoint (a run's ``model/``)
     as a byte-level one that drops spaces and newlines.
     """
+    check_checkpoint(name_or_path)
     recorded = get_tokenizer_config(name_or_path).get("tokenizer_class")
     if recorded in GENERIC_TOKENIZER_CLASSES:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(name_or_path, padding_side=padding_side)
@@ -75,6 +75,7 @@ def load_model(name_or_path: str, tokenizer, modality: Modality | str, dtype: st
 
     >>> load_model("Qwen/Qwen2.5-0.5B-Instruct", tokenizer, "text", dtype="bfloat16")  # doctest: +SKIP
     """
+    check_checkpoint(name_or_path)
     auto = AUTO_MODELS[Modality(modality)]
     extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     model = auto.from_pretrained(name_or_path, dtype=torch_dtype(dtype), **extra)

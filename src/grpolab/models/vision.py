@@ -20,6 +20,7 @@ from transformers import AutoImageProcessor, AutoProcessor, ProcessorMixin, Qwen
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.utils import cached_file, is_torchvision_available
 
+from grpolab.models.hub import check_checkpoint
 from grpolab.models.tokenizer import DEFAULT_SPECIAL_TOKENS, build_char_tokenizer
 
 VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"
@@ -117,6 +118,7 @@ def load_vlm_processor(
 
     >>> processor = load_vlm_processor("runs/tiny-vlm", min_pixels=56 * 56, max_pixels=112 * 112)  # doctest: +SKIP
     """
+    check_checkpoint(name_or_path)
     if not is_torchvision_available() and _recorded_processor_class(name_or_path) in _QWEN_VL_PROCESSORS:
         processor = ImageOnlyQwen2VLProcessor.from_pretrained(name_or_path)
     else:

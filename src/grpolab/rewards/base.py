@@ -23,6 +23,7 @@ from itertools import compress, filterfalse
 from typing import Any, ClassVar
 
 from grpolab.config.enums import RewardLevel
+from grpolab.config.errors import ConfigError
 from grpolab.rewards.tags import split_ids
 from grpolab.rewards.vocabulary import Vocabulary
 
@@ -31,10 +32,27 @@ from grpolab.rewards.vocabulary import Vocabulary
 TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "tool_mask"})
 #: The tags of a tool call in the chat templates grpolab knows (Qwen2.5's, grpolab's tiny models').
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+# The conf/rewards options that have a token variant; a test keeps this in step with what builds at level=token.
+TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "cosine_length", "repetition")
 
 
-class RewardLevelError(ValueError):
+class RewardLevelError(ConfigError):
     """A reward was asked for a level it has no variant for."""
+
+
+def no_token_variant(name: str, has_level_key: bool) -> RewardLevelError:
+    """The one refusal of a reward without a token variant at ``level=token`` (a ``Reward``, a reward model, or a plain
+    callable that reads text); ``has_level_key``: the reward takes ``rewards.<name>.level``, so it can run at text level
+    alone.
+
+    >>> str(no_token_variant("think_format", has_level_key=False)).split(";")[0]
+    'rewards.think_format has no token variant, so it cannot run with reward_level=token'
+    """
+    alternative = f"set rewards.{name}.level=text, " if has_level_key else ""
+    return RewardLevelError(
+        f"rewards.{name} has no token variant, so it cannot run with reward_level=token; {alternative}use "
+        f"reward_level=text, or only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
+    )
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -98,10 +116,7 @@ class Reward:
         self.__name__ = name or self.default_name
         self.level = RewardLevel.parse(level, where=f"rewards.{self.__name__}.level")
         if self.level is RewardLevel.token and not self.has_token_variant():
-            raise RewardLevelError(
-                f"rewards.{self.__name__} ({type(self).__name__}) has no token variant, so it cannot run at "
-                f"level=token; use level=text"
-            )
+            raise no_token_variant(self.__name__, has_level_key=True)
         self.special_ids: frozenset[int] = frozenset()
         self.whitespace_ids: frozenset[int] = frozenset()
         self.tag_ids: dict[str, tuple[int, ...]] = {}
@@ -121,6 +136,10 @@ class Reward:
         """Fixed strings whose IDs the token variant needs (encoded by ``describe_vocabulary``): the tags, and the
         tool-call tags the model's own IDs are read without."""
         return (*self.tags, TOOL_CALL_OPEN, TOOL_CALL_CLOSE)
+
+    def check_budget(self, max_completion_length: int) -> None:
+        """Refuse settings this reward cannot act on within ``trainer.max_completion_length`` tokens (what generation
+        may produce); ``build_rewards`` calls it. Nothing by default."""
 
     def bind_tokens(self, vocabulary: Vocabulary) -> None:
         """Resolve ``tags`` to ID sequences and remember the special and whitespace-only IDs; no tokenizer is kept.
@@ -151,7 +170,7 @@ class Reward:
         raise NotImplementedError
 
     def score_tokens(self, completion_ids: list[list[int]], **columns: Any) -> list[float | None]:
-        raise RewardLevelError(f"rewards.{self.__name__} ({type(self).__name__}) has no token variant")
+        raise NotImplementedError  # never called: __init__ refuses level=token without an override of this method
 
     def content_ids(self, completion_ids: Sequence[int]) -> tuple[int, ...]:
         """A completion's IDs without special IDs anywhere: what the text variant sees after decoding with

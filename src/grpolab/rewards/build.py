@@ -23,28 +23,28 @@ per-reward override such as ``rewards.accuracy.level=text`` is possible), else a
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.utils import _locate  # what hydra.utils.get_object calls, without its error log line
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from grpolab.config.errors import ConfigError
-from grpolab.rewards.base import Reward, RewardLevel, RewardLevelError
+from grpolab.config.errors import ConfigError, first_line
+from grpolab.rewards.base import TOKEN_LEVEL_REWARDS, Reward, RewardLevel
 from grpolab.rewards.model import RewardModel
 from grpolab.rewards.vocabulary import describe_vocabulary
 from grpolab.rewards.wrappers import AsyncNamedReward, NamedReward, guard_reward, is_async_reward
 
+__all__ = ["BUILTIN_REWARDS", "TOKEN_LEVEL_REWARDS", "BuiltRewards", "build_rewards", "check_columns"]
+
 # The conf/rewards options; a test keeps these in step with the yaml files.
 BUILTIN_REWARDS = (
-    "accuracy", "format", "length", "overlong", "think_format", "soft_overlong", "reasoning_steps", "cosine_length",
-    "repetition",
+    "accuracy", "format", "length", "overlong", "think_format", "reasoning_steps", "cosine_length", "repetition",
 )
-TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "soft_overlong", "cosine_length", "repetition")
 # Options that need a task of their own (a box answer for iou) or a checkpoint (reward_model), kept apart from the
 # rule-based text-task rewards above.
 VISION_REWARDS = ("iou",)
@@ -56,7 +56,6 @@ TOOL_REWARDS = ("tool_use",)
 IDS_ONLY_CALLABLES = frozenset(
     {"trl.rewards.other_rewards._SoftOverlongPunishment", "trl.rewards.other_rewards._RepetitionPenalty"}
 )
-MISSING = "???"
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,15 @@ class BuiltRewards:
 
 
 def build_rewards(
-    rewards_cfg: Mapping[str, Mapping[str, Any]], level: RewardLevel | str, tokenizer: Any = None
+    rewards_cfg: Mapping[str, Mapping[str, Any]], level: RewardLevel | str, tokenizer: Any = None,
+    max_completion_length: int | None = None, load_models: bool = True,
 ) -> BuiltRewards:
     """Instantiate every reward in ``rewards_cfg``; ``tokenizer`` (the policy's) is required for token-level rewards.
 
     The tokenizer is read once (``describe_vocabulary``: special IDs, whitespace-only IDs, the rewards' tag IDs) and
-    not kept. Without it, every reward must be text-level.
+    not kept. Without it, every reward must be text-level. ``max_completion_length`` (the trainer's) is handed to
+    each reward's ``check_budget``. ``load_models=False`` checks a reward model's entry without loading it (and leaves
+    it out): what preflight runs at every value of a sweep. Every mistake is one ``ConfigError`` line naming its key.
 
     >>> built = build_rewards({"accuracy": {"_target_": "grpolab.rewards.accuracy.Accuracy", "weight": 1.0}}, "text")
     >>> built.names, built.weights, built.required_columns
@@ -104,7 +106,7 @@ def build_rewards(
     """
     level = RewardLevel.parse(level)
     if not rewards_cfg:
-        raise ValueError(
+        raise ConfigError(
             f"rewards is empty: select at least one, e.g. rewards=[accuracy,format] (options: "
             f"{', '.join(BUILTIN_REWARDS)})"
         )
@@ -113,22 +115,24 @@ def build_rewards(
         spec = _plain_spec(key, raw_spec)
         weight = _weight(key, spec.pop("weight", 1.0))
         completions_as = spec.pop("completions_as", "as_is")
-        func = _instantiate(key, spec, level)
+        func = _instantiate(key, spec, level, load_models)
+        if func is None:
+            continue  # a reward model, not loaded
         if isinstance(func, (Reward, RewardModel)):
             if completions_as != "as_is":
-                raise ValueError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
+                raise ConfigError(f"rewards.{key}.completions_as applies to plain callables only; remove it")
         else:
-            qualified = f"{type(func).__module__}.{type(func).__qualname__}"
-            reads_only_ids = qualified in IDS_ONLY_CALLABLES
-            if level is RewardLevel.token and not reads_only_ids:
-                raise _no_token_variant(key)
+            reads_only_ids = f"{type(func).__module__}.{type(func).__qualname__}" in IDS_ONLY_CALLABLES
             named = AsyncNamedReward if is_async_reward(func) else NamedReward
             func = named(func, key, completions_as=completions_as, reads_only_ids=reads_only_ids, level=level)
+        if isinstance(func, Reward) and max_completion_length is not None:
+            func.check_budget(max_completion_length)
         funcs.append(func)
         weights.append(weight)
         names.append(key)
         required[key] = set(func.required_columns)
-    _bind([func for func in funcs if isinstance(func, Reward)], tokenizer)
+    if load_models:
+        _bind([func for func in funcs if isinstance(func, Reward)], tokenizer)
     return BuiltRewards(funcs=funcs, weights=weights, names=names, required_columns=required, level=level)
 
 
@@ -156,70 +160,52 @@ def check_columns(built: BuiltRewards, dataset_columns: Collection[str], source:
 
 
 def _plain_spec(key: str, spec: Any) -> dict[str, Any]:
-    """A resolved plain dict of one reward's config; ``???`` and broken interpolations are reported by key."""
+    """A resolved plain dict of one reward's config; the job's ``validate`` has named any ``???`` left in it first."""
     if isinstance(spec, DictConfig):
-        for field in spec:
-            if OmegaConf.is_missing(spec, field):
-                raise ValueError(_missing_message(key, str(field)))
         try:
-            spec = OmegaConf.to_container(spec, resolve=True)
+            spec = OmegaConf.to_container(spec, resolve=True, throw_on_missing=True)
         except OmegaConfBaseException as error:
-            raise ValueError(f"rewards.{key}: {str(error).splitlines()[0]}") from error  # later lines repeat the key
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"rewards.{key} must be a mapping with a _target_; got {spec!r}")
-    spec = dict(spec)
-    for field, value in spec.items():
-        if isinstance(value, str) and value == MISSING:
-            raise ValueError(_missing_message(key, field))
-    if "_target_" not in spec:
-        raise ValueError(f"rewards.{key} has no _target_ (e.g. _target_: grpolab.rewards.accuracy.Accuracy)")
-    return spec
-
-
-def _missing_message(key: str, field: str) -> str:
-    return f"rewards.{key}.{field} is required (??? in its config): set it, e.g. rewards.{key}.{field}=<value>"
+            raise ConfigError(f"rewards.{key}: {first_line(error)}") from error  # later lines repeat the key
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        raise ConfigError(f"rewards.{key} must be a mapping with a _target_ (e.g. _target_: "
+                          f"grpolab.rewards.accuracy.Accuracy); got {spec!r}")
+    return dict(spec)
 
 
 def _weight(key: str, weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-        raise ValueError(f"rewards.{key}.weight must be a finite number, e.g. rewards.{key}.weight=0.5; got {weight!r}")
+        raise ConfigError(f"rewards.{key}.weight must be a finite number, e.g. rewards.{key}.weight=0.5; got {weight!r}")
     return float(weight)
 
 
-def _no_token_variant(key: str, has_level_key: bool = False) -> RewardLevelError:
-    alternative = f"set rewards.{key}.level=text, " if has_level_key else ""
-    return RewardLevelError(
-        f"rewards.{key} has no token variant, so it cannot run with reward_level=token; {alternative}use "
-        f"reward_level=text, or only rewards with a token variant: {', '.join(TOKEN_LEVEL_REWARDS)}"
-    )
-
-
-def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel) -> Any:
+def _instantiate(key: str, spec: dict[str, Any], level: RewardLevel, load_models: bool) -> Any:
     from hydra.utils import instantiate
 
     target_path = spec["_target_"]
     try:
         target = _locate(target_path)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"rewards.{key}._target_ {target_path!r} cannot be imported: {_one_line(error)}") from error
+    except ImportError as error:
+        raise ConfigError(f"rewards.{key}._target_ {target_path!r} cannot be imported: "
+                          f"{first_line(error.__cause__ or error)}") from error
     if isinstance(target, type) and issubclass(target, (Reward, RewardModel)):
         # A reward without its own `level` runs at the run's level; an explicit one (per-reward override) wins.
-        reward_level = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level")
-        if reward_level is RewardLevel.token and not target.has_token_variant():
-            raise _no_token_variant(key, has_level_key=True)
-        spec["level"] = reward_level.value
+        spec["level"] = RewardLevel.parse(spec.get("level", level), where=f"rewards.{key}.level").value
         spec.setdefault("name", key)
+        if issubclass(target, RewardModel) and not load_models:
+            return None
     try:
         func = instantiate(spec, _convert_="all")
     except Exception as error:
         cause = error.__cause__ or error
-        message = _one_line(cause) or repr(cause)
+        if isinstance(cause, ConfigError):
+            raise cause from None  # the reward's own line (and type, e.g. RewardLevelError), naming its key
+        message = first_line(cause)
         prefix = "" if message.startswith(f"rewards.{key}") else f"rewards.{key}: cannot build {target_path}: "
-        raise ValueError(f"{prefix}{message}") from error
+        raise ConfigError(f"{prefix}{message}") from error
     if isinstance(func, (Reward, RewardModel)):
         func.__name__ = key  # the metric key, even if a subclass ignored `name`
     elif not callable(func):
-        raise ValueError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
+        raise ConfigError(f"rewards.{key}: {target_path} gave a {type(func).__name__}, not a callable reward")
     return func
 
 
@@ -239,24 +225,3 @@ def _bind(rewards: list[Reward], tokenizer: Any) -> None:
     vocabulary = describe_vocabulary(tokenizer, dict.fromkeys(s for reward in rewards for s in reward.token_strings()))
     for reward in rewards:
         reward.bind_tokens(vocabulary)
-
-
-def _locate(path: str) -> Any:
-    """Import ``package.module.attribute`` the way Hydra resolves ``_target_`` (without Hydra's error logging)."""
-    parts = path.split(".")
-    for split in range(len(parts), 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and not module_name.startswith(error.name):
-                raise  # the module exists but one of its own imports is missing
-            continue
-        for attribute in parts[split:]:
-            obj = getattr(obj, attribute)
-        return obj
-    raise ImportError(f"no module named {parts[0]!r}")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())

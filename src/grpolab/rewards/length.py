@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from grpolab.config.errors import ConfigError
 from grpolab.rewards.accuracy import Accuracy
 from grpolab.rewards.base import Reward, RewardLevel
 from grpolab.rewards.tags import ALL_TAGS
@@ -65,9 +66,10 @@ class Overlong(Reward):
     0 up to ``L_max - L_cache``, then ``(L_max - L_cache - length) / L_cache`` falling to -1 at ``L_max``, and -1
     beyond.
 
-    Length is in characters (text) or tokens (token). Unlike ``trl.rewards.get_soft_overlong_punishment`` (the
-    ``soft_overlong`` reward), the token variant does not count the trailing EOS, so both variants measure the same
-    content; a completion cut at ``max_completion_length`` without EOS has exactly ``L_max`` tokens.
+    Both variants call TRL's ``get_soft_overlong_punishment``, which scores ``len()`` of each item it is given: the
+    text variant hands it the decoded completions (length in characters), the token variant the completion IDs
+    without special IDs (length in tokens; TRL, given ``completion_ids`` itself, would also count the trailing EOS), so
+    both variants measure the same content and a completion cut at ``max_completion_length`` has ``L_max`` tokens.
 
     >>> Overlong(max_length=10, cache=4)(prompts=["q"] * 3, completions=["x" * 6, "x" * 8, "x" * 11],
     ...                                   completion_ids=[[]] * 3)
@@ -79,27 +81,37 @@ class Overlong(Reward):
     def __init__(
         self, max_length: int, cache: int, level: RewardLevel | str = RewardLevel.text, name: str | None = None
     ):
-        super().__init__(level=level, name=name)
-        if max_length <= 0 or not 0 <= cache <= max_length:
-            raise ValueError(
-                f"rewards.{self.__name__}: need max_length > 0 and 0 <= cache <= max_length; got "
-                f"max_length={max_length}, cache={cache}"
-            )
-        self.max_length, self.cache = int(max_length), int(cache)
+        from trl.rewards import get_soft_overlong_punishment
 
-    def reward_for(self, length: int) -> float:
-        free = self.max_length - self.cache
-        if length <= free:
-            return 0.0
-        if length <= self.max_length:  # only reachable when cache > 0
-            return (free - length) / self.cache
-        return -1.0
+        super().__init__(level=level, name=name)
+        key = f"rewards.{self.__name__}"
+        if not _is_int(max_length) or max_length < 1:
+            raise ConfigError(f"{key}.max_length={max_length} must be an integer >= 1")
+        if not _is_int(cache) or not 0 <= cache < max_length:
+            raise ConfigError(f"{key}.cache={cache} must be an integer in [0, {key}.max_length={max_length}) (the "
+                              "punishment ramp below the length limit)")
+        self.max_length, self.cache = max_length, cache
+        self.punishment = get_soft_overlong_punishment(max_completion_len=max_length, soft_punish_cache=cache)
+
+    def check_budget(self, max_completion_length: int) -> None:
+        """At token level the ramp must start inside the generation limit, or no completion is ever punished."""
+        start, key = self.max_length - self.cache, f"rewards.{self.__name__}"
+        if self.level is RewardLevel.token and start >= max_completion_length:
+            raise ConfigError(
+                f"{key}.cache={self.cache} with {key}.max_length={self.max_length} starts the punishment at {start} "
+                f"tokens, but trainer.max_completion_length={max_completion_length} cuts every completion before "
+                f"that; valid: {key}.max_length - {key}.cache < {max_completion_length}"
+            )
 
     def score_text(self, completions: list[str], **_: Any) -> list[float | None]:
-        return [self.reward_for(len(text)) for text in completions]
+        return self.punishment(completion_ids=completions)
 
     def score_tokens(self, completion_ids: list[list[int]], **_: Any) -> list[float | None]:
-        return [self.reward_for(len(self.content_ids(ids))) for ids in completion_ids]
+        return self.punishment(completion_ids=[self.content_ids(ids) for ids in completion_ids])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class CosineLength(Reward):

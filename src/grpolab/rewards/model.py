@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from grpolab.rewards.base import RewardLevel, RewardLevelError
+from grpolab.config.enums import DType
+from grpolab.config.errors import ConfigError, first_line
+from grpolab.rewards.base import RewardLevel, no_token_variant
 from grpolab.rewards.wrappers import RewardError, _short
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = tuple(dtype.value for dtype in DType)
 
 
 class RewardModel:
@@ -64,13 +66,10 @@ class RewardModel:
     ) -> None:
         name = name or "reward_model"
         self.level = RewardLevel.parse(level, where=f"rewards.{name}.level")
-        if self.level is RewardLevel.token:
-            raise RewardLevelError(
-                f"rewards.{name} is a reward model: it reads decoded text with its own tokenizer, so it cannot run "
-                f"at level=token; set rewards.{name}.level=text"
-            )
+        if self.level is RewardLevel.token:  # it reads decoded text with its own tokenizer
+            raise no_token_variant(name, has_level_key=True)
         if dtype not in DTYPES:
-            raise ValueError(f"rewards.{name}.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+            raise ConfigError(f"rewards.{name}.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         self.name_or_path = name_or_path
         self.processing_class = _load(name, "tokenizer", tokenizer or name_or_path, _load_tokenizer)
         self.model = _load(name, "name_or_path", name_or_path, lambda path: _load_model(path, dtype))
@@ -81,10 +80,6 @@ class RewardModel:
         self.model.eval().requires_grad_(False)
         self.model.forward = RewardModelGuard(self.model, self.processing_class)
         self.__name__ = name
-
-    @classmethod
-    def has_token_variant(cls) -> bool:
-        return False
 
     @property
     def __name__(self) -> str:  # type: ignore[override]
@@ -181,8 +176,7 @@ def _load(name: str, key: str, path: str, loader: Any) -> Any:
     try:
         return loader(path)
     except (OSError, ValueError) as error:
-        first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), repr(error))
-        raise ValueError(f"rewards.{name}.{key}: cannot load {path!r}: {first_line}") from error
+        raise ConfigError(f"rewards.{name}.{key}: cannot load {path!r}: {first_line(error)}") from error
 
 
 def _load_tokenizer(path: str) -> Any:

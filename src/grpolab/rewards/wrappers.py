@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from grpolab.rewards.base import TRAINER_KWARGS, RewardLevel
+from grpolab.config.errors import ConfigError
+from grpolab.rewards.base import TRAINER_KWARGS, RewardLevel, no_token_variant
 
 # Arguments TRL always supplies; a callable's other required parameters must be dataset columns.
 TRL_SUPPLIED = frozenset({"prompts", "completions", "completion_ids"}) | TRAINER_KWARGS
@@ -68,7 +69,7 @@ class NamedReward:
     ``completions_as="chat"`` turns plain-string completions into ``[{"role": "assistant", "content": text}]`` first,
     for functions such as ``trl.rewards.think_format_reward`` that read ``completion[0]["content"]``.
     ``reads_only_ids`` marks callables that read ``completion_ids`` only and never ``completions`` (TRL's
-    soft overlong and repetition penalties), which makes them valid at ``level=token``.
+    soft overlong and repetition penalties): only those may run at ``level=token``.
 
     >>> import functools, trl.rewards
     >>> reward = NamedReward(functools.partial(trl.rewards.think_format_reward), "think_format", completions_as="chat")
@@ -85,14 +86,16 @@ class NamedReward:
         level: RewardLevel | str = RewardLevel.text,
     ):
         if completions_as not in COMPLETIONS_AS:
-            raise ValueError(
+            raise ConfigError(
                 f"rewards.{name}.completions_as must be one of {', '.join(COMPLETIONS_AS)}; got {completions_as!r}"
             )
+        self.level = RewardLevel.parse(level, where=f"rewards.{name}.level")
+        if self.level is RewardLevel.token and not reads_only_ids:
+            raise no_token_variant(name, has_level_key=False)
         self.func = func
         self.__name__ = name
         self.completions_as = completions_as
         self.reads_only_ids = reads_only_ids
-        self.level = RewardLevel.parse(level, where=f"rewards.{name}.level")
         self.required_columns = required_parameters(func)
 
     def __call__(

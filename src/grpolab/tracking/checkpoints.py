@@ -2,7 +2,7 @@
 directory is brought back to that point. Imports neither torch nor transformers (the resume lookup runs before them).
 
 The Trainer writes ``<run_dir>/checkpoint-<step>/`` (weights or LoRA adapter, optimizer, scheduler, RNG states,
-``trainer_state.json``); grpolab adds ``grpolab_state.json`` (its own state: ``grpolab.trainer.checkpoint``) and
+``trainer_state.json``); grpolab adds ``grpolab_state.json`` (its own state: ``grpolab.trainer.resume_state``) and
 ``grpolab_process_<rank>.pt`` (per-process pending state), and then, last, ``checkpoint_complete.json``: every file
 of the checkpoint with its size. A checkpoint is complete when that marker parses and every file it lists is there
 with that size, so neither a checkpoint a kill interrupted (no marker yet) nor one that the Trainer's rotation was
@@ -141,16 +141,6 @@ def cut_metrics_file(path: Path, position: int) -> None:
             log.warning("resume: %s is not as the checkpoint left it (%d bytes, %d recorded); keeping its complete "
                         "rows", path, size, position)
             handle.truncate(_end_of_last_line(handle, size))
-
-
-def repair_torn_tail(path: Path) -> None:
-    """Drop a torn last line (no newline: a kill landed mid-write) so the next row starts on a line of its own."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return
-    with path.open("rb+") as handle:
-        handle.truncate(_end_of_last_line(handle, size))
 
 
 def _byte_at(handle: Any, offset: int) -> bytes:

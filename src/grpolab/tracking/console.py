@@ -1,18 +1,19 @@
 """What a job prints on the terminal, and the summary it ends with.
 
-Wired in ``conf/hydra/default.yaml``; ``grpolab.train`` adds two calls (``quiet_libraries()`` with its heavy
-imports, ``grpolab.tracking.progress.show_progress(trainer)`` once the trainer exists):
+Wired in ``conf/hydra/default.yaml``, plus two calls: ``quiet_libraries()`` with its heavy imports
+(``grpolab.train``), and ``grpolab.tracking.progress.show_progress(trainer)`` once the trainer exists
+(``grpolab.trainer.build``):
 
 - ``ConsoleHandler`` is Hydra's console log handler (``hydra.job_logging.handlers.console``). It shows the lines of
   grpolab's own loggers and errors from anywhere; library warnings and logs (transformers, TRL, datasets, Python
   ``warnings``) reach only Hydra's file handler, ``<run_dir>/train.log``, which keeps everything. In a multirun every
   line it prints starts with the job's number and swept values, e.g. ``[job 3 optimizer.lr=0.001]``.
-- ``ConsoleCallback`` (``hydra.callbacks.console``) tells the handler which job is running and prints the run summary
-  (held-out accuracy before and after, wall time, where the run directory, model, plots and log are) when the job
-  ends: the last thing a single run prints.
+- ``ConsoleCallback`` (``hydra.callbacks.console``) gives the handler the running job's prefix and prints the run
+  summary (held-out accuracy before and after, wall time, where the run directory, model, plots and log are) when the
+  job ends: the last thing a single run prints.
 - ``quiet_libraries()`` makes library output log records (for ``train.log``) instead of direct prints.
 - Progress of the warm start and of GRPO is ``grpolab.tracking.progress`` (a live bar on a terminal, else a line per
-  logging interval), which asks ``live_bars_allowed()`` and prefixes its lines with ``job_prefix()``.
+  logging interval), which asks ``live_bars_allowed()``.
 
 Imports nothing heavy: Hydra builds the handler before the job's config is checked.
 """
@@ -22,48 +23,38 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from grpolab.sweeps import override_key
 from grpolab.tracking.jsonfiles import read_json
-from grpolab.tracking.rundir import FINAL_REWARD_WINDOW, SUMMARY_FILE, describe_exception
+from grpolab.tracking.rundir import (
+    FINAL_MODEL_DIR,
+    FINAL_REWARD_WINDOW,
+    SUMMARY_FILE,
+    describe_exception,
+    override_key,
+)
 
 log = logging.getLogger(__name__)
 
 #: A job prefix longer than this is cut (a sweep over many keys): the console line should still show its message.
 PREFIX_MAX_CHARS = 60
-#: The directory the final model is saved to, when the run saves it.
-FINAL_MODEL_DIR = "model"
 #: A record logged with ``extra=NOT_ON_CONSOLE`` goes to train.log only (e.g. a progress line while a bar shows it).
 NOT_ON_CONSOLE = {"console": False}
 
 
-@dataclass(frozen=True)
-class _RunningJob:
-    prefix: str  # "" in a single run
-    multirun: bool
-
-
-_running_job: _RunningJob | None = None
-
-
-def job_prefix() -> str:
-    """``"[job 3 optimizer.lr=0.001] "`` while a multirun job runs in this process, else ``""``."""
-    return f"{_running_job.prefix} " if _running_job is not None and _running_job.prefix else ""
-
-
 def live_bars_allowed() -> bool:
     """Live progress bars only for a single run on a terminal: jobs running side by side (joblib) would draw over each
-    other's bars, and a file or CI log wants one line per interval, not carriage-return frames."""
-    in_multirun = _running_job is not None and _running_job.multirun
+    other's bars, and a file or CI log wants one line per interval, not carriage-return frames. Outside a Hydra job
+    (a test, a notebook) it is the terminal alone that decides."""
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     return not in_multirun and sys.stderr is not None and sys.stderr.isatty()
 
 
@@ -100,8 +91,9 @@ class ConsoleHandler(logging.StreamHandler):
     """Hydra's console handler for grpolab jobs (``conf/hydra/default.yaml``, ``job_logging.handlers.console``).
 
     Prints records of the loggers named in ``shown_loggers`` (and their children) and records of any other logger
-    at ``others_level`` or above; warnings get their level in front, multirun lines the job prefix. Records logged
-    with ``extra=NOT_ON_CONSOLE`` are skipped (they are meant for ``train.log``). Writes around live tqdm bars.
+    at ``others_level`` or above; warnings get their level in front, multirun lines the ``job_prefix`` that
+    ``ConsoleCallback`` sets while a job runs. Records logged with ``extra=NOT_ON_CONSOLE`` are skipped (they are meant
+    for ``train.log``). Writes around live tqdm bars.
 
     >>> handler = ConsoleHandler(sys.stdout, shown_loggers=["grpolab", "my_rewards"], others_level="ERROR")
     """
@@ -109,6 +101,7 @@ class ConsoleHandler(logging.StreamHandler):
     def __init__(self, stream: TextIO | None = None, shown_loggers: Iterable[str] = ("grpolab",),
                  others_level: str | int = "ERROR") -> None:
         super().__init__(stream)
+        self.job_prefix = ""  # "[job 3 optimizer.lr=0.001] " while a multirun job runs
         self.shown_loggers = tuple(shown_loggers)
         self.others_level = logging.getLevelName(others_level) if isinstance(others_level, str) else others_level
         if not isinstance(self.others_level, int):
@@ -125,8 +118,7 @@ class ConsoleHandler(logging.StreamHandler):
         if record.levelno >= logging.WARNING:
             record = logging.makeLogRecord({**record.__dict__, "msg": f"{record.levelname}: {record.getMessage()}",
                                             "args": None})
-        prefix = job_prefix()
-        return "\n".join(prefix + line for line in super().format(record).splitlines())
+        return "\n".join(self.job_prefix + line for line in super().format(record).splitlines())
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.shows(record):
@@ -239,8 +231,9 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 class ConsoleCallback(Callback):
-    """Hydra callback (``hydra.callbacks.console``, listed first so that its ``on_job_end`` runs last): marks the
-    running job for ``job_prefix()`` and prints the run summary when the job ends (``summary: false`` to skip it).
+    """Hydra callback (``hydra.callbacks.console``, listed first so that its ``on_job_end`` runs last): gives the
+    console handlers the running job's ``job_prefix`` and prints the run summary when the job ends (``summary: false``
+    to skip it).
 
     The summary goes to stdout and, through the ``grpolab.tracking.console`` logger, to ``train.log``. A job stopped
     by a config error in a single run exits with its one-line message instead, before this callback's turn.
@@ -249,25 +242,31 @@ class ConsoleCallback(Callback):
     def __init__(self, summary: bool = True) -> None:
         self.summary = summary
         self.swept_keys: list[str] = []
+        self.job_prefix = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Stored on the callback, which the joblib launcher pickles into its workers with the launch.
         self.swept_keys = swept_keys(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _running_job
-        multirun = config.hydra.mode == RunMode.MULTIRUN
-        prefix = describe_job(int(config.hydra.job.num), list(config.hydra.overrides.task),
-                              self.swept_keys) if multirun else ""
-        _running_job = _RunningJob(prefix=prefix, multirun=multirun)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            label = describe_job(int(config.hydra.job.num), list(config.hydra.overrides.task), self.swept_keys)
+            self._show_job(label + " ")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        global _running_job
         try:
             if self.summary:
                 self._print_summary(config, job_return)
         finally:
-            _running_job = None
+            self._show_job("")
+
+    def _show_job(self, prefix: str) -> None:
+        """Hand the job's prefix to the console handlers of this job's logging (Hydra configures it for every job,
+        on the root logger, before ``on_job_start``)."""
+        self.job_prefix = prefix
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, ConsoleHandler):
+                handler.job_prefix = prefix
 
     def _print_summary(self, config: DictConfig, job_return: JobReturn) -> None:
         run_dir = Path(str(config.hydra.runtime.output_dir))
@@ -281,7 +280,6 @@ class ConsoleCallback(Callback):
         log_file = OmegaConf.select(config, "hydra.job_logging.handlers.file.filename", default=None)
         lines = summary_lines(run_dir, summary, Path(str(log_file)) if log_file else None)
         log.info("\n".join(lines), extra=NOT_ON_CONSOLE)
-        prefix = job_prefix()
         with tqdm.external_write_mode(file=sys.stdout):
-            print("\n".join(prefix + line for line in lines), flush=True)
+            print("\n".join(self.job_prefix + line for line in lines), flush=True)
 

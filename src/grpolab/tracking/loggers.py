@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from grpolab.tracking.rundir import parse_overrides
+
 WANDB_TAG_MAX_CHARS = 64  # wandb rejects longer tags
 WANDB_RUN_ID_FILE = "grpolab-run-id.txt"
 
@@ -65,11 +67,7 @@ class JobInfo:
 
     def override_items(self) -> dict[str, str]:
         """``{"optimizer.lr": "1e-3"}`` from ``["optimizer.lr=1e-3"]``; ``+``/``++`` dropped, ``~key`` -> ''."""
-        items: dict[str, str] = {}
-        for override in self.overrides:
-            key, _, value = override.partition("=")
-            items[key.lstrip("+~")] = value
-        return items
+        return parse_overrides(self.overrides)
 
 
 class ExperimentLogger(Protocol):

@@ -23,6 +23,7 @@ from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import (
     METRICS_FILE,
     SUMMARY_FILE,
+    override_key,
     read_hydra_choices,
     read_metrics,
     read_overrides,
@@ -94,7 +95,7 @@ def run_title(run_path: Path) -> str:
         detail = f"run directory {run_path.name}"
     else:  # an override of a headline group is already shown there
         detail = " ".join(override for override in overrides
-                          if override.partition("=")[0].lstrip("+~") not in headline_groups) or "default config"
+                          if override_key(override) not in headline_groups) or "default config"
     lines = [f"grpolab run: {headline}", detail] if headline else [f"grpolab run: {detail}"]
     return "\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines)
 

@@ -16,7 +16,7 @@ the submitit launcher with ``hydra.launcher.tasks_per_node=N``. Several processe
 - ``main_computes`` (the warm start: computed by the main process, its result and the model's weights sent to the
   others), ``shard`` and ``sum`` (the held-out evaluation: each process decodes its share of the rows, the sums are
   added up), ``agree`` (after training: do the replicas hold the same weights?), ``on_main`` (the KL reference
-  policy: saved once), ``barrier`` and ``share_from_main``.
+  policy: saved once) and ``share_from_main``.
 
 With one process every collective is a no-op, so callers never branch on the process count.
 """
@@ -49,13 +49,6 @@ class Processes:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    def barrier(self) -> None:
-        """Wait until every process gets here."""
-        if self._together():
-            import torch.distributed as dist
-
-            dist.barrier()
 
     def share_from_main(self, value: T) -> T:
         """The main process's ``value`` on every process (a picklable object)."""

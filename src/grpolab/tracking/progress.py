@@ -17,8 +17,8 @@ from typing import Any
 from tqdm import tqdm
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from grpolab.tracking.callbacks import TRAIN_SUMMARY_KEY
-from grpolab.tracking.console import NOT_ON_CONSOLE, format_duration, job_prefix, live_bars_allowed
+from grpolab.tracking.console import NOT_ON_CONSOLE, format_duration, live_bars_allowed
+from grpolab.tracking.metrics_file import TRAIN_SUMMARY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class Progress:
                  bar: bool = True) -> None:
         self.label, self.total, self.logger, self.initial = label, total, logger, initial
         self._started = time.perf_counter()
-        self._bar = tqdm(total=total, initial=initial, desc=job_prefix() + label, unit="step", dynamic_ncols=True,
+        # A live bar only in a single run, whose lines carry no job prefix: the label alone names it.
+        self._bar = tqdm(total=total, initial=initial, desc=label, unit="step", dynamic_ncols=True,
                          file=sys.stderr) if bar and live_bars_allowed() else None
 
     @property

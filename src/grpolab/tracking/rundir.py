@@ -48,6 +48,9 @@ step) wins. ``read_metrics`` implements both. A resumed run first cuts the file 
 
 ``reward_curve.png`` -- written by ``grpolab.tracking.plots.plot_run`` at the end of a job: train reward per step and
 held-out accuracy (``eval_before`` at step 0, ``split: eval`` rows with ``accuracy``, ``eval_after`` at the last step).
+
+``model/`` -- the trained policy as ``from_pretrained`` loads it, saved at the end of a completed run
+(``grpolab.trainer.final_model``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,7 @@ SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"
 REWARD_CURVE_FILE = "reward_curve.png"
+FINAL_MODEL_DIR = "model"
 
 STATUSES = ("running", "completed", "failed", "preempted")
 SUMMARY_FIELDS = (
@@ -135,6 +139,24 @@ def read_overrides(run_path: Path) -> list[str] | None:
     if not isinstance(overrides, list):
         overrides = (read_json(run_path / MANIFEST_FILE) or {}).get("overrides")
     return [str(override) for override in overrides] if isinstance(overrides, list) else None
+
+
+def override_key(override: str) -> str:
+    """The key an override sets, as ``overrides.yaml`` records it: ``"+trainer.beta=0.1"`` -> ``"trainer.beta"``.
+
+    >>> override_key("~resume")
+    'resume'
+    """
+    return override.partition("=")[0].lstrip("+~")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
+    """``["optimizer.lr=1e-3", "+x=1"]`` -> ``{"optimizer.lr": "1e-3", "x": "1"}`` (``~key`` -> ``""``).
+
+    >>> parse_overrides(["optimizer.lr=1e-3", "rewards=[accuracy,format]", "~x"])
+    {'optimizer.lr': '1e-3', 'rewards': '[accuracy,format]', 'x': ''}
+    """
+    return {override_key(str(override)): str(override).partition("=")[2] for override in overrides}
 
 
 def read_hydra_choices(run_path: Path) -> dict[str, str]:

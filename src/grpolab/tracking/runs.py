@@ -1,7 +1,7 @@
 """Reading run directories back: one ``RunRecord`` per directory holding a ``summary.json`` under a root.
 
-The reader side of the file formats in ``grpolab.tracking.rundir`` (used by ``grpolab.report``); imports neither
-torch nor matplotlib.
+The reader side of the file formats in ``grpolab.tracking.rundir`` (used by ``grpolab.tracking.aggregate``); imports
+neither torch nor matplotlib.
 
     >>> runs = [load_run(path, root) for path in find_run_dirs(root)]  # doctest: +SKIP
     >>> runs[0].value_of("tokenizer_mode"), runs[0].final_reward(last_k=5)  # doctest: +SKIP
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +23,7 @@ from grpolab.tracking.rundir import (
     METRICS_FILE,
     SUMMARY_FILE,
     mean_of_last,
+    parse_overrides,
     read_hydra_choices,
     read_metrics,
     read_overrides,
@@ -122,19 +122,6 @@ def find_run_dirs(root: Path) -> list[Path]:
         if not SKIPPED_DIRS.intersection(summary.relative_to(root).parts[:-1])
     ]
     return sorted(found, key=lambda path: _natural_key(path.relative_to(root)))
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
-    """``["optimizer.lr=1e-3", "+x=1"]`` -> ``{"optimizer.lr": "1e-3", "x": "1"}`` (``~key`` -> ``""``).
-
-    >>> parse_overrides(["optimizer.lr=1e-3", "rewards=[accuracy,format]"])
-    {'optimizer.lr': '1e-3', 'rewards': '[accuracy,format]'}
-    """
-    parsed: dict[str, str] = {}
-    for override in overrides:
-        key, _, value = str(override).partition("=")
-        parsed[key.lstrip("+~")] = value
-    return parsed
 
 
 def load_run(path: Path, root: Path) -> RunRecord:

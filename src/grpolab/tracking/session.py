@@ -84,7 +84,7 @@ def tracked_run(
     try:
         with directory.record_outcome():
             # Imported here (transformers) so an import error is recorded as a failure like any other.
-            from grpolab.tracking.callbacks import MetricsFileCallback
+            from grpolab.tracking.metrics_file import MetricsFileCallback
 
             directory.write_manifest(seed=seed, config=config, overrides=list(job_info.overrides))
             directory.write_summary(world_size=launched_processes().world_size)

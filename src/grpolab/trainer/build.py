@@ -13,18 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig
 
 from grpolab.config.enums import TokenizerMode
-from grpolab.config.trainer_node import grpo_kwargs
 from grpolab.config.validate import config_errors
 from grpolab.models.reference import pin_reference_policy
 from grpolab.tracking.processes import launched_processes
 from grpolab.tracking.progress import show_progress
 from grpolab.tracking.session import TrackedRun
-from grpolab.trainer.args import build_grpo_config
-from grpolab.trainer.callbacks import ParameterChangeCallback
+from grpolab.trainer.args import build_grpo_config, grpo_kwargs
 from grpolab.trainer.dynamic_sampling import DynamicSampler
 from grpolab.trainer.engines import adapter_errors, engine_fields, optimizer_class_and_arguments
 from grpolab.trainer.evaluation import HeldOutEvaluator, PeriodicEvaluation
 from grpolab.trainer.grpo import GrpolabTrainer, trainer_dataset
+from grpolab.trainer.parameter_change import ParameterChangeCallback
 
 log = logging.getLogger(__name__)
 

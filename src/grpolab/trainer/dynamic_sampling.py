@@ -97,10 +97,8 @@ class DynamicSamplingSettings:
                 return getattr(node, key, None)
         if not read("enabled"):
             return None
-        rounds = read("max_generation_rounds")
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"dynamic_sampling.max_generation_rounds must be a positive integer, got {rounds!r}")
-        return cls(max_generation_rounds=rounds, filter_reward=read("filter_reward"))
+        # max_generation_rounds >= 1: DynamicSamplingConfig's own check (grpolab.config.schema), run by validate.
+        return cls(max_generation_rounds=read("max_generation_rounds"), filter_reward=read("filter_reward"))
 
 
 @dataclass

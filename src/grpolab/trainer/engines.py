@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig
 
 from grpolab.config.engine_checks import distributed_option
-from grpolab.config.errors import ConfigError
+from grpolab.config.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def adapter_errors() -> Iterator[None]:
     try:
         yield
     except PeftError as error:
-        raise ConfigError(f"peft: {str(error).strip().splitlines()[0]} (peft.target_modules names the model's "
+        raise ConfigError(f"peft: {first_line(error)} (peft.target_modules names the model's "
                           "module names, e.g. q_proj)") from error
 
 

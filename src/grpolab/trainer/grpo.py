@@ -22,7 +22,7 @@ when TRL renames or reshapes what it relies on):
    measured; the rewards are kept for the sampler.
 6. ``_get_per_token_logps_and_entropies(...)``: the image fields for the forward passes TRL makes inside the step.
 
-Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.checkpoint``):
+Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.resume_state``):
 
 7. ``_get_train_sampler(dataset)``: TRL's sampler, made epoch-aware so a resumed epoch keeps its data order.
 8. ``_save_checkpoint(model, trial)``: grpolab's state first, then the Trainer's checkpoint, then the completeness
@@ -72,7 +72,8 @@ from grpolab.data.prompts import (
     text_tokenizer,
 )
 from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
-from grpolab.trainer.checkpoint import (
+from grpolab.trainer.preemption import PreemptionSignals
+from grpolab.trainer.resume_state import (
     EpochRepeatSampler,
     ResumeGrpolabState,
     finish_checkpoint,
@@ -81,7 +82,6 @@ from grpolab.trainer.checkpoint import (
     rotation_deferred,
     save_grpolab_state,
 )
-from grpolab.trainer.preemption import PreemptionSignals
 from grpolab.trainer.tokenizer_calls import DiscardedLog, LazyDecodedTexts, TokenizerCallCounter, lazy_batch_decode
 
 
@@ -287,7 +287,7 @@ class GrpolabTrainer(GRPOTrainer):
         return output
 
     def pending_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """What this trainer holds between optimizer steps and a resume needs (``grpolab.trainer.checkpoint``):
+        """What this trainer holds between optimizer steps and a resume needs (``grpolab.trainer.resume_state``):
         ``(shared, local)``, the same on every process (JSON) and this process's own (tensors)."""
         step, encoded, decoded, reward_s = self._window
         counter = self.tokenizer_calls

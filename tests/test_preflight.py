@@ -11,7 +11,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from grpolab.config.paths import CONF_DIR
-from grpolab.config.preflight import PreflightError, preflight, run_preflight
+from grpolab.preflight import PreflightError, preflight, run_preflight
 
 MODEL_OPTIONS = ", ".join(sorted(path.stem for path in (Path(CONF_DIR) / "model").glob("*.yaml")))
 
@@ -38,7 +38,7 @@ def test_unknown_group_option_lists_the_valid_choices() -> None:
     assert error_of("-m", "model=tiny,foo").startswith("model=foo: no such option; valid choices: ")
     assert error_of("-m", "rewards=[accuracy,formatt]") == (
         "rewards=formatt: no such option; valid choices: accuracy, cosine_length, format, iou, length, overlong, "
-        "reasoning_steps, repetition, reward_model, soft_overlong, think_format, tool_use")
+        "reasoning_steps, repetition, reward_model, think_format, tool_use")
     assert error_of("-m", "hydra/launcher=joblibb") == (
         "hydra/launcher=joblibb: no such option; valid choices: basic, joblib, submitit_local, submitit_slurm")
 
@@ -68,7 +68,8 @@ def test_options_from_the_users_config_folders_are_valid_choices(tmp_path) -> No
     """``--config-dir`` and ``hydra.searchpath`` together: both folders' options exist, each key is checked."""
     for folder, group, option in (("one", "experiment", "study"), ("two's", "rewards", "short")):
         (tmp_path / folder / group).mkdir(parents=True)
-        body = "# @package _global_\nseed: 3\n" if group == "experiment" else "short: {_target_: x.S, weight: 0.5}\n"
+        body = ("# @package _global_\nseed: 3\n" if group == "experiment" else
+                "short: {_target_: grpolab.rewards.length.Length, target: 8, weight: 0.5}\n")
         (tmp_path / folder / group / f"{option}.yaml").write_text(body)
     command = ["grpolab-train", "--config-dir", str(tmp_path / "one"),
                f"hydra.searchpath=['file://{tmp_path}/two\\'s']",  # a quote in the path: quoted and escaped
@@ -135,7 +136,7 @@ def test_cli_fails_before_any_job_or_sweep_dir_and_without_torch(tmp_path: Path)
     assert result.stderr.splitlines() == [
         "grpolab: trainer.bta=0,0.1: no such key trainer.bta; closest valid keys: trainer.beta"]
     assert not (tmp_path / "outputs").exists()
-    probe = ("import sys; from grpolab.config.preflight import preflight; "
+    probe = ("import sys; from grpolab.preflight import preflight; "
              f"preflight(['x', '-m', 'hparams_search=optuna', 'model=tiny,tiny_vlm'], {CONF_DIR!r}); "
              "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
@@ -183,3 +184,20 @@ def test_printing_the_config_skips_value_checks_but_not_types() -> None:
     command = ["grpolab-train", "trainer.beta=-1", "+rewards.x._target_=os.system", "--cfg", "job"]
     assert preflight(command, CONF_DIR) == command  # nothing runs: the config can be inspected
     assert error_of("seed=zero", "--cfg", "job") == "seed=zero must be an integer"
+
+
+def test_every_value_of_a_long_sweep_is_checked_before_any_job() -> None:
+    # the bad value is the 21st: each value is applied to one copy of the composed config, none is skipped
+    assert error_of("-m", "seed=range(0,20)", "trainer.beta=0,0.1", "trainer.top_p=0.9,1,0.5,0.7,0.8,2") == (
+        "config error: trainer.top_p=2.0 must be in (0, 1]")
+
+
+def test_a_bug_in_preflight_is_not_taken_for_a_valid_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grpolab.config import validate
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(validate, "validate", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        run_preflight(["grpolab-train", "seed=1"], CONF_DIR)

@@ -1,4 +1,4 @@
-"""Trainer callbacks that belong to the training loop itself (run-directory callbacks live in grpolab.tracking)."""
+"""Whether GRPO moved the weights, and how many of them train: a TrainerCallback that reports into ``summary.json``."""
 
 from __future__ import annotations
 

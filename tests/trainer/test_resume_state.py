@@ -26,7 +26,7 @@ from safetensors import safe_open
 from trl.trainer.utils import RepeatSampler
 
 from grpolab.tracking.checkpoints import COMPLETE_MARKER, is_complete, read_grpolab_state
-from grpolab.trainer.checkpoint import EpochRepeatSampler, load_checkpoint_weights, policy_fingerprint
+from grpolab.trainer.resume_state import EpochRepeatSampler, load_checkpoint_weights, policy_fingerprint
 
 #: experiment=tools, in ids mode: the rollouts call the calculator (the demonstrations all do), so the resumed steps
 #: hold tool calls, tool masks and the prepared prompt IDs of rows that keep their messages; the tool-use reward varies
@@ -168,7 +168,7 @@ def test_a_lora_policy_is_kept_loadable_and_resumes_to_the_same_adapter(tmp_path
     from grpolab.models.load import load_model, load_tokenizer
     from grpolab.models.tiny import build_tiny_qwen2
     from grpolab.models.tokenizer import build_char_tokenizer
-    from grpolab.trainer.checkpoint import save_final_model
+    from grpolab.trainer.final_model import save_final_model
     from grpolab.trainer.grpo import GrpolabTrainer
 
     tokenizer = build_char_tokenizer()

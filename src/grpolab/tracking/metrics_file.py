@@ -1,4 +1,4 @@
-"""Trainer callbacks that write the run directory (``metrics.jsonl`` and the training part of ``summary.json``)."""
+"""``metrics.jsonl`` and the training fields of ``summary.json``, written from the Trainer's logs."""
 
 from __future__ import annotations
 

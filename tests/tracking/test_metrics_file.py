@@ -11,7 +11,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
-from grpolab.tracking.callbacks import MetricsFileCallback
+from grpolab.tracking.metrics_file import MetricsFileCallback
 from grpolab.tracking.rundir import RunDirectory, read_metrics
 
 

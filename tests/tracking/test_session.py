@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from grpolab.tracking.callbacks import MetricsFileCallback
 from grpolab.tracking.loggers import JobInfo
+from grpolab.tracking.metrics_file import MetricsFileCallback
 from grpolab.tracking.rundir import RunDirectory
 from grpolab.tracking.session import tracked_run
 
