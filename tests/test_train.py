@@ -219,7 +219,7 @@ def test_a_tool_run_calls_the_calculator_in_training_and_in_the_held_out_evaluat
     assert all(row["tools/call_frequency"] > 0 and "tools/failure_frequency" in row for row in rows)
     assert all(row["rewards/tool_use/mean"] <= row["tools/call_frequency"] for row in rows)
     log = (tool_run / "train.log").read_text()
-    assert "environment: tools multiply; at most 1 tool-calling round per completion, 5 s per call" in log
+    assert "environment: tools add, subtract, multiply; at most 2 tool-calling rounds per completion, 5 s per call" in log
     assert "held-out tool calls per completion: " in log
 
 

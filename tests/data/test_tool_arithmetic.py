@@ -38,6 +38,14 @@ def test_the_teacher_calls_the_tool_on_its_share_and_estimates_otherwise():
     assert all(row["needs_tool"] for row in rows)
 
 
+def test_the_teacher_can_call_a_code_interpreter_instead():
+    row = task(code_tool="python", tool_call_rate=1.0).load().train[0]
+    call, result, _ = row["solution"]
+    assert call["tool_calls"][0]["function"]["name"] == "python"
+    assert call["tool_calls"][0]["function"]["arguments"]["code"] == f"print({problem(row)})"
+    assert result["content"] == row["answer"] + "\n"
+
+
 def test_held_out_rows_carry_a_right_demonstration():
     assert all(len(row["solution"]) == 3 for row in task().load().eval)
 

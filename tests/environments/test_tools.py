@@ -120,7 +120,12 @@ def test_the_tokenizer_mode_study_composes_on_the_tool_task(compose_cfg):
     cfg = compose_cfg(["experiment=[tools,text_vs_token]"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == {"tokenizer_mode": "text,ids", "reward_level": "text,token",
                                               "seed": "0,1"}
-    assert cfg.environment.tools[0].operations == ["multiply"] and list(cfg.rewards) == ["accuracy", "tool_use"]
+    assert cfg.environment.tools[0].operations == ["add", "subtract", "multiply"]
+    assert list(cfg.rewards) == ["accuracy", "tool_use"]
+    # The experiment sets no environment key: another option replaces the calculator whole.
+    assert not compose_cfg(["experiment=tools", "environment=none"]).environment
+    python = compose_cfg(["experiment=tools", "environment=python"]).environment
+    assert [tool._target_ for tool in python.tools] == ["grpolab.environments.python.PythonInterpreter"]
     validate(compose_cfg(["experiment=[tools,text_vs_token]", "reward_level=token", "tokenizer_mode=ids"]))
 
 

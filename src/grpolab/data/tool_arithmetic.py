@@ -9,6 +9,8 @@ from its head with a rough estimate (both operands rounded to two significant di
 reproduces that mix; the accuracy reward pays only for right answers, and GRPO moves the policy to the tool.
 Problems whose operands are all at most ``mental_max_operand`` are easy: the teacher answers them right without the
 tool, and their ``needs_tool`` column (what ``rewards=tool_use`` with ``needed_column=needs_tool`` reads) is False.
+With ``code_tool`` (e.g. ``python``, for ``environment=python``) the teacher calls that code interpreter with a
+one-line program (``print(123*456)``) instead of the calculator.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ToolArithmeticTask:
     system_prompt: str | None = None
     tool_call_rate: float = 0.5
     mental_max_operand: int = 9
+    code_tool: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.operations if op not in _OPS]
@@ -88,8 +91,11 @@ class ToolArithmeticTask:
         if not needs_tool:
             solution = [_assistant(f"<answer>{answer}</answer>")]
         elif teacher is None or teacher.random() < self.tool_call_rate:
-            call = {"type": "function", "function": {"name": TOOL_FOR[op], "arguments": {"a": a, "b": b}}}
-            solution = [_assistant("", [call]), {"role": "tool", "name": TOOL_FOR[op], "content": str(answer)},
+            name, arguments, result = TOOL_FOR[op], {"a": a, "b": b}, str(answer)
+            if self.code_tool:  # what the program prints, newline included, is the tool's result
+                name, arguments, result = self.code_tool, {"code": f"print({a}{op}{b})"}, f"{answer}\n"
+            call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+            solution = [_assistant("", [call]), {"role": "tool", "name": name, "content": result},
                         _assistant(f"<answer>{answer}</answer>")]
         else:
             solution = [_assistant(f"<answer>{_OPS[op](rough(a), rough(b))}</answer>")]
