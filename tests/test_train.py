@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN
+from conftest import TINY_RUN, TOOL_RUN
 from grpolab.config.paths import CONF_DIR
 from grpolab.preflight import PreflightError, preflight
 from grpolab.tracking.rundir import read_metrics
@@ -236,3 +236,18 @@ def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(ru
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "model:" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_python_tool_run_executes_the_models_code_in_the_sandbox(run_cli, tmp_path):
+    # The teacher calls python(code="print(a*b)"): the rollouts' programs run in the sandbox, failures included.
+    without_tool_settings = [override for override in TOOL_RUN if not override.startswith("experiment=")]
+    result = run_cli("experiment=tools", "environment=python", "data.code_tool=python", *without_tool_settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert all(row["tools/call_frequency"] > 0 for row in rows)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "environment: tools python; at most 4 tool-calling rounds per completion, 15 s per call" in log
+    assert "python sandbox: " in log
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed" and summary["eval_after"]["tool_call_frequency"] > 0
