@@ -41,7 +41,8 @@ GSM8K_TEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gsm8k
 #: experiment=tools on the byte-level BPE, small enough for a few minutes on a CPU: a warm start on demonstrations
 #: that all call the tool, so most rollouts make calls (some malformed), and completions long enough for the BPE.
 OVERRIDES = [
-    "experiment=tools", "model=tiny_bpe", f"model.tokenizer.path={GSM8K_TEST}", "+model.tokenizer.eos_token='<|im_end|>'",
+    "experiment=tools", "model=tiny_bpe", f"model.tokenizer.path={GSM8K_TEST}",
+    "+model.tokenizer.eos_token='<|im_end|>'",
     "model.tokenizer.vocab_size=1024", "logger=none", "data.train_size=256", "data.eval_size=16",
     "data.tool_call_rate=1.0", "warmstart.steps=300", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
     "trainer.max_completion_length=128", "trainer.save_strategy=no", "eval.num_problems=16",

@@ -7,8 +7,9 @@
 ``train`` is one job (skip it if completed with ``resume=true``, validate, record it in the run directory);
 ``build_and_train`` the fixed build order: seed -> tokenizer -> environment (tools) -> data -> rewards -> prompts ->
 GRPOConfig -> model -> warm start -> held-out eval -> trainer -> train (from the newest checkpoint with
-``resume=true``) -> final model -> held-out eval. Every mismatch of data, rewards and GRPOConfig fails before a model is loaded; torch, transformers and
-TRL are imported inside the functions, so ``--cfg job`` and config errors stay instant.
+``resume=true``) -> final model -> held-out eval. Every mismatch of data, environment, rewards and GRPOConfig fails
+before a model is loaded; torch, transformers and TRL are imported inside the functions, so ``--cfg job`` and config
+errors stay instant.
 """
 
 from __future__ import annotations

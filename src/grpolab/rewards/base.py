@@ -216,7 +216,8 @@ class Reward:
                 )
             tool_mask = kwargs.get("tool_mask")
             if tool_mask is not None and not self.reads_tool_output:
-                completion_ids = [self.model_ids(ids, mask) for ids, mask in zip(completion_ids, tool_mask, strict=True)]
+                completion_ids = [self.model_ids(ids, mask)
+                                  for ids, mask in zip(completion_ids, tool_mask, strict=True)]
             return self.score_tokens(list(completion_ids), **kwargs)
         if self.reads_messages:
             return self.score_text(list(completions), **kwargs)

@@ -12,8 +12,8 @@ of the final train reward (mean of the last ``k`` logged rewards), the held-out 
 wall time, step time, and each ``metrics`` column (a per-step metric of ``metrics.jsonl``, e.g.
 ``timing/rewards_s``, averaged over the run's train rows); for runs with tools (``environment=...``) also TRL's tool
 calls per completion and failed calls per call (train, averaged over steps) and the held-out tool calls after. Failed
-or unfinished runs are counted and listed with their reason, never averaged in. Plots: the reward curves of all rows (mean over seeds, min-max band), held-out accuracy
-against each key and, with ``group_by``, one reward curve per group with a line per seed. Reads only the files
+or unfinished runs are counted and listed with their reason, never averaged in. Plots: the reward curves of all rows
+(mean over seeds, min-max band), held-out accuracy against each key and, with ``group_by``, one reward curve per group with a line per seed. Reads only the files
 described in ``grpolab.tracking.rundir``; imports no torch.
 """
 

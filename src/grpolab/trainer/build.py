@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weights: Sequence[float],
                    report_to: list[str], run_dir: Path) -> GRPOConfig:
     """``GRPOConfig`` from the ``trainer`` node, the derived batch fields, the engine (``distributed`` and
-    ``generation`` nodes) and the keys grpolab owns elsewhere (``max_tool_calling_iterations``: the ``environment``). Reading ``args.device`` (here, for the log line) sets
-    up accelerate's state: under a launcher, the process group forms now."""
+    ``generation`` nodes) and the keys grpolab owns elsewhere (``max_tool_calling_iterations``: the ``environment``).
+    Reading ``args.device`` (here, for the log line) sets up accelerate's state: under a launcher, the process group
+    forms now."""
     args = build_grpo_config(
         {**OmegaConf.to_container(cfg.trainer, resolve=True), **batch_fields},
         **grpo_kwargs(engine_fields(cfg, launched_processes().world_size)),
