@@ -54,6 +54,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item._id = NodeId.parse(item.nodeid + suffix)
 
 
+#: experiment=tools at test size: a warm start on demonstrations that all call the calculator (so the rollouts call it,
+#: some with wrong operands), two GRPO steps, an 8-problem held-out evaluation that runs the tool loop.
+TOOL_RUN = [
+    "experiment=tools", "logger=none", "trainer.max_steps=2", "trainer.logging_steps=1", "warmstart.steps=150",
+    "data.train_size=128", "data.eval_size=8", "data.tool_call_rate=1.0", "batch.prompts_per_step=2",
+    "batch.generations_per_prompt=4",
+]
+
+
+@pytest.fixture(scope="session")
+def tool_run(tmp_path_factory) -> Path:
+    """One finished ``TOOL_RUN`` (its run directory; its cache, with the warm start, is ``<run>/../cache``), shared
+    read-only by the tests of what a tool run leaves behind."""
+    root = tmp_path_factory.mktemp("tool_run")
+    env = {"GRPOLAB_CACHE_DIR": str(root / "cache"), "WANDB_MODE": "offline"}
+    result = train_in_process([f"hydra.run.dir={root / 'run'}", *TOOL_RUN], root, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
 @pytest.fixture(scope="session")
 def gsm8k_test_split() -> Path:
     """The GSM8K test split vendored in tests/fixtures/gsm8k (a fixture: ``from conftest import`` is order-fragile)."""

@@ -94,6 +94,25 @@ def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path) -> None:
+    # Each process runs TRL's tool loop on its share of the completions; the tool metrics are gathered over both.
+    result = run_processes(tmp_path, 2, "experiment=tools", "distributed=ddp", "logger=none", "trainer.max_steps=2",
+                           "trainer.logging_steps=1", "warmstart.steps=150", "data.train_size=128",
+                           "data.eval_size=15", "data.tool_call_rate=1.0", "batch.prompts_per_step=4",
+                           "batch.generations_per_prompt=4")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run_dir = next((tmp_path / "outputs").glob("*/*/summary.json")).parent
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert summary["parameters"]["replicas_identical"] is True and summary["parameters"]["tensors_changed"] > 0
+    assert summary["eval_after"]["num_samples"] == 15 and summary["eval_after"]["tool_call_frequency"] > 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2] and all(row["tools/call_frequency"] > 0 for row in rows)
+    # Gathered over the 16 completions of both processes: a multiple of 1/16.
+    assert all((row["tools/call_frequency"] * 16) % 1 == 0 for row in rows)
+
+
+@pytest.mark.slow
 def test_one_process_takes_the_same_global_batch(tmp_path: Path) -> None:
     result = run_processes(tmp_path, 1, *SHORT_RUN, "distributed=ddp", "logger=none")
     assert result.returncode == 0, result.stderr[-4000:]

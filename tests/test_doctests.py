@@ -1,5 +1,5 @@
-"""Every ``>>>`` example in ``src/grpolab`` (and in the ``benchmarks/`` scripts) runs here, module by module, and must
-hold. The modules that have examples are pinned: a module whose examples disappear (deleted, or moved where doctest
+"""Every ``>>>`` example in ``src/grpolab`` (and in the ``benchmarks/`` and ``tools/`` scripts) runs here, module by
+module, and must hold. The modules that have examples are pinned: a module whose examples disappear (deleted, or moved where doctest
 cannot find them) fails, as does a module with examples that is not in the list (add it)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where the examples live: a module's dotted name starts with the folder's name.
-SOURCE_ROOTS = {"grpolab": REPO_ROOT / "src" / "grpolab", "benchmarks": REPO_ROOT / "benchmarks"}
+SOURCE_ROOTS = {"grpolab": REPO_ROOT / "src" / "grpolab", "benchmarks": REPO_ROOT / "benchmarks",
+                "tools": REPO_ROOT / "tools"}
 
 #: The modules with ``>>>`` examples. A module that moves or is renamed moves here too; one that loses its examples
 #: must not simply be dropped from this list.
@@ -26,21 +27,23 @@ EXAMPLE_MODULES = frozenset({
     "grpolab.data.arithmetic", "grpolab.data.columns", "grpolab.data.context", "grpolab.data.counting",
     "grpolab.data.gsm8k", "grpolab.data.image_tasks", "grpolab.data.images", "grpolab.data.jsonl",
     "grpolab.data.math_problems", "grpolab.data.prepare", "grpolab.data.prompts", "grpolab.data.shapes",
-    "grpolab.data.task",
-    "grpolab.environments.sandbox",
+    "grpolab.data.task", "grpolab.data.tool_arithmetic",
+    "grpolab.environments.calculator", "grpolab.environments.guard", "grpolab.environments.python",
+    "grpolab.environments.sandbox", "grpolab.environments.tools",
     "grpolab.models.bpe", "grpolab.models.hub", "grpolab.models.load", "grpolab.models.tiny",
     "grpolab.models.tokenizer", "grpolab.models.vision",
     "grpolab.rewards.accuracy", "grpolab.rewards.agreement", "grpolab.rewards.answers", "grpolab.rewards.base",
     "grpolab.rewards.build", "grpolab.rewards.format", "grpolab.rewards.length", "grpolab.rewards.model",
-    "grpolab.rewards.reasoning", "grpolab.rewards.repetition", "grpolab.rewards.tags", "grpolab.rewards.vision",
-    "grpolab.rewards.vocabulary", "grpolab.rewards.wrappers",
+    "grpolab.rewards.reasoning", "grpolab.rewards.repetition", "grpolab.rewards.tags", "grpolab.rewards.tools",
+    "grpolab.rewards.vision", "grpolab.rewards.vocabulary", "grpolab.rewards.wrappers",
     "grpolab.tracking.aggregate", "grpolab.tracking.checkpoints", "grpolab.tracking.console",
     "grpolab.tracking.jsonfiles", "grpolab.tracking.loggers", "grpolab.tracking.metrics_file",
     "grpolab.tracking.plots", "grpolab.tracking.processes", "grpolab.tracking.progress",
     "grpolab.tracking.provenance", "grpolab.tracking.rundir", "grpolab.tracking.runs", "grpolab.tracking.session",
     "grpolab.trainer.args", "grpolab.trainer.dynamic_sampling", "grpolab.trainer.evaluation",
-    "grpolab.trainer.refill_prompts", "grpolab.trainer.resume_state", "grpolab.trainer.scored_batches",
-    "grpolab.trainer.tokenizer_calls", "grpolab.trainer.warmstart",
+    "grpolab.trainer.multiturn", "grpolab.trainer.refill_prompts", "grpolab.trainer.resume_state",
+    "grpolab.trainer.scored_batches", "grpolab.trainer.tokenizer_calls", "grpolab.trainer.warmstart",
+    "tools.collect_wheels",
 })
 
 #: Modules whose every example is marked ``# doctest: +SKIP``: each shows a call on a run directory, a trainer or a
@@ -73,8 +76,8 @@ def test_the_modules_with_examples_are_the_pinned_ones() -> None:
 
 def import_module(name: str, monkeypatch: pytest.MonkeyPatch):
     package, _, rest = name.partition(".")
-    if package == "benchmarks":  # a folder of scripts, imported as top-level modules the way they import each other
-        monkeypatch.syspath_prepend(str(SOURCE_ROOTS["benchmarks"]))
+    if package in ("benchmarks", "tools"):  # folders of scripts, imported as top-level modules the way they import
+        monkeypatch.syspath_prepend(str(SOURCE_ROOTS[package]))  # each other
         return importlib.import_module(rest)
     return importlib.import_module(name)
 

@@ -81,3 +81,15 @@ def test_the_saved_model_loads_with_from_pretrained_and_starts_a_further_run(tra
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (json.loads((d / "summary.json").read_text()) for d in (trained_run, further))
     assert scores(second["eval_before"]) == scores(first["eval_after"])  # the same policy, the same tokens
+
+
+@pytest.mark.slow
+def test_evaluate_cli_runs_the_tool_loop_of_a_tool_run_and_reproduces_eval_after(tool_run: Path) -> None:
+    result = grpolab("grpolab.evaluate", str(tool_run), cache=tool_run.parent / "cache", cwd=tool_run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed, verdict = result.stdout.strip().splitlines()[-2:]
+    metrics = json.loads(printed)
+    recorded = json.loads((tool_run / "summary.json").read_text())["eval_after"]
+    keys = ("accuracy", "tool_use", "tool_call_frequency", "tool_failure_frequency", "num_samples")
+    assert {key: metrics[key] for key in keys} == {key: recorded[key] for key in keys}
+    assert metrics["tool_call_frequency"] > 0 and "the same as summary.json's eval_after" in verdict

@@ -38,7 +38,7 @@ def test_unknown_group_option_lists_the_valid_choices() -> None:
     assert error_of("-m", "model=tiny,foo").startswith("model=foo: no such option; valid choices: ")
     assert error_of("-m", "rewards=[accuracy,formatt]") == (
         "rewards=formatt: no such option; valid choices: accuracy, cosine_length, format, iou, length, overlong, "
-        "reasoning_steps, repetition, reward_model, think_format")
+        "reasoning_steps, repetition, reward_model, think_format, tool_use")
     assert error_of("-m", "hydra/launcher=joblibb") == (
         "hydra/launcher=joblibb: no such option; valid choices: basic, joblib, submitit_local, submitit_slurm")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN
+from conftest import TINY_RUN, TOOL_RUN
 from grpolab.config.paths import CONF_DIR
 from grpolab.preflight import PreflightError, preflight
 from grpolab.tracking.rundir import read_metrics
@@ -216,3 +216,50 @@ def test_help_shows_the_groups_with_their_options_and_examples_that_compose(tmp_
             assert preflight(["grpolab-train", *example[3:]]) == ["grpolab-train", *example[3:]]
         except PreflightError as error:  # a hub preset composes, and then says why this offline machine lacks it
             assert "model=qwen2_5_0_5b_instruct" in example and "hf download Qwen/Qwen2.5-0.5B-Instruct" in str(error)
+
+
+@pytest.mark.slow
+def test_a_tool_run_calls_the_calculator_in_training_and_in_the_held_out_evaluation(tool_run):
+    summary = json.loads((tool_run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    for phase in ("eval_before", "eval_after"):
+        # Greedy decoding of the warm-started model calls the tool on most held-out problems, and the calls run.
+        assert summary[phase]["tool_call_frequency"] >= 0.5 and summary[phase]["tool_failure_frequency"] == 0.0
+        assert summary[phase]["tool_use"] == summary[phase]["tool_call_frequency"]  # at most one call each
+        assert summary[phase]["num_samples"] == 8
+    rows = read_metrics(tool_run / "metrics.jsonl")
+    assert all(row["tools/call_frequency"] > 0 and "tools/failure_frequency" in row for row in rows)
+    assert all(row["rewards/tool_use/mean"] <= row["tools/call_frequency"] for row in rows)
+    log = (tool_run / "train.log").read_text()
+    assert "environment: tools add, subtract, multiply; at most 2 tool-calling rounds per completion, 5 s per call" in log
+    assert "held-out tool calls per completion: " in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["environment=calculator"], "environment: tools need chat prompts (lists of messages), but the train split of "
+                                 "grpolab.data.arithmetic.ArithmeticTask has str prompts"),
+    (["experiment=tools", "+model.tokenizer.chat_template='{{ messages[0].content }}'"],
+     "environment: the chat template of model.tokenizer cannot render a tool-calling conversation"),
+])
+def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message):
+    result = run_cli("logger=none", *overrides)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "model:" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_python_tool_run_executes_the_models_code_in_the_sandbox(run_cli, tmp_path):
+    # The teacher calls python(code="print(a*b)"): the rollouts' programs run in the sandbox, failures included.
+    without_tool_settings = [override for override in TOOL_RUN if not override.startswith("experiment=")]
+    result = run_cli("experiment=tools", "environment=python", "data.code_tool=python", *without_tool_settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert all(row["tools/call_frequency"] > 0 for row in rows)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "environment: tools python; at most 4 tool-calling rounds per completion, 15 s per call" in log
+    assert "python sandbox: " in log
+    summary = _summary(tmp_path)
+    assert summary["status"] == "completed" and summary["eval_after"]["tool_call_frequency"] > 0

@@ -51,6 +51,7 @@ def evaluate_saved_model(run_dir: Path, model_dir: Path | None = None) -> dict[s
     from transformers import set_seed
 
     from grpolab.data.prompts import PromptEncoder
+    from grpolab.environments.tools import build_environment
     from grpolab.trainer.evaluation import HeldOutEvaluator
 
     register_schemas()  # resolvers the run's config may use
@@ -58,11 +59,15 @@ def evaluate_saved_model(run_dir: Path, model_dir: Path | None = None) -> dict[s
     config = OmegaConf.to_container(cfg, resolve=True)
     set_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    encoder = PromptEncoder(instantiate(cfg.model.tokenizer), config["trainer"]["chat_template_kwargs"])
+    processing_class = instantiate(cfg.model.tokenizer)
+    # A run recorded before the environment group existed had none.
+    environment = build_environment(OmegaConf.select(cfg, "environment"), processing_class)
+    encoder = PromptEncoder(processing_class, config["trainer"]["chat_template_kwargs"],
+                            tools=environment.prompt_tools() if environment else ())
     splits = instantiate(cfg.data).load()
     preparation = instantiate(cfg.tokenizer_mode, encoder=encoder)
     eval_set = preparation.prepare(splits.eval, "eval", (), config["data"])
-    evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
+    evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder, environment)
     device = "cuda" if torch.cuda.is_available() and not cfg.trainer.use_cpu else "cpu"
     model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(device)
     return evaluate(model)

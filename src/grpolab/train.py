@@ -5,10 +5,11 @@
     python -m grpolab.train -m optimizer.lr=1e-4,3e-4 seed=0,1
 
 ``train`` is one job (skip it if completed with ``resume=true``, validate, record it in the run directory);
-``build_and_train`` the fixed build order: seed -> tokenizer -> data -> rewards -> prompts -> GRPOConfig -> model ->
-warm start -> held-out eval -> trainer -> train (from the newest checkpoint with ``resume=true``) -> final model ->
-held-out eval. Every mismatch of data, rewards and GRPOConfig fails before a model is loaded; torch, transformers and
-TRL are imported inside the functions, so ``--cfg job`` and config errors stay instant.
+``build_and_train`` the fixed build order: seed -> tokenizer -> environment (tools) -> data -> rewards -> prompts ->
+GRPOConfig -> model -> warm start -> held-out eval -> trainer -> train (from the newest checkpoint with
+``resume=true``) -> final model -> held-out eval. Every mismatch of data, environment, rewards and GRPOConfig fails
+before a model is loaded; torch, transformers and TRL are imported inside the functions, so ``--cfg job`` and config
+errors stay instant.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     from transformers import set_seed
 
     from grpolab.data.context import check_prompts_fit
-    from grpolab.data.prompts import PromptEncoder
+    from grpolab.data.prompts import PromptEncoder, text_tokenizer
+    from grpolab.environments.tools import build_environment, check_chat_prompts
     from grpolab.rewards import build_rewards, check_columns
     from grpolab.trainer.build import build_trainer, grpo_arguments
     from grpolab.trainer.engines import training_precision
@@ -74,10 +76,17 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     torch.set_num_threads(cfg.threads)
     log.info("run directory %s; seed %d, %d torch threads", run.run_dir.path, cfg.seed, torch.get_num_threads())
     with config_errors("model.tokenizer"):
-        encoder = PromptEncoder(instantiate(cfg.model.tokenizer), config["trainer"]["chat_template_kwargs"])
-    log.info("tokenizer: %s, %d tokens", type(encoder.processing_class).__name__, len(encoder.tokenizer))
+        processing_class = instantiate(cfg.model.tokenizer)
+    log.info("tokenizer: %s, %d tokens", type(processing_class).__name__, len(text_tokenizer(processing_class)))
+    with config_errors("environment"):
+        environment = build_environment(cfg.environment, processing_class)
+    encoder = PromptEncoder(processing_class, config["trainer"]["chat_template_kwargs"],
+                            tools=environment.prompt_tools() if environment else ())
     with config_errors("data"):
         splits = instantiate(cfg.data).load()
+    if environment is not None:
+        with config_errors("environment"):
+            check_chat_prompts(splits, cfg.data._target_)
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):
         rewards = build_rewards(cfg.rewards, cfg.reward_level, encoder.tokenizer, cfg.trainer.max_completion_length)
@@ -93,7 +102,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     args = grpo_arguments(cfg, batch_fields, rewards.weights, run.report_to, run.run_dir.path)
     model = instantiate(cfg.model.network, tokenizer=encoder.processing_class).to(args.device)
     log.info("model: %s, %.2fM parameters on %s", type(model).__name__, model.num_parameters() / 1e6, args.device)
-    evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder)
+    evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder, environment)
     with training_precision(args):
         if warm_start is not None:  # computed by the main process, which sends the others its weights
             warm = launched_processes().main_computes(
@@ -102,12 +111,16 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
             log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
         before = run.record_once("eval_before", lambda: evaluate(model))  # a resumed run keeps its first attempt's
     log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))
-    trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation, run, evaluate)
+    trainer = build_trainer(cfg, args, model, train_set, rewards, encoder, preparation, run, evaluate, environment)
     trainer.train(resume_from_checkpoint=resume)  # SIGTERM/SIGUSR1: a checkpoint, then status: preempted
     save_final_model(trainer, run.run_dir.path / FINAL_MODEL_DIR, cfg.model.modality)
     with training_precision(args):
         after = run.record(eval_after=evaluate(model))["eval_after"]
     log.info("held-out accuracy: %.3f before -> %.3f after GRPO", before["accuracy"], after["accuracy"])
+    if "tool_call_frequency" in after:
+        log.info("held-out tool calls per completion: %.3f before -> %.3f after GRPO (failed calls: %.3f -> %.3f)",
+                 before["tool_call_frequency"], after["tool_call_frequency"], before["tool_failure_frequency"],
+                 after["tool_failure_frequency"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

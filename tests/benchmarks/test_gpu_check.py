@@ -3,7 +3,6 @@ rows at tiny sizes, so the script cannot rot where no GPU is), and its pieces.""
 
 from __future__ import annotations
 
-import doctest
 import importlib.util
 import re
 import subprocess
@@ -104,11 +103,3 @@ def test_the_cpu_form_runs_the_cuda_rows_with_the_shapes_shrunk() -> None:
         assert [a for a in big if a.startswith(("model=", "peft=", "tokenizer_mode=", "experiment=", "rewards="))] == [
             a for a in small if a.startswith(("model=", "peft=", "tokenizer_mode=", "experiment=", "rewards="))]
     assert cuda.perf_steps == 20 and cuda.completion == 512 and cuda.generations == 8 and cuda.budget_s == 480
-
-
-def test_doctests() -> None:
-    spec = importlib.util.spec_from_file_location("collect_wheels", BENCHMARKS.parent / "tools" / "collect_wheels.py")
-    collect_wheels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collect_wheels)
-    for module in (gpu_check, gpu_check_runs, gpu_check_trl, collect_wheels):
-        assert doctest.testmod(module).failed == 0

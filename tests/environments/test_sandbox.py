@@ -7,7 +7,6 @@ not guarantee is skipped naming the missing isolation (docs/sandbox.md shows wha
 
 from __future__ import annotations
 
-import doctest
 import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +20,6 @@ from grpolab.environments.sandbox import (INSTALL_STEP, SandboxLimits, SandboxRe
                                           run_python)
 
 QUICK = SandboxLimits(wall_time_s=2.0, cpu_time_s=1, memory_mb=256, file_size_mb=4, max_output_chars=100)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(sandbox).failed == 0
-
-
 def test_a_result_is_the_tool_output_or_a_tool_error() -> None:
     assert run_python("print(6 * 7)", QUICK).tool_output() == "42\n"
     failed = run_python("print('partial')\n{}['missing']", QUICK)

@@ -67,9 +67,9 @@ def one_line_error(excinfo) -> str:
 
 
 def test_builtin_names_match_the_option_files():
-    from grpolab.rewards.build import MODEL_REWARDS, VISION_REWARDS
+    from grpolab.rewards.build import MODEL_REWARDS, TOOL_REWARDS, VISION_REWARDS
 
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS + MODEL_REWARDS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(BUILTIN_REWARDS + VISION_REWARDS + MODEL_REWARDS + TOOL_REWARDS)
 
 
 def test_token_level_list_is_exactly_what_builds_at_token_level(tokenizer):

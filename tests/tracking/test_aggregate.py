@@ -204,3 +204,26 @@ def test_group_by_key_or_metric_no_run_has_is_a_one_line_error(study: Path) -> N
                                          r"logged: .*tokenizer/calls"):
         build_report(study, metrics=["tokenizer/call"])
     assert not (study / "report.md").exists()
+
+
+def test_runs_with_tools_get_trls_tool_frequencies_and_the_held_out_tool_calls(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed, calls in ((0, 0.5), (1, 0.7)):
+        run = make_run(root / str(seed), [f"seed={seed}", "environment=calculator"], [0.1, 0.5], eval_after=0.8,
+                       per_step=lambda step, calls=calls: {"tools/call_frequency": calls * step,
+                                                           "tools/failure_frequency": 0.25})
+        summary = json.loads((run / "summary.json").read_text())
+        summary["eval_after"]["tool_call_frequency"] = 1.0
+        (run / "summary.json").write_text(json.dumps(summary))
+    make_run(root / "2", ["seed=0", "environment=none"], [0.0, 0.0], eval_after=0.0)
+    report = build_report(root, plots=False)
+    calculator, without = report.rows
+    assert calculator.stats["tools/call_frequency"].mean == pytest.approx((0.75 + 1.05) / 2)
+    assert calculator.stats["tools/failure_frequency"].mean == 0.25
+    assert calculator.stats["eval_after_tool_call_frequency"].mean == 1.0
+    assert without.stats["tools/call_frequency"].mean is None  # a run without tools: "—", not 0
+    assert "| tool calls / completion (train) | failed calls / call (train) |" in report.markdown
+    assert "tools/call_frequency_mean" in (root / "report.csv").read_text().splitlines()[0]
+    plain = tmp_path / "plain"
+    make_run(plain / "0", ["seed=0"], [0.1], eval_after=0.5)
+    assert "tool calls" not in build_report(plain, plots=False).markdown  # only runs with tools get the columns

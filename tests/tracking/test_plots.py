@@ -93,6 +93,17 @@ def test_run_plot_has_a_titled_reward_panel_and_a_held_out_accuracy_panel(tmp_pa
     assert accuracy_axes.get_ylim() == pytest.approx((-0.05, 1.08))
 
 
+def test_a_run_with_tools_draws_its_tool_calls_per_completion_on_the_right_axis(tmp_path: Path) -> None:
+    rows = [{**row, "tools/call_frequency": 0.02 * row["step"], "tools/failure_frequency": 0.0} for row in TRAIN]
+    figure = run_dir_figure(write_run(tmp_path / "run", rows, {"steps": 40}, [], CHOICES))
+    reward_axes, accuracy_axes, tool_axes = figure.axes
+    [calls] = tool_axes.get_lines()
+    assert calls.get_label() == "tool calls / completion" and calls.get_ydata()[-1] == pytest.approx(0.8)
+    assert tool_axes.get_ylabel() == "tool calls / completion" and tool_axes.get_ylim()[1] == pytest.approx(1.08)
+    legend = [text.get_text() for text in reward_axes.get_legend().get_texts()]
+    assert legend == ["reward (total)", "accuracy", "format", "tool calls / completion"]
+
+
 def test_default_run_title_and_a_run_without_evaluation(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "12-00-00-000001", TRAIN[:3], {"status": "failed", "steps": 3}, [], CHOICES)
     figure = run_dir_figure(run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,6 +129,30 @@ def test_trl_generates_decodes_and_scores_the_way_the_overrides_expect():
     assert "if self.tools:" in generate
     log = source("log")
     assert 'self._logs["prompt"]' in log and "if self.accelerator.is_main_process and self.log_completions" in log
+
+
+def test_trl_runs_tools_the_way_grpolabs_multi_turn_pieces_repeat_it():
+    """``tool_suffix_ids`` calls ``_get_tool_suffix_ids`` on a stand-in holding the attributes it reads;
+    ``grpolab.trainer.multiturn`` repeats the tool loop's execution, layout and budget rules for the warm start and the
+    held-out evaluation; ``GrpolabTrainer`` reads the tool mask from ``_generate``'s result."""
+    assert parameters(GRPOTrainer._get_tool_suffix_ids) == ["self", "tool_messages"]
+    suffix = source("_get_tool_suffix_ids")
+    read = set(re.findall(r"self\.(\w+)", suffix))
+    assert read == {"processing_class", "chat_template", "chat_template_kwargs", "_is_vlm", "_tokenizer"}
+    loop = source("_tool_call_loop")
+    assert "result = {\"error\": str(e)}" in loop and 'raise ValueError(f"Tool {name} not found.")' in loop
+    assert '{"error": f"Unsupported tool call type: {tool_call[\'type\']}"}' in loop
+    assert 'content = result if isinstance(result, list) else str(result)' in loop
+    assert "suffix_ids = self._get_tool_suffix_ids(tool_messages)" in loop
+    assert "len(pct) - len(prompt_ids[i]) > self.max_completion_length or len(pct) >= max_model_len" in loop
+    assert "tool_mask[idx_with_tool] += [0] * tool_length + [1] * post_tool_length" in loop
+    assert "while idxs_with_tool and iteration_num < self.max_tool_calling_iterations:" in loop
+    assert "tool_call_count += 1" in loop.split("for tool_call in tool_call_list:")[1][:60]
+    generate = source("_generate")
+    assert "parse_response(self._tokenizer, ids, prefix=prompt_ids[i], tools=per_prompt_tools[i])" in generate
+    assert "completion_lengths = torch.tensor([sum(mask) for mask in tool_mask], device=device)" in generate
+    # ids mode with tools: the rows' chat messages are what TRL reads as prompts, and what reaches _tokenize_prompts.
+    assert 'prompts = [x["prompt"] for x in inputs]' in source("_generate_and_score_completions")
 
 
 # -- small pieces ---------------------------------------------------------------------------------------------------

@@ -29,10 +29,17 @@ from trl.trainer.utils import RepeatSampler
 from grpolab.tracking.checkpoints import COMPLETE_MARKER, is_complete, read_grpolab_state
 from grpolab.trainer.resume_state import EpochRepeatSampler, load_checkpoint_weights, policy_fingerprint
 
+#: experiment=tools, in ids mode: the rollouts call the calculator (the demonstrations all do), so the resumed steps
+#: hold tool calls, tool masks and the prepared prompt IDs of rows that keep their messages; the tool-use reward varies
+#: (some calls do not parse) where accuracy, format and length are still all zero after this short warm start.
+TOOLS = ["experiment=tools", "tokenizer_mode=ids", "data.tool_call_rate=1.0", "data.eval_size=8",
+         "rewards=[accuracy,format,length,tool_use]"]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [["tokenizer_mode=text", TAGGED], ["tokenizer_mode=ids", TAGGED],
-                                     ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
+                                     ["experiment=vision", "warmstart.steps=20"], TOOLS],
+                         ids=["text", "ids", "vision", "tools"])
 def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(variant: list[str], tmp_path: Path,
                                                                            shared_cache: Path) -> None:
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
@@ -60,7 +67,8 @@ def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(vari
     assert resumed["status"] == "completed" and resumed["steps"] == 24
     assert {k: v for k, v in resumed["eval_after"].items() if k not in TIME_KEYS} == {
         k: v for k, v in summary["eval_after"].items() if k not in TIME_KEYS}
-    assert summary["eval_after"]["format"] > 0 or "experiment=vision" in variant  # the tiny VLM needs more
+    if variant[0].startswith("tokenizer_mode"):  # the tiny VLM needs more; the tool run scores no format
+        assert summary["eval_after"]["format"] > 0
     weights = [(d / "model" / "model.safetensors").read_bytes() for d in (uninterrupted, killed)]
     assert weights[0] == weights[1]
 

@@ -121,6 +121,9 @@ class TrainConfig:
     distributed: DistributedConfig = DistributedConfig
     generation: GenerationConfig = GenerationConfig
     peft: Any = None
+    # The tools (and environment class) of multi-turn rollouts (grpolab.environments.tools.ToolEnvironment); empty
+    # (environment=none): single-turn completions.
+    environment: Any = None
     logger: Any = MISSING
     eval: EvalConfig = EvalConfig
     stand_ins: Any = None

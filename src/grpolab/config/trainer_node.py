@@ -48,6 +48,7 @@ OWNED_ELSEWHERE = {
     "warmup_steps": "scheduler.warmup_steps",
     "gradient_checkpointing": "trainer.activation_checkpointing (its transformers 5 name, which wins over it)",
     "gradient_checkpointing_kwargs": "trainer.activation_checkpointing_kwargs (its transformers 5 name)",
+    "max_tool_calling_iterations": "environment.max_tool_calling_iterations (environment=calculator|python|...)",
 }
 #: GRPOConfig fields of the ``distributed`` group (conf/distributed: none, ddp, fsdp, zero2, zero3).
 DISTRIBUTED_FIELDS = ("ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",

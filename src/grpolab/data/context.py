@@ -118,7 +118,7 @@ def _image_prompt_lengths(rows: Dataset, column: str, encoder: PromptEncoder) ->
     conversations = [prepare_multimodal_messages(list(prompt), images=[None] * len(row_sizes))
                      for prompt, row_sizes in zip(rows["prompt"], sizes, strict=True)]
     texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False,
-                                          **encoder.chat_template_kwargs)
+                                          **encoder.template_arguments())
     text_lengths = [len(ids) for ids in encoder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
     flat = [size for row_sizes in sizes for size in row_sizes]
     per_image = iter(processor._get_num_multimodal_tokens(image_sizes=flat)["num_image_tokens"] if flat else [])

@@ -93,6 +93,9 @@ class TokenIdPrompts(PromptPreparation):
     A dataset that already has ``prompt_ids`` is used as is (validated, never re-tokenized; a ``prompt`` text column
     next to it is dropped, the IDs being what the model reads). ``cache_pixels=false`` keeps only IDs and image grids
     for image rows (for large images): the image processor alone then runs per step.
+
+    With tools (the encoder's ``tools``) the chat messages stay next to their IDs: TRL's tool loop appends the tool
+    calls and results to the messages, while the model reads the prepared IDs (``GrpolabTrainer._tokenize_prompts``).
     """
 
     mode = TokenizerMode.ids
@@ -103,9 +106,13 @@ class TokenIdPrompts(PromptPreparation):
         self.cache_pixels = cache_pixels
 
     def prepare(self, dataset: Dataset, split: str, needed_columns: Collection[str], key: Mapping[str, Any]) -> Dataset:
+        keep_messages = bool(self.encoder.tools)
+        if keep_messages and not _chat_prompts(dataset):
+            raise DataError(f"tokenizer_mode=ids with an environment needs the {split} split's chat messages in "
+                            f"'prompt' (TRL's tool loop appends to them); it has {dataset.column_names}")
         if PROMPT_IDS in dataset.column_names:
             check_prompt_ids(dataset, len(self.encoder.tokenizer), where=f"{split} split")
-            if "prompt" in dataset.column_names:
+            if "prompt" in dataset.column_names and not keep_messages:
                 dataset = dataset.remove_columns("prompt")
             log.info("ids mode: %s split carries '%s'; used as given, without tokenizing prompts", split, PROMPT_IDS)
             return self._with_answer_ids(dataset, needed_columns)
@@ -132,6 +139,7 @@ class TokenIdPrompts(PromptPreparation):
     def _encode(self, dataset: Dataset, split: str, fingerprint: str) -> Dataset:
         column = image_column(dataset.column_names)
         read = ["prompt"] if column is None else ["prompt", column]
+        kept = ["prompt"] if self.encoder.tools else []
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             encoded = self.encoder.encode([dict(zip(read, values)) for values in zip(*(batch[c] for c in read))])
@@ -144,7 +152,7 @@ class TokenIdPrompts(PromptPreparation):
             return out
 
         encoded = dataset.map(
-            encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=read,
+            encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=[name for name in read if name not in kept],
             # An explicit fingerprint: datasets would otherwise hash (pickle) the tokenizer inside the closure.
             new_fingerprint=config_hash(dataset._fingerprint, PROMPT_IDS, fingerprint, self.cache_pixels),
             desc=f"encoding {split} prompts",
@@ -154,6 +162,14 @@ class TokenIdPrompts(PromptPreparation):
         # The images stay (lazy) for rewards, under a name TRL's image handling does not look for.
         images = dataset.select_columns([column]).rename_column(column, SOURCE_PREFIX + column)
         return concatenate_datasets([encoded, images], axis=1)
+
+
+def _chat_prompts(dataset: Dataset) -> bool:
+    """Whether the rows' ``prompt`` holds chat messages (a list of role/content mappings)."""
+    if "prompt" not in dataset.column_names or not len(dataset):
+        return False
+    prompt = dataset[0]["prompt"]
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
 
 
 def encoder_fingerprint(encoder: PromptEncoder) -> str:
@@ -167,6 +183,7 @@ def encoder_fingerprint(encoder: PromptEncoder) -> str:
         type(encoder.processing_class).__name__, body, getattr(encoder.processing_class, "chat_template", None),
         tokenizer.all_special_tokens, encoder.chat_template_kwargs,
         None if image_processor is None else json.dumps(image_processor.to_dict(), sort_keys=True, default=str),
+        *([encoder.tool_schemas()] if encoder.tools else []),  # runs without tools keep their cache keys
     )
 
 
@@ -247,14 +264,15 @@ def round_trip(encoder: PromptEncoder, dataset: Dataset, prepared: Dataset) -> R
         return report
     tokenizer = encoder.tokenizer
     report.conversational = not isinstance(dataset[0]["prompt"], str)
-    report.response_parser = report.conversational and any(
+    # With tools the rows keep their messages, so TRL parses completions in both modes.
+    report.response_parser = report.conversational and not encoder.tools and any(
         getattr(tokenizer, name, None) is not None for name in ("response_template", "response_schema"))
     for start in range(0, len(dataset), ENCODE_BATCH):
         prompts = dataset[start : start + ENCODE_BATCH]["prompt"]
         ids = prepared[start : start + ENCODE_BATCH][PROMPT_IDS]
         if report.conversational:
             texts = tokenizer.apply_chat_template([list(p) for p in prompts], add_generation_prompt=True,
-                                                  tokenize=False, **encoder.chat_template_kwargs)
+                                                  tokenize=False, **encoder.template_arguments())
             decoded = tokenizer.batch_decode(ids, skip_special_tokens=False)
         else:
             texts, decoded = list(prompts), tokenizer.batch_decode(ids, skip_special_tokens=True)

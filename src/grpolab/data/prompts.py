@@ -174,8 +174,9 @@ class EncodedPrompts:
 class PromptEncoder:
     """Turns rows of either form into :class:`EncodedPrompts`, exactly as TRL would for text-form rows.
 
-    ``chat_template_kwargs`` must be the trainer's (``trainer.chat_template_kwargs``) so chat prompts render the same
-    during training, in the warm start and in the held-out evaluation.
+    ``chat_template_kwargs`` must be the trainer's (``trainer.chat_template_kwargs``) and ``tools`` the ones the run
+    hands TRL (``environment=...``: TRL renders their descriptions into every chat prompt), so chat prompts render the
+    same during training, in the warm start and in the held-out evaluation.
 
     >>> from grpolab.models.tokenizer import build_char_tokenizer
     >>> encoder = PromptEncoder(build_char_tokenizer())
@@ -185,10 +186,12 @@ class PromptEncoder:
     [[9, 9]]
     """
 
-    def __init__(self, processing_class: Any, chat_template_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, processing_class: Any, chat_template_kwargs: Mapping[str, Any] | None = None,
+                 tools: Sequence[Any] = ()) -> None:
         self.processing_class = processing_class
         self.tokenizer = text_tokenizer(processing_class)
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.tools = list(tools)
         # None for a text-only model: it cannot take image rows.
         self.image_token: str | None = getattr(processing_class, "image_token", None)
 
@@ -213,9 +216,20 @@ class PromptEncoder:
             return [list(ids) for ids in self.tokenizer(text=list(prompts))["input_ids"]]
         encoded = self.tokenizer.apply_chat_template(
             conversation=[list(prompt) for prompt in prompts], add_generation_prompt=True, tokenize=True,
-            return_dict=True, **self.chat_template_kwargs,
+            return_dict=True, **self.template_arguments(),
         )
         return [list(ids) for ids in encoded["input_ids"]]
+
+    def template_arguments(self) -> dict[str, Any]:
+        """The keyword arguments every chat-template call of the run takes: the tools (None without, as TRL passes
+        them: ``tools=[]`` renders an empty tool block in some templates) and ``chat_template_kwargs``."""
+        return {"tools": self.tools or None, **self.chat_template_kwargs}
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """The JSON schemas the chat template renders for the tools: part of what decides a prompt's IDs."""
+        from transformers.utils import get_json_schema
+
+        return [get_json_schema(tool) for tool in self.tools]
 
     def answer_ids(self, answer: str) -> list[int]:
         """IDs of a gold answer or solution as it appears inside a completion (no BOS/EOS)."""
@@ -230,7 +244,7 @@ class PromptEncoder:
         conversations = [prepare_multimodal_messages(list(row["prompt"]), images=row_images(row)) for row in rows]
         encoded = self.processing_class.apply_chat_template(
             conversation=conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
-            **self.chat_template_kwargs,
+            **self.template_arguments(),
         )
         return EncodedPrompts(
             prompt_ids=[list(ids) for ids in encoded["input_ids"]],

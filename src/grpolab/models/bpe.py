@@ -34,9 +34,10 @@ def train_bpe_tokenizer(
     special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
     chat_template: str | None = CHAT_TEMPLATE,
     min_frequency: int = 2,
+    eos_token: str = EOS,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of ``vocab_size`` tokens (256 bytes, merges, ``[pad, eos] + special_tokens``) on
-    ``texts``.
+    ``texts``; ``eos_token`` as in ``grpolab.models.tokenizer.build_char_tokenizer``.
 
     >>> tokenizer = train_bpe_tokenizer(["12 apples and 7 pears cost 19 dollars."] * 50, vocab_size=300)
     >>> tokenizer.decode(tokenizer("7 pears")["input_ids"]), len(tokenizer("<answer>")["input_ids"]) > 1
@@ -58,7 +59,7 @@ def train_bpe_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    return wrap_backend(backend, special_tokens, chat_template)
+    return wrap_backend(backend, special_tokens, chat_template, eos_token=eos_token)
 
 
 def jsonl_texts(path: str | Path, fields: Sequence[str]) -> Iterator[str]:
@@ -75,10 +76,11 @@ def jsonl_texts(path: str | Path, fields: Sequence[str]) -> Iterator[str]:
                 yield str(record[field])
 
 
-def bpe_tokenizer_from_jsonl(path: str, fields: Sequence[str], vocab_size: int,
-                             min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def bpe_tokenizer_from_jsonl(path: str, fields: Sequence[str], vocab_size: int, min_frequency: int = 2,
+                             eos_token: str = EOS) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the ``fields`` of a JSONL file (``model=tiny_bpe``), e.g. GSM8K's question and
     answer: ``bpe_tokenizer_from_jsonl("tests/fixtures/gsm8k/test.jsonl", ["question", "answer"], 4096)``."""
     if not Path(path).expanduser().is_file():
         raise FileNotFoundError(f"model.tokenizer.path={path!r} is not a file (a JSONL file to train the BPE on)")
-    return train_bpe_tokenizer(jsonl_texts(path, list(fields)), vocab_size, min_frequency=min_frequency)
+    return train_bpe_tokenizer(jsonl_texts(path, list(fields)), vocab_size, min_frequency=min_frequency,
+                               eos_token=eos_token)

@@ -12,6 +12,7 @@ from grpolab.rewards.length import CosineLength, Length, Overlong
 from grpolab.rewards.model import RewardModel
 from grpolab.rewards.reasoning import ReasoningSteps
 from grpolab.rewards.repetition import Repetition
+from grpolab.rewards.tools import ToolUse
 from grpolab.rewards.vocabulary import Vocabulary, describe_vocabulary
 from grpolab.rewards.wrappers import AsyncGuardedReward, GuardedReward, NamedReward, RewardError, guard_reward
 
@@ -34,6 +35,7 @@ __all__ = [
     "RewardLevel",
     "RewardLevelError",
     "RewardModel",
+    "ToolUse",
     "Vocabulary",
     "answers_match",
     "build_rewards",

@@ -7,20 +7,31 @@ so the text and token variants of a reward log under the same key and runs at ei
 
 At ``level=token`` a reward reads ``completion_ids`` only. ``completions`` may then be a lazily decoded sequence whose
 every access costs a decode, so the token path must never touch it.
+
+With tools (``environment=...``) a completion is multi-turn. TRL hands text rewards the messages (assistant turns with
+their parsed ``tool_calls``, and the ``tool`` results); the text variant reads the assistant turns' content, never a
+tool's output. Token rewards get ``tool_mask`` (0 on tool-output IDs, as TRL masks them out of the loss) and the token
+variant reads the model's own IDs as the text variant sees them: tool output dropped, and the ``<tool_call>`` blocks
+that TRL parses out of the content dropped too. A reward that scores the tool use itself opts out of both views
+(``reads_messages``, ``reads_tool_output``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from itertools import filterfalse
+from itertools import compress, filterfalse
 from typing import Any, ClassVar
 
 from grpolab.config.enums import RewardLevel
 from grpolab.config.errors import ConfigError
+from grpolab.rewards.tags import split_ids
 from grpolab.rewards.vocabulary import Vocabulary
 
-# Keyword arguments TRL adds on top of the dataset columns; never treated as dataset columns.
-TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
+# Keyword arguments TRL (and grpolab's trainer: ``tool_mask``) add on top of the dataset columns; never treated as
+# dataset columns.
+TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "tool_mask"})
+#: The tags of a tool call in the chat templates grpolab knows (Qwen2.5's, grpolab's tiny models').
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 # The conf/rewards options that have a token variant; a test keeps this in step with what builds at level=token.
 TOKEN_LEVEL_REWARDS = ("accuracy", "format", "length", "overlong", "cosine_length", "repetition")
 
@@ -96,6 +107,10 @@ class Reward:
     text_columns: ClassVar[frozenset[str]] = frozenset()
     token_columns: ClassVar[frozenset[str]] = frozenset()
     tags: ClassVar[tuple[str, ...]] = ()
+    #: The text variant gets the completions as TRL hands them (chat messages with tool calls), not their text.
+    reads_messages: ClassVar[bool] = False
+    #: The token variant gets every completion ID, tool output included, instead of the model's own IDs.
+    reads_tool_output: ClassVar[bool] = False
 
     def __init__(self, level: RewardLevel | str = RewardLevel.text, name: str | None = None) -> None:
         self.__name__ = name or self.default_name
@@ -105,6 +120,7 @@ class Reward:
         self.special_ids: frozenset[int] = frozenset()
         self.whitespace_ids: frozenset[int] = frozenset()
         self.tag_ids: dict[str, tuple[int, ...]] = {}
+        self.tool_call_ids: dict[str, tuple[int, ...]] = {}
         self.bound = False
 
     @classmethod
@@ -117,8 +133,9 @@ class Reward:
         return self.token_columns if self.level is RewardLevel.token else self.text_columns
 
     def token_strings(self) -> tuple[str, ...]:
-        """Fixed strings whose IDs the token variant needs (encoded by ``describe_vocabulary``); the tags by default."""
-        return self.tags
+        """Fixed strings whose IDs the token variant needs (encoded by ``describe_vocabulary``): the tags, and the
+        tool-call tags the model's own IDs are read without."""
+        return (*self.tags, TOOL_CALL_OPEN, TOOL_CALL_CLOSE)
 
     def check_budget(self, max_completion_length: int) -> None:
         """Refuse settings this reward cannot act on within ``trainer.max_completion_length`` tokens (what generation
@@ -145,6 +162,8 @@ class Reward:
                 )
             tag_ids[tag] = ids
         self.tag_ids = tag_ids
+        self.tool_call_ids = {tag: vocabulary.encodings[tag] for tag in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)
+                              if vocabulary.encodings.get(tag)}
         self.bound = True
 
     def score_text(self, completions: list[str], **columns: Any) -> list[float | None]:
@@ -157,6 +176,27 @@ class Reward:
         """A completion's IDs without special IDs anywhere: what the text variant sees after decoding with
         ``skip_special_tokens=True`` (a tiny model can emit ``<|im_end|>`` mid-answer)."""
         return tuple(filterfalse(self.special_ids.__contains__, completion_ids))  # C speed: no Python step per ID
+
+    def model_ids(self, completion_ids: Sequence[int], tool_mask: Sequence[int]) -> list[int]:
+        """A multi-turn completion's IDs as the text variant sees the model's turns: the tool output (``tool_mask``
+        0) dropped, and each ``<tool_call>...</tool_call>`` block, which TRL parses out of the turn's content.
+
+        >>> reward = Reward()
+        >>> reward.tool_call_ids = {TOOL_CALL_OPEN: (8,), TOOL_CALL_CLOSE: (9,)}
+        >>> reward.model_ids([8, 5, 9, 0, 0, 7, 6], [1, 1, 1, 0, 0, 1, 1])
+        [7, 6]
+        """
+        own = list(compress(completion_ids, tool_mask))
+        if len(self.tool_call_ids) < 2:
+            return own
+        kept: list[int] = []
+        inside = False
+        for piece in split_ids(own, self.tool_call_ids):
+            if piece.tag is not None:
+                inside = piece.tag == TOOL_CALL_OPEN
+            elif not inside:
+                kept.extend(piece.content)
+        return kept
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **kwargs: Any
@@ -174,7 +214,13 @@ class Reward:
                     f"rewards.{self.__name__} (token) was never bound to a tokenizer: call "
                     f"bind_tokens(describe_vocabulary(tokenizer, reward.token_strings())) first (build_rewards does)"
                 )
+            tool_mask = kwargs.get("tool_mask")
+            if tool_mask is not None and not self.reads_tool_output:
+                completion_ids = [self.model_ids(ids, mask)
+                                  for ids, mask in zip(completion_ids, tool_mask, strict=True)]
             return self.score_tokens(list(completion_ids), **kwargs)
+        if self.reads_messages:
+            return self.score_text(list(completions), **kwargs)
         return self.score_text([completion_text(c) for c in completions], **kwargs)
 
     def __repr__(self) -> str:

@@ -49,6 +49,8 @@ BUILTIN_REWARDS = (
 # rule-based text-task rewards above.
 VISION_REWARDS = ("iou",)
 MODEL_REWARDS = ("reward_model",)
+# Options that score the use of tools, for runs with an environment (both levels).
+TOOL_REWARDS = ("tool_use",)
 
 # Third-party rewards that read completion_ids only (never completions), so they are valid at level=token as they are.
 IDS_ONLY_CALLABLES = frozenset(

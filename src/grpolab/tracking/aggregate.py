@@ -10,9 +10,10 @@ config group option it ran with (``.hydra/hydra.yaml``), else that dotted path o
 (``manifest.json``). A row aggregates its completed runs over seeds: mean and sample std (n-1; empty with one seed)
 of the final train reward (mean of the last ``k`` logged rewards), the held-out accuracy after and before training,
 wall time, step time, and each ``metrics`` column (a per-step metric of ``metrics.jsonl``, e.g.
-``timing/rewards_s``, averaged over the run's train rows). Failed or unfinished runs are counted and listed with their
-reason, never averaged in. Plots: the reward curves of all rows (mean over seeds, min-max band), held-out accuracy
-against each key and, with ``group_by``, one reward curve per group with a line per seed. Reads only the files
+``timing/rewards_s``, averaged over the run's train rows); for runs with tools (``environment=...``) also TRL's tool
+calls per completion and failed calls per call (train, averaged over steps) and the held-out tool calls after. Failed
+or unfinished runs are counted and listed with their reason, never averaged in. Plots: the reward curves of all rows
+(mean over seeds, min-max band), held-out accuracy against each key and, with ``group_by``, one reward curve per group with a line per seed. Reads only the files
 described in ``grpolab.tracking.rundir``; imports no torch.
 """
 
@@ -64,17 +65,34 @@ class Column:
     digits: int | None = 4
 
 
-def report_columns(last_k: int, window: str, metrics: Sequence[str]) -> list[Column]:
-    """The fixed columns, then one per requested per-step metric."""
+#: TRL's per-step tool metrics (``tools/call_frequency``: calls per completion; ``tools/failure_frequency``: failed
+#: calls per call), reported whenever a run logged them.
+TOOL_METRICS = {"tools/call_frequency": "tool calls / completion", "tools/failure_frequency": "failed calls / call"}
+
+
+def report_columns(last_k: int, window: str, metrics: Sequence[str], tools: bool = False) -> list[Column]:
+    """The fixed columns, the tool columns for runs with tools, then one per requested per-step metric."""
+    tool_columns = [
+        *(Column(metric, f"{title} (train)", lambda run, metric=metric: run.metric_mean(metric))
+          for metric, title in TOOL_METRICS.items() if metric not in metrics),
+        Column("eval_after_tool_call_frequency", "tool calls / completion after (held-out)",
+               lambda run: _held_out(run, "eval_after", "tool_call_frequency")),
+    ] if tools else []
     return [
         Column("train_reward_final", f"final reward (last {window})", lambda run: run.final_reward(last_k)),
         Column("eval_after_accuracy", "accuracy after", lambda run: run.accuracy("eval_after")),
         Column("eval_before_accuracy", "accuracy before", lambda run: run.accuracy("eval_before")),
         Column("wall_time_s", "wall time (s)", lambda run: as_number(run.summary.get("wall_time_s")), 1),
         Column("step_time_s", "step time (s)", RunRecord.step_time, 3),
+        *tool_columns,
         *(Column(metric, f"{metric} / step", lambda run, metric=metric: run.metric_mean(metric), None)
           for metric in metrics),
     ]
+
+
+def _held_out(run: RunRecord, when: str, key: str) -> float | None:
+    evaluation = run.summary.get(when)
+    return as_number(evaluation.get(key)) if isinstance(evaluation, dict) else None
 
 
 @dataclass
@@ -316,7 +334,8 @@ def build_report(
     group_by, metrics = list(group_by), list(metrics)
     check_request(runs, group_by, metrics)
     window = window_text([run for run in runs if run.completed], last_k)
-    columns = report_columns(last_k, window, metrics)
+    tools = any(run.metric_mean("tools/call_frequency") is not None for run in runs)
+    columns = report_columns(last_k, window, metrics, tools)
     swept = swept_keys(runs, excluded_keys)
     if group_by:
         rows = aggregate(runs, group_by, columns, lambda run, key: run.value_of(key) or NOT_SET)

@@ -31,6 +31,8 @@ from grpolab.tracking.rundir import (
 
 REWARD_KEY = "reward"
 ACCURACY_KEY = "accuracy"
+# TRL's tool calls per completion, logged by runs with tools (environment=...): drawn on the reward panel's right axis.
+TOOL_CALLS_KEY = "tools/call_frequency"
 # Config groups named in a run plot's title before the overrides: what was trained on what.
 TITLE_GROUPS = ("model", "data")
 TITLE_WIDTH = 110
@@ -129,7 +131,8 @@ def held_out_accuracy(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, A
 
 
 def run_figure(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], title: str) -> Figure:
-    """Left: total reward and every per-reward mean per step (train rows). Right: held-out accuracy over the run."""
+    """Left: total reward and every per-reward mean per step (train rows), and with tools the tool calls per
+    completion (dashed, right axis). Right: held-out accuracy over the run."""
     train = [row for row in rows if row.get("split", "train") == "train"]
     figure = Figure(figsize=(11, 4.4), layout="constrained")  # room for a two-line suptitle
     reward_axes, accuracy_axes = figure.subplots(1, 2, sharex=True, gridspec_kw={"width_ratios": (3, 2)})
@@ -143,8 +146,16 @@ def run_figure(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], ti
         reward_axes.text(0.5, 0.5, "no train metrics logged", ha="center", va="center",
                          transform=reward_axes.transAxes)
     reward_axes.set(xlabel="step", ylabel="mean reward", title="train reward")
-    if reward_axes.get_legend_handles_labels()[0]:
-        reward_axes.legend(fontsize=8)
+    handles, labels = reward_axes.get_legend_handles_labels()
+    steps, calls = _series(train, TOOL_CALLS_KEY)
+    if steps:
+        tool_axes = reward_axes.twinx()
+        tool_axes.plot(steps, calls, color="tab:purple", linestyle="--", linewidth=1.2, label="tool calls / completion")
+        tool_axes.set(ylabel="tool calls / completion", ylim=(0, max(1.0, max(calls)) * 1.08))
+        more_handles, more_labels = tool_axes.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        reward_axes.legend(handles, labels, fontsize=8)
 
     points = sorted(held_out_accuracy(rows, summary), key=lambda point: point.step)
     if points:

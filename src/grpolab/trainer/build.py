@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weights: Sequence[float],
                    report_to: list[str], run_dir: Path) -> GRPOConfig:
     """``GRPOConfig`` from the ``trainer`` node, the derived batch fields, the engine (``distributed`` and
-    ``generation`` nodes) and the keys grpolab owns elsewhere. Reading ``args.device`` (here, for the log line) sets
-    up accelerate's state: under a launcher, the process group forms now."""
+    ``generation`` nodes) and the keys grpolab owns elsewhere (``max_tool_calling_iterations``: the ``environment``).
+    Reading ``args.device`` (here, for the log line) sets up accelerate's state: under a launcher, the process group
+    forms now."""
     args = build_grpo_config(
         {**OmegaConf.to_container(cfg.trainer, resolve=True), **batch_fields},
         **grpo_kwargs(engine_fields(cfg, launched_processes().world_size)),
@@ -44,6 +45,7 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
         report_to=report_to,
         output_dir=str(run_dir),
         seed=cfg.seed,
+        max_tool_calling_iterations=cfg.environment.max_tool_calling_iterations if cfg.environment else None,
     )
     log.info("GRPOConfig: %d steps, %d prompts x %d completions per generation batch on %d process(es) (%s), "
              "loss_type=%s, beta=%g", args.max_steps, args.generation_batch_size // args.num_generations,
@@ -53,13 +55,15 @@ def grpo_arguments(cfg: DictConfig, batch_fields: Mapping[str, Any], reward_weig
 
 @adapter_errors()
 def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any, rewards: Any, encoder: Any,
-                  preparation: Any, run: TrackedRun, evaluate: HeldOutEvaluator | None = None) -> GrpolabTrainer:
+                  preparation: Any, run: TrackedRun, evaluate: HeldOutEvaluator | None = None,
+                  environment: Any = None) -> GrpolabTrainer:
     """The trainer, with the optimizer group's optimizer (built by the Trainer once the engine has wrapped the
     model), the adapters of the ``peft`` group, the KL reference pinned to the starting policy (beta > 0; with
     adapters TRL uses the base model with the adapters disabled instead), the dynamic sampler when
     ``dynamic_sampling.enabled``, the held-out ``evaluate`` every ``eval.every_steps``, the ``run``'s callbacks
     (metrics file, logger), the check that training changed the parameters, and grpolab's progress lines in place of
-    the Trainer's console output."""
+    the Trainer's console output; the ``environment``'s tools and environment factory (a
+    ``grpolab.environments.tools.ToolEnvironment``, or None) go to TRL as they are."""
     run_dir = run.run_dir.path
     with config_errors("peft"):
         adapters = instantiate(cfg.peft, _convert_="all") if cfg.peft else None
@@ -79,6 +83,7 @@ def build_trainer(cfg: DictConfig, args: GRPOConfig, model: Any, train_set: Any,
         prompt_encoder=encoder,
         ids_mode=preparation.mode is TokenizerMode.ids,
         dynamic_sampling=DynamicSampler.from_config(cfg.dynamic_sampling),
+        **(environment.trainer_kwargs() if environment is not None else {}),
     )
     if evaluate is not None and cfg.eval.every_steps is not None:
         trainer.add_callback(PeriodicEvaluation(evaluate, cfg.eval.every_steps, trainer.log_held_out))

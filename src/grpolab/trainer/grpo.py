@@ -8,14 +8,18 @@ when TRL renames or reshapes what it relies on):
 
 1. ``_generate_and_score_completions(inputs)``: hands the batch to the dynamic sampler (a hook, which calls back
    ``score_round`` once per generation round) or scores it once. A round of ids-form image rows first collates their
-   cached images (``PromptEncoder.encode``) and adds the image fields TRL's loss forward reads to the result.
+   cached images (``PromptEncoder.encode``) and adds the image fields TRL's loss forward reads to the result; a round
+   of ids-mode rows that keep their chat messages (a run with tools) keeps their ``prompt_ids`` for step 3.
 2. ``_generate(prompts)``: in ids mode, the processing class's ``batch_decode`` returns lazily decoded text while it
-   runs, so a completion is decoded only if something reads it; keeps the batch's prompt IDs for the rewards.
+   runs, so a completion is decoded only if something reads it; keeps the batch's prompt IDs and TRL's tool mask for
+   the rewards.
 3. ``_tokenize_prompts(prompts)``: a prompt that is already token IDs passes through (as an int64 array on TRL's
-   ``model.generate`` path, which builds tensors from it); the tokenizer never sees text.
+   ``model.generate`` path, which builds tensors from it); chat messages of ids-mode rows are replaced by the rows'
+   prepared ``prompt_ids`` (TRL's tool loop needs the messages, the model the IDs); the tokenizer never sees text.
 4. ``_generate_single_turn(...)``: passes the batch's cached image fields to generation (ids-form image rows).
-5. ``_calculate_rewards(...)``: rewards get ``prompt_ids`` (both modes) and the images under TRL's names; ids-mode
-   text rewards read ``prompts`` as decoded text; the time spent is measured; the rewards are kept for the sampler.
+5. ``_calculate_rewards(...)``: rewards get ``prompt_ids`` (both modes), ``tool_mask`` (with tools: 0 on tool-output
+   IDs) and the images under TRL's names; ids-mode text rewards read ``prompts`` as decoded text; the time spent is
+   measured; the rewards are kept for the sampler.
 6. ``_get_per_token_logps_and_entropies(...)``: the image fields for the forward passes TRL makes inside the step.
 
 Checkpoints (the Trainer's own, plus grpolab's state: ``grpolab.trainer.resume_state``):
@@ -31,8 +35,10 @@ with a checkpoint on SIGTERM/SIGUSR1: ``grpolab.trainer.preemption``) and
 ``log`` (adds the per-step cost metrics ``tokenizer/encode_calls``, ``tokenizer/decode_calls``, ``tokenizer/calls``,
 ``timing/rewards_s``, and in ids mode decodes the logged prompts so completion tables show text). One attribute is
 replaced: in ids mode ``data_collator`` (TRL's identity collator) returns ``HostRows``, so accelerate's data loader
-does not walk every prompt ID looking for tensors. Everything else is TRL's own code path, which is what lets the text
-and ids modes take identical steps for the same seed.
+does not walk every prompt ID looking for tensors. One private method is called from outside a training step:
+``_get_tool_suffix_ids``, by ``tool_suffix_ids`` below, so that warm-start traces and held-out rollouts append tool
+results exactly as TRL's tool loop does. Everything else is TRL's own code path, which is what lets the text and ids
+modes take identical steps for the same seed.
 The lazily decoded texts and the tokenizer call counter these overrides use are ``grpolab.trainer.tokenizer_calls``.
 """
 
@@ -43,6 +49,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -55,12 +62,14 @@ from trl.trainer.utils import RepeatSampler
 from grpolab.data.prompts import (
     IMAGE_GRID,
     PIXEL_VALUES,
+    PROMPT_IDS,
     SOURCE_PREFIX,
     HostRows,
     ImageInputs,
     PromptEncoder,
     SharedTokenIds,
     is_token_ids,
+    text_tokenizer,
 )
 from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
 from grpolab.trainer.preemption import PreemptionSignals
@@ -106,6 +115,8 @@ class GrpolabTrainer(GRPOTrainer):
         self.reward_seconds = 0.0
         self.last_rewards_per_func: torch.Tensor | None = None
         self._batch_prompt_ids: list[list[int]] | None = None
+        self._batch_tool_mask: list[list[int]] | None = None
+        self._given_prompt_ids: tuple[list[Any], list[list[int]]] | None = None  # (the rows' messages, their IDs)
         self._batch_images: ImageInputs | None = None
         self._window = (0, 0, 0, 0.0)  # step, encoded, decoded, reward seconds at the last train log
         # What a checkpoint must have been trained from to be resumed here (the warm start shows in the starting
@@ -125,18 +136,22 @@ class GrpolabTrainer(GRPOTrainer):
         return self.score_round(inputs)
 
     def score_round(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """One generation round, scored: TRL's step, with the cached images of ids-form image rows supplied."""
-        if not inputs or IMAGE_GRID not in inputs[0]:
-            return super()._generate_and_score_completions(inputs)
-        images = self.prompt_encoder.encode(inputs).images
-        self._batch_images = images.to(self.accelerator.device)
+        """One generation round, scored: TRL's step, with the cached images of ids-form image rows supplied and the
+        prepared IDs of ids-mode rows that keep their chat messages (step 3)."""
+        if inputs and PROMPT_IDS in inputs[0] and not is_token_ids(inputs[0].get("prompt")):
+            self._given_prompt_ids = ([row["prompt"] for row in inputs], [list(row[PROMPT_IDS]) for row in inputs])
+        with_images = bool(inputs) and IMAGE_GRID in inputs[0]
+        if with_images:
+            self._batch_images = self.prompt_encoder.encode(inputs).images.to(self.accelerator.device)
         try:
             output = super()._generate_and_score_completions(inputs)
-            input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-            output.update(self._image_fields(input_ids, output["completion_ids"].size(1)))
+            if with_images:
+                input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+                output.update(self._image_fields(input_ids, output["completion_ids"].size(1)))
             return output
         finally:
             self._batch_images = None
+            self._given_prompt_ids = None
 
     # 2 ------------------------------------------------------------------------------------------------------------
 
@@ -146,6 +161,7 @@ class GrpolabTrainer(GRPOTrainer):
         with lazy_batch_decode(self.processing_class) if self.ids_mode else nullcontext():
             result = super()._generate(prompts)
         self._batch_prompt_ids = [ids.tolist() if isinstance(ids, np.ndarray) else list(ids) for ids in result[0]]
+        self._batch_tool_mask = result[2]
         return result
 
     # 3 ------------------------------------------------------------------------------------------------------------
@@ -155,6 +171,13 @@ class GrpolabTrainer(GRPOTrainer):
             if self.prompt_ids_as_arrays:
                 return [np.asarray(prompt, dtype=np.int64) for prompt in prompts], None, {}
             return [list(prompt) for prompt in prompts], None, {}
+        if self._given_prompt_ids is not None:
+            messages, prompt_ids = self._given_prompt_ids
+            if len(prompts) != len(messages) or any(a != b for a, b in zip(prompts, messages, strict=False)):
+                # TRL appended an environment's reset() observation: new text the prepared IDs do not hold.
+                raise ValueError("tokenizer_mode=ids: the environment's reset() changed the prompts, so their prepared "
+                                 "prompt_ids no longer match; use tokenizer_mode=text with this environment")
+            return [list(ids) for ids in prompt_ids], None, {}
         return super()._tokenize_prompts(prompts)
 
     @property
@@ -197,13 +220,17 @@ class GrpolabTrainer(GRPOTrainer):
         return self.last_rewards_per_func
 
     def _reward_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Dataset columns as rewards receive them: ``prompt_ids`` added; ids-form images back under TRL's names."""
+        """Dataset columns as rewards receive them: ``prompt_ids`` and (with tools) ``tool_mask`` added; ids-form
+        images back under TRL's names."""
         ids = self._batch_prompt_ids if self._batch_prompt_ids and len(self._batch_prompt_ids) == len(inputs) else None
+        masks = self._batch_tool_mask if self._batch_tool_mask and len(self._batch_tool_mask) == len(inputs) else None
         rows = []
         for index, row in enumerate(inputs):
             if IMAGE_GRID in row:
                 row = {key.removeprefix(SOURCE_PREFIX): value for key, value in row.items() if key != PIXEL_VALUES}
-            rows.append(row if ids is None else {**row, "prompt_ids": ids[index]})
+            if ids is not None:
+                row = {**row, PROMPT_IDS: ids[index]}
+            rows.append(row if masks is None else {**row, "tool_mask": masks[index]})
         return rows
 
     # 6 ------------------------------------------------------------------------------------------------------------
@@ -332,7 +359,24 @@ class GrpolabTrainer(GRPOTrainer):
 
 
 def trainer_dataset(dataset: Any) -> Any:
-    """TRL reads prompts from the ``prompt`` column; in ids mode that column carries the ``prompt_ids``."""
-    if "prompt_ids" in dataset.column_names:
+    """TRL reads prompts from the ``prompt`` column; in ids mode that column carries the ``prompt_ids``, unless the
+    rows keep their chat messages too (a run with tools: TRL's tool loop appends messages to them), in which case
+    ``_tokenize_prompts`` hands TRL the ``prompt_ids`` in their place."""
+    if "prompt_ids" in dataset.column_names and "prompt" not in dataset.column_names:
         return dataset.rename_column("prompt_ids", "prompt")
     return dataset
+
+
+def tool_suffix_ids(processing_class: Any, tool_messages: list[dict[str, Any]],
+                    chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The token IDs TRL appends after a completion that called tools, before generating again: the tool messages
+    and the next generation prompt, by ``GRPOTrainer._get_tool_suffix_ids`` itself, so the warm start's traces and the
+    held-out evaluation build multi-turn sequences exactly as training does. (The chat template is the processing
+    class's own: ``grpolab.models.tokenizer.prepare_for_tool_calls`` installed a prefix-preserving one, so TRL's
+    ``chat_template`` attribute is None.)"""
+    from transformers import ProcessorMixin
+
+    context = SimpleNamespace(processing_class=processing_class, _tokenizer=text_tokenizer(processing_class),
+                              _is_vlm=isinstance(processing_class, ProcessorMixin), chat_template=None,
+                              chat_template_kwargs=chat_template_kwargs or {})
+    return list(GRPOTrainer._get_tool_suffix_ids(context, tool_messages))

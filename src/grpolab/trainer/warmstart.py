@@ -1,5 +1,9 @@
 """Supervised warm start: a short next-token pass over ``prompt -> solution`` before GRPO.
 
+A ``solution`` is completion text, or a tool-calling demonstration given as chat messages (assistant turns with
+``tool_calls``, ``tool`` results, the final answer): it is then laid out token by token as GRPO's rollouts are
+(``grpolab.trainer.multiturn.trajectory_ids``) and the loss skips the tool results, which are never the model's.
+
 GRPO only sharpens what the policy can already sample; a randomly initialised tiny model never samples a correct
 answer, so every group has zero reward variance and nothing is learned. A brief supervised pass gives it a foothold.
 Prompts go through the run's :class:`~grpolab.data.prompts.PromptEncoder`, so image rows are trained with their
@@ -26,8 +30,9 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from grpolab.config.hashing import config_hash
-from grpolab.data.prompts import PromptEncoder, select_rows
+from grpolab.data.prompts import PromptEncoder, is_token_ids, select_rows
 from grpolab.tracking.progress import Progress
+from grpolab.trainer.multiturn import is_trace, trajectory_ids
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,9 @@ class SupervisedWarmStart:
             return {"steps": 0, "cached": False}
         # Only what decides the weights: how often it logs or whether it caches does not.
         weights = {name: value for name, value in asdict(self).items() if name not in ("cache", "log_every")}
-        key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed)
+        # The tools' descriptions are part of every chat prompt; runs without tools keep their cache keys.
+        key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed,
+                          *([encoder.tool_schemas()] if encoder.tools else []))
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
         if cached is not None and cached.exists():
             model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
@@ -105,7 +112,7 @@ class SupervisedWarmStart:
     def _train(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder,
                seed: int) -> tuple[list[float], list[float]]:
         tokenizer = encoder.tokenizer
-        solutions = [encoder.answer_ids(solution) + [tokenizer.eos_token_id] for solution in rows["solution"]]
+        solutions = _target_ids(encoder, rows)
         device = next(model.parameters()).device
         rng = random.Random(seed)
         optimizer, scheduler = self.optimizer_and_schedule(model)
@@ -138,20 +145,41 @@ class SupervisedWarmStart:
         return losses, exact
 
 
-def _collate(prompt_ids: list[list[int]], solution_ids: list[list[int]], pad_token_id: int):
-    """Right-padded ``prompt + solution`` with labels on the solution only.
+def _target_ids(encoder: PromptEncoder, rows: Dataset) -> list[tuple[list[int], list[int]]]:
+    """Each row's ``solution`` as ``(IDs after the prompt, mask of the IDs trained on; empty: all of them)``."""
+    solutions = rows["solution"]
+    traces = [is_trace(solution) for solution in solutions]
+    prompts = rows["prompt"] if any(traces) and "prompt" in rows.column_names else [None] * len(rows)
+    eos = encoder.tokenizer.eos_token_id
+    targets = []
+    for prompt, solution, trace in zip(prompts, solutions, traces, strict=True):
+        if not trace:
+            targets.append((encoder.answer_ids(solution) + [eos], []))
+        elif isinstance(prompt, list) and not is_token_ids(prompt):
+            targets.append(trajectory_ids(encoder, prompt, solution))
+        else:
+            raise ValueError("warmstart: a solution given as chat messages needs the row's chat prompt ('prompt' as "
+                             "messages) to lay the conversation out")
+    return targets
+
+
+def _collate(prompt_ids: list[list[int]], solutions: list[tuple[list[int], list[int]]], pad_token_id: int):
+    """Right-padded ``prompt + solution`` with labels on the solution only (and there only where its mask, when it
+    has one, is 1: tool results are context, not targets).
 
     Right padding: positions are absolute from 0 for every row, matching how prompts start at generation time once
     left padding is removed by the attention mask.
     """
-    length = max(len(p) + len(s) for p, s in zip(prompt_ids, solution_ids, strict=True))
+    length = max(len(p) + len(ids) for p, (ids, _) in zip(prompt_ids, solutions, strict=True))
     input_ids = torch.full((len(prompt_ids), length), pad_token_id, dtype=torch.long)
     labels = torch.full((len(prompt_ids), length), -100, dtype=torch.long)
     attention = torch.zeros((len(prompt_ids), length), dtype=torch.long)
-    for i, (prompt, solution) in enumerate(zip(prompt_ids, solution_ids, strict=True)):
+    for i, (prompt, (solution, mask)) in enumerate(zip(prompt_ids, solutions, strict=True)):
         sequence = prompt + solution
         input_ids[i, : len(sequence)] = torch.tensor(sequence)
-        labels[i, len(prompt) : len(sequence)] = torch.tensor(solution)
+        targets = [token if trained else -100 for token, trained in zip(solution, mask, strict=True)] if mask \
+            else solution
+        labels[i, len(prompt) : len(sequence)] = torch.tensor(targets)
         attention[i, : len(sequence)] = 1
     return input_ids, labels, attention
 
