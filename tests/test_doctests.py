@@ -1,6 +1,6 @@
 """Every ``>>>`` example in ``src/grpolab`` (and in the ``benchmarks/`` and ``tools/`` scripts) runs here, module by
-module, and must hold. The modules that have examples are pinned: a module whose examples disappear (deleted, or moved where doctest
-cannot find them) fails, as does a module with examples that is not in the list (add it)."""
+module, and must hold. The modules that have examples are pinned: a module whose examples disappear (deleted, or moved
+where doctest cannot find them) fails, as does a module with examples that is not in the list (add it)."""
 
 from __future__ import annotations
 
