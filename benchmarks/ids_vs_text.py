@@ -22,8 +22,6 @@ vocabulary: ``model=tiny_bpe``, the byte-level BPE of 4,096 tokens trained on th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import statistics
@@ -141,22 +139,12 @@ def timed_steps(samples: list[dict[str, float]]):
 
 def run_once(overrides: list[str], run_dir: Path) -> list[dict[str, float]]:
     """One job of the real pipeline; the per-step timing samples of its GRPO phase."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from in_process import job_config
 
-    from grpolab.train import CONF_DIR, train
+    from grpolab.train import train
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        HydraConfig.instance().set_config(cfg)
-        del cfg["hydra"]
     samples: list[dict[str, float]] = []
-    with timed_steps(samples), contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log dict
+    with job_config(overrides, run_dir) as cfg, timed_steps(samples):
         train(cfg)
     return samples
 

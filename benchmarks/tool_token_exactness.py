@@ -24,8 +24,6 @@ canonical prompt IDs) must also log identical metrics and trajectories.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -117,22 +115,12 @@ def _kept(values: Any, mask: Any) -> list[list[int]]:
 
 def run_job(overrides: list[str], run_dir: Path) -> tuple[Recording, Any]:
     """One job of the real pipeline, recorded; returns the recording and the run's encoder-side tokenizer."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from in_process import job_config
 
-    from grpolab.train import CONF_DIR, train
+    from grpolab.train import train
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        HydraConfig.instance().set_config(cfg)
-        del cfg["hydra"]
     recording = Recording()
-    with recorded(recording), contextlib.redirect_stdout(io.StringIO()):
+    with job_config(overrides, run_dir) as cfg, recorded(recording):
         train(cfg)
     return recording, cfg
 

@@ -3,7 +3,6 @@ rows at tiny sizes, so the script cannot rot where no GPU is), and its pieces.""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -18,8 +17,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import gpu_check  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 import gpu_check_rows  # noqa: E402
-import gpu_check_runs  # noqa: E402
-import gpu_check_trl  # noqa: E402
+import gpu_check_runs  # noqa: E402, F401  (the scripts the check starts import on their own)
+import gpu_check_trl  # noqa: E402, F401
 
 NO_CUDA = "no CUDA device: the GPU check (python benchmarks/gpu_check.py) needs one"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Features, List
 from datasets import Image as ImageFeature
 from omegaconf import OmegaConf
 from PIL import Image

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -71,25 +70,24 @@ def code_of(case: dict[str, Any], run_dir: str, port: int) -> str:
 
 def run_case(case: dict[str, Any], backend: str) -> Outcome:
     """Run ``case`` in the ``backend`` tier through a disposable caller; every breach found is listed."""
-    secret = f"secret-{uuid.uuid4().hex}"
-    with tempfile.TemporaryDirectory(prefix="grpolab-run-") as run_dir, socket.socket() as listener:
+    secret, tag = f"secret-{uuid.uuid4().hex}", uuid.uuid4().hex
+    with (tempfile.TemporaryDirectory(prefix="grpolab-run-") as run_dir,
+          tempfile.TemporaryDirectory(prefix="grpolab-case-") as case_tmp, socket.socket() as listener):
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         listener.setblocking(False)
         Path(run_dir, "secret.txt").write_text(secret)
         os.chmod(run_dir, 0o755)  # as a run directory is made (umask 022), not 0700 as a temporary directory is
         os.chmod(Path(run_dir, "secret.txt"), 0o644)
-        before, started = _sandbox_processes(), time.time()
-        env = {**os.environ, SANDBOX_ENV: backend, "WANDB_API_KEY": secret}
+        # The caller's own temporary folder (where the rlimits tier writes main.py) and a tag in its environment
+        # (which bubblewrap's processes keep): what tells this case's processes from other tests' sandboxes.
+        env = {**os.environ, SANDBOX_ENV: backend, "WANDB_API_KEY": secret, "TMPDIR": case_tmp, CASE_TAG: tag}
         caller = subprocess.run([sys.executable, "-c", CALLER, code_of(case, run_dir, listener.getsockname()[1]),
                                  json.dumps(LIMITS)], cwd=run_dir, env=env, capture_output=True, text=True,
                                 timeout=60)
         outcome = Outcome(None, None)
         if caller.returncode != 0:
             outcome.breaches.append(f"the caller died ({_status(caller.returncode)})")
-            for workdir in Path(tempfile.gettempdir()).glob("grpolab-sandbox-*"):  # a dead caller leaves its own
-                if workdir.stat().st_mtime >= started:
-                    shutil.rmtree(workdir, ignore_errors=True)
         else:
             report = json.loads(caller.stdout.splitlines()[-1])
             outcome.result, outcome.seconds = report["result"], report["seconds"]
@@ -109,7 +107,7 @@ def run_case(case: dict[str, Any], backend: str) -> Outcome:
         except BlockingIOError:
             pass
         time.sleep(0.1)
-        left = _sandbox_processes() - before
+        left = _sandbox_processes(case_tmp, tag)
         if left:
             outcome.breaches.append(f"{len(left)} process(es) outlived the call")
             for pid in left:  # the harness cleans up after a tier that does not
@@ -117,17 +115,36 @@ def run_case(case: dict[str, Any], backend: str) -> Outcome:
         return outcome
 
 
-def _sandbox_processes() -> set[int]:
-    """Processes running a sandboxed ``python -s -u -B .../main.py`` (forks of one keep its command line)."""
+CASE_TAG = "GRPOLAB_HOSTILE_CASE"
+
+
+def _sandbox_processes(case_tmp: str, tag: str) -> set[int]:
+    """This case's processes running a sandboxed ``python -s -u -B .../main.py`` (forks of one keep its command
+    line): main.py under ``case_tmp`` (the rlimits tier), or an ancestor with ``tag`` in its environment (bubblewrap
+    clears the code's environment, not its own)."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
         except OSError:
             continue
-        if argv[-4:-1] == [b"-s", b"-u", b"-B"] and argv[-1].endswith(b"main.py"):
+        if argv[-4:-1] == [b"-s", b"-u", b"-B"] and argv[-1].endswith(b"main.py") and (
+                argv[-1].startswith(case_tmp.encode()) or _ancestor_tagged(int(pid), tag)):
             found.add(int(pid))
     return found
+
+
+def _ancestor_tagged(pid: int, tag: str) -> bool:
+    marker = f"{CASE_TAG}={tag}".encode()
+    while pid > 1:
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return True
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return False
 
 
 def _kill(pid: int) -> None:

@@ -174,7 +174,7 @@ def test_length_variants_agree_once_tags_are_counted_in_their_unit(sampled, make
         if tag_chars == 0:
             assert by_text == by_token, text
         # Documented: text counts characters, token counts tokens; each tag is one token but len(tag) characters.
-        assert by_token == reward.reward_for(len(text) - tag_chars), text
+        assert [by_token] == reward.score_text(completions=["x" * (len(text) - tag_chars)]), text
     assert untagged > 0
 
 

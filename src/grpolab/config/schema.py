@@ -20,7 +20,7 @@ from omegaconf import MISSING, OmegaConf
 
 from grpolab.config.batch import BatchSpec
 from grpolab.config.checks import at_least, or_null, require
-from grpolab.config.enums import DType, Modality, RewardLevel, TokenizerMode
+from grpolab.config.enums import DType, Modality, RewardLevel
 from grpolab.config.errors import ConfigError
 from grpolab.config.trainer_node import TRL_FIELDS, DistributedConfig, GenerationConfig, TrainerConfig
 

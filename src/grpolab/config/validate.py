@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from grpolab.config.batch import derive_grpo_fields
-from grpolab.config.checks import above, at_least, between, or_null, require, require_each
+from grpolab.config.checks import above, at_least, between, or_null, require_each
 from grpolab.config.engine_checks import check_engines
 from grpolab.config.errors import ConfigError, first_line
 from grpolab.config.schema import TrainConfig

@@ -84,7 +84,8 @@ class ToolError(Exception):
 @dataclass(frozen=True)
 class SandboxResult:
     """``ok``: exited 0 within every limit. ``exit_code``: the code's exit status, negative for the signal that
-    killed it, None when it timed out or its status was lost. ``reason``: "" when ok, else one line."""
+    killed it, None when the sandbox stopped it (a wall-clock or output limit) or its status was lost. ``reason``: ""
+    when ok, else one line."""
 
     ok: bool
     stdout: str
@@ -344,7 +345,8 @@ def _execute(code: str, limits: SandboxLimits, iso: Isolation) -> SandboxResult:
         if host_dir:
             shutil.rmtree(host_dir, ignore_errors=True)
     stdout, stderr = out.text(limits.max_output_chars), err.text(limits.max_output_chars)
-    exit_code = os.waitstatus_to_exitcode(int(status)) if status else None
+    # a status after the sandbox stopped the code reports the sandbox's own kill, which can reach the launcher late
+    exit_code = os.waitstatus_to_exitcode(int(status)) if status and not flag else None
     if flag:
         reason = flag
     elif exit_code is None:

@@ -138,6 +138,9 @@ def quiet_libraries() -> None:
     import datasets
     import transformers
 
+    # Off, then on: a warnings.catch_warnings block that began before an earlier call put the original showwarning
+    # back when it ended, and logging, still believing it captures, would ignore a plain captureWarnings(True).
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     transformers.utils.logging.disable_default_handler()
     transformers.utils.logging.enable_propagation()
