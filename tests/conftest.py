@@ -55,20 +55,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 #: experiment=tools at test size: a warm start on demonstrations that all call the calculator (so the rollouts call it,
-#: some with wrong operands), two GRPO steps, an 8-problem held-out evaluation that runs the tool loop.
-TOOL_RUN = [
-    "experiment=tools", "logger=none", "trainer.max_steps=2", "trainer.logging_steps=1", "warmstart.steps=150",
-    "data.train_size=128", "data.eval_size=8", "data.tool_call_rate=1.0", "batch.prompts_per_step=2",
-    "batch.generations_per_prompt=4",
-]
+#: some with wrong operands), two GRPO steps, a 15-problem held-out evaluation that runs the tool loop. TOOL_WARM_START
+#: is what decides the warm start's cache key: the tool tests that take it share one warm start (``shared_cache``).
+TOOL_WARM_START = ["experiment=tools", "warmstart.steps=150", "data.train_size=128", "data.eval_size=15",
+                   "data.tool_call_rate=1.0"]
+TOOL_RUN = [*TOOL_WARM_START, "logger=none", "trainer.max_steps=2", "trainer.logging_steps=1",
+            "batch.prompts_per_step=2", "batch.generations_per_prompt=4"]
 
 
 @pytest.fixture(scope="session")
-def tool_run(tmp_path_factory) -> Path:
-    """One finished ``TOOL_RUN`` (its run directory; its cache, with the warm start, is ``<run>/../cache``), shared
-    read-only by the tests of what a tool run leaves behind."""
+def tool_run(tmp_path_factory, shared_cache) -> Path:
+    """One finished ``TOOL_RUN`` (its run directory), shared read-only by the tests of what a tool run leaves
+    behind; its warm start is in the session's ``shared_cache``."""
     root = tmp_path_factory.mktemp("tool_run")
-    env = {"GRPOLAB_CACHE_DIR": str(root / "cache"), "WANDB_MODE": "offline"}
+    env = {"GRPOLAB_CACHE_DIR": str(shared_cache), "WANDB_MODE": "offline"}
     result = train_in_process([f"hydra.run.dir={root / 'run'}", *TOOL_RUN], root, env)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TOOL_WARM_START
 
 from grpolab.config.validate import validate
 from tests_support import free_port
@@ -27,16 +28,16 @@ GENERATION_BATCH = re.compile(r"GRPOConfig: \d+ steps, (\d+) prompts x (\d+) com
 
 
 
-def _environment(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "GRPOLAB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline",
+def _environment(tmp_path: Path, cache: Path | None = None) -> dict[str, str]:
+    return {**os.environ, "GRPOLAB_CACHE_DIR": str(cache or tmp_path / "cache"), "WANDB_MODE": "offline",
             "PYTHONWARNINGS": "ignore"}
 
 
-def run_processes(tmp_path: Path, count: int, *overrides: str) -> subprocess.CompletedProcess:
+def run_processes(tmp_path: Path, count: int, *overrides: str, cache: Path | None = None) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}",
                 f"--master_port={free_port()}"] if count > 1 else [sys.executable]
     return subprocess.run([*launcher, "-m", "grpolab.train", *overrides], capture_output=True, text=True,
-                          cwd=tmp_path, env=_environment(tmp_path), timeout=600)
+                          cwd=tmp_path, env=_environment(tmp_path, cache), timeout=600)
 
 
 @pytest.mark.xdist_group("processes")
@@ -94,12 +95,13 @@ def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
+def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path, shared_cache: Path) -> None:
     # Each process runs TRL's tool loop on its share of the completions; the tool metrics are gathered over both.
-    result = run_processes(tmp_path, 2, "experiment=tools", "distributed=ddp", "logger=none", "trainer.max_steps=2",
-                           "trainer.logging_steps=1", "warmstart.steps=150", "data.train_size=128",
-                           "data.eval_size=15", "data.tool_call_rate=1.0", "batch.prompts_per_step=4",
-                           "batch.generations_per_prompt=4")
+    # The warm start is the tool tests' shared one (conftest.TOOL_WARM_START); 15 held-out problems split 8 + 7.
+    result = run_processes(tmp_path, 2, *TOOL_WARM_START, "distributed=ddp", "logger=none", "trainer.max_steps=2",
+                           "trainer.logging_steps=1", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
+                           cache=shared_cache)
     assert result.returncode == 0, result.stderr[-4000:]
     run_dir = next((tmp_path / "outputs").glob("*/*/summary.json")).parent
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -85,7 +85,7 @@ def test_the_saved_model_loads_with_from_pretrained_and_starts_a_further_run(tra
 
 @pytest.mark.slow
 def test_evaluate_cli_runs_the_tool_loop_of_a_tool_run_and_reproduces_eval_after(tool_run: Path) -> None:
-    result = grpolab("grpolab.evaluate", str(tool_run), cache=tool_run.parent / "cache", cwd=tool_run.parent)
+    result = grpolab("grpolab.evaluate", str(tool_run), cache=tool_run.parent / "evaluate-cache", cwd=tool_run.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     printed, verdict = result.stdout.strip().splitlines()[-2:]
     metrics = json.loads(printed)

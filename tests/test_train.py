@@ -116,12 +116,12 @@ def test_warm_start_is_cached_by_config(run_job, tmp_path):
         (["batch.prompts_per_step=3", "batch.generations_per_prompt=3", "batch.updates_per_rollout=2"], "batch.",
          "preflight", "run_job"),
         (["warmstart=none", "data=jsonl", "data.path=missing.jsonl"], "data.path='missing.jsonl' is not a file",
-         "job", "run_cli"),
+         "job", "run_job"),  # the same error through the real CLI: tests/config/bad_inputs.yaml
     ],
 )
 def test_bad_config_fails_in_one_line_before_any_model(request, tmp_path, overrides, message, caught_by, runner):
-    """One error of each kind (caught before Hydra starts, caught in the job) through the real CLI: the process's
-    exit status and stderr; the others as jobs in this process."""
+    """One error of each kind (caught before Hydra starts, caught in the job): one through the real CLI (the process's
+    exit status and stderr), the others as jobs in this process."""
     result = request.getfixturevalue(runner)("logger=none", *overrides)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
@@ -226,7 +226,7 @@ def test_a_tool_run_calls_the_calculator_in_training_and_in_the_held_out_evaluat
         # Greedy decoding of the warm-started model calls the tool on most held-out problems, and the calls run.
         assert summary[phase]["tool_call_frequency"] >= 0.5 and summary[phase]["tool_failure_frequency"] == 0.0
         assert summary[phase]["tool_use"] == summary[phase]["tool_call_frequency"]  # at most one call each
-        assert summary[phase]["num_samples"] == 8
+        assert summary[phase]["num_samples"] == 15
     rows = read_metrics(tool_run / "metrics.jsonl")
     assert all(row["tools/call_frequency"] > 0 and "tools/failure_frequency" in row for row in rows)
     assert all(row["rewards/tool_use/mean"] <= row["tools/call_frequency"] for row in rows)
@@ -242,8 +242,8 @@ def test_a_tool_run_calls_the_calculator_in_training_and_in_the_held_out_evaluat
     (["experiment=tools", "+model.tokenizer.chat_template='{{ messages[0].content }}'"],
      "environment: the chat template of model.tokenizer cannot render a tool-calling conversation"),
 ])
-def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(run_cli, tmp_path, overrides, message):
-    result = run_cli("logger=none", *overrides)
+def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(run_job, tmp_path, overrides, message):
+    result = run_job("logger=none", *overrides)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("grpolab: config error")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
@@ -251,10 +251,9 @@ def test_an_environment_the_run_cannot_use_fails_in_one_line_before_any_model(ru
 
 
 @pytest.mark.slow
-def test_a_python_tool_run_executes_the_models_code_in_the_sandbox(run_cli, tmp_path):
+def test_a_python_tool_run_executes_the_models_code_in_the_sandbox(run_job, tmp_path):
     # The teacher calls python(code="print(a*b)"): the rollouts' programs run in the sandbox, failures included.
-    without_tool_settings = [override for override in TOOL_RUN if not override.startswith("experiment=")]
-    result = run_cli("experiment=tools", "environment=python", "data.code_tool=python", *without_tool_settings)
+    result = run_job(*TOOL_RUN, "environment=python", "data.code_tool=python", "data.eval_size=8", cache="shared")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert all(row["tools/call_frequency"] > 0 for row in rows)
