@@ -136,7 +136,7 @@ ALGORITHMIC_KEYS = [
         "multi_objective_aggregation", "num_iterations",
     )),
     "batch.generations_per_prompt", "batch.updates_per_rollout", "batch.num_iterations", "dynamic_sampling",
-    "rewards", "optimizer", "reward_level", "scheduler.name", "model.modality",
+    "rewards", "optimizer", "reward_level", "scheduler.name", "model.modality", "environment",
 ]
 
 
@@ -242,3 +242,7 @@ def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_job, tmp_path:
     assert summary["parameters"]["tensors_changed"] > 0, summary["parameters"]
     if "format" in cfg.rewards:  # require_think included: a think block fits the smoke completion budget
         assert max(row.get("rewards/format/mean", 0.0) for row in rows) > 0, "the format reward was never earned"
+    if cfg.environment:  # tool-integrated presets: the rollouts those gradient steps trained on called the tool
+        tool_rows = [row for row in rows if "tools/call_frequency" in row]
+        assert tool_rows and all(row["tools/call_frequency"] > 0 for row in tool_rows), tool_rows
+        assert min(row["tools/failure_frequency"] for row in tool_rows) < 1, "no tool call ever ran without error"
