@@ -83,6 +83,24 @@ EXPECTED_GRPO_CONFIG: dict[str, dict[str, Any]] = {
         mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="linear", warmup_steps=0,
         max_grad_norm=1.0, max_steps=100, reward_weights=[1.0, 1.0],
     ),
+    "retool": dict(
+        loss_type="dapo", beta=0.0, epsilon=0.2, epsilon_high=0.28, num_generations=16,
+        per_device_train_batch_size=4, gradient_accumulation_steps=256, steps_per_generation=2048,
+        generation_batch_size=8192, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
+        importance_sampling_level="token", max_completion_length=16384, temperature=1.0, top_p=1.0, top_k=0,
+        mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=0, max_grad_norm=1.0, max_steps=3200, bf16=True, reward_weights=[2.0],
+        max_tool_calling_iterations=8,
+    ),
+    "torl": dict(
+        loss_type="dapo", beta=0.0, epsilon=0.2, epsilon_high=None, num_generations=8,
+        per_device_train_batch_size=4, gradient_accumulation_steps=32, steps_per_generation=32,
+        generation_batch_size=128, num_iterations=1, learning_rate=1e-6, scale_rewards="group",
+        importance_sampling_level="token", max_completion_length=512, temperature=1.0, top_p=1.0, top_k=0,
+        mask_truncated_completions=False, sync_ref_model=False, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=0, max_grad_norm=1.0, max_steps=200, bf16=True, reward_weights=[2.0],
+        max_tool_calling_iterations=4,
+    ),
 }
 
 #: What the presets set outside GRPOConfig: optimizer (it owns betas and weight decay), rewards, dynamic sampling,
@@ -125,6 +143,22 @@ EXPECTED_OTHER: dict[str, dict[str, Any]] = {
         "optimizer.weight_decay": 0.0, "rewards": ["accuracy", "format"], "rewards.format.require_think": True,
         "dynamic_sampling.enabled": False, "warmstart": {},
     },
+    "retool": {
+        "model.attn_implementation": "sdpa",
+        "model.name_or_path": "Qwen/Qwen2.5-32B-Instruct", "data._target_": "grpolab.data.math_problems.MathProblems",
+        "environment.tools.0._target_": "grpolab.environments.python.PythonInterpreter",
+        "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.01, "rewards": ["accuracy"],
+        "rewards.accuracy.fallbacks": True, "dynamic_sampling.enabled": False, "warmstart": {},
+    },
+    "torl": {
+        "model.attn_implementation": "sdpa",
+        "model.name_or_path": "Qwen/Qwen2.5-Math-7B", "data._target_": "grpolab.data.math_problems.MathProblems",
+        "data.system_prompt": "Please integrate natural language reasoning with programs to solve the problem above, "
+                              "and put your final answer within \\boxed{}.",
+        "environment.tools.0._target_": "grpolab.environments.python.PythonInterpreter",
+        "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.0, "rewards": ["accuracy"],
+        "rewards.accuracy.fallbacks": True, "dynamic_sampling.enabled": False, "warmstart": {},
+    },
 }
 
 #: Settings debug=smoke must leave exactly as the experiment sets them (dotted keys, compared unresolved).
@@ -136,7 +170,7 @@ ALGORITHMIC_KEYS = [
         "multi_objective_aggregation", "num_iterations",
     )),
     "batch.generations_per_prompt", "batch.updates_per_rollout", "batch.num_iterations", "dynamic_sampling",
-    "rewards", "optimizer", "reward_level", "scheduler.name", "model.modality",
+    "rewards", "optimizer", "reward_level", "scheduler.name", "model.modality", "environment",
 ]
 
 
@@ -218,6 +252,23 @@ def test_one_smoke_option_serves_vision_presets_with_the_tiny_vlm(compose_cfg) -
     assert resolved["data"]["_target_"] == "grpolab.data.image_tasks.ShapesTask" and resolved["data"]["train_size"] == 64
 
 
+@pytest.mark.parametrize("name", ["retool", "torl"])
+def test_smoke_gives_tool_presets_the_code_interpreter_stand_in(compose_cfg, name: str) -> None:
+    # Their rollouts call python(code): the stand-in must be chat prompts whose demonstrations call that tool, and a
+    # model whose template renders tool calls, or a smoke run could not carry a single call.
+    full, smoke = compose_cfg([f"experiment={name}"]), compose_cfg([f"experiment={name}", "debug=smoke"])
+    validate(smoke)
+    resolved = OmegaConf.to_container(smoke, resolve=True)
+    assert resolved["environment"] == OmegaConf.to_container(full.environment, resolve=True)
+    assert resolved["environment"]["tools"][0]["_target_"] == "grpolab.environments.python.PythonInterpreter"
+    assert resolved["data"]["_target_"] == "grpolab.data.tool_arithmetic.ToolArithmeticTask"
+    assert resolved["data"]["code_tool"] == "python" and resolved["data"]["tool_call_rate"] == 1.0
+    assert "<tool_call>" in resolved["model"]["tokenizer"]["tag_tokens"]
+    assert resolved["trainer"]["max_completion_length"] >= 96  # a call, its result turn and the answer turn
+    # The other presets keep the stand-in of their modality.
+    assert compose_cfg(["experiment=dapo", "debug=smoke"]).data._target_.endswith("ArithmeticTask")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_job, tmp_path: Path, name: str) -> None:
@@ -242,3 +293,7 @@ def test_preset_runs_end_to_end_with_debug_smoke(compose_cfg, run_job, tmp_path:
     assert summary["parameters"]["tensors_changed"] > 0, summary["parameters"]
     if "format" in cfg.rewards:  # require_think included: a think block fits the smoke completion budget
         assert max(row.get("rewards/format/mean", 0.0) for row in rows) > 0, "the format reward was never earned"
+    if cfg.environment:  # tool-integrated presets: the rollouts those gradient steps trained on called the tool
+        tool_rows = [row for row in rows if "tools/call_frequency" in row]
+        assert tool_rows and all(row["tools/call_frequency"] > 0 for row in tool_rows), tool_rows
+        assert min(row["tools/failure_frequency"] for row in tool_rows) < 1, "no tool call ever ran without error"
