@@ -19,7 +19,7 @@ from tests_support import train_in_process
 #: 4 steps (the data order of a resumed epoch), a log window open at every checkpoint (logging every 3, saving every
 #: 4), and a warm start.
 RESUMABLE_RUN = [
-    "logger=none", "trainer.max_steps=24", "trainer.logging_steps=3", "trainer.save_steps=4", "warmstart.steps=150",
+    "logger=none", "trainer.max_steps=12", "trainer.logging_steps=3", "trainer.save_steps=4", "warmstart.steps=150",
     "data.train_size=16", "data.eval_size=16", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
     "rewards=[accuracy,format,length]", "rewards.length.target=4",
 ]
