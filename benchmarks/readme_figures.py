@@ -48,9 +48,10 @@ class Measured:
     last_lines: list[str]
 
 
-def measure(arguments: list[str], workdir: Path) -> Measured:
-    """One run of ``python -m grpolab.train`` in ``workdir`` with a fresh cache; its figures."""
-    env = {**os.environ, "GRPOLAB_CACHE_DIR": str(workdir / "cache"), "WANDB_MODE": "offline"}
+def measure(arguments: list[str], workdir: Path, env: dict[str, str] | None = None) -> Measured:
+    """One run of ``python -m grpolab.train`` in ``workdir`` with a fresh cache (and ``env`` added to this process's
+    environment); its figures."""
+    env = {**os.environ, **(env or {}), "GRPOLAB_CACHE_DIR": str(workdir / "cache"), "WANDB_MODE": "offline"}
     command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={workdir / 'run'}", *arguments]
     started = time.perf_counter()
     with (workdir / "output.log").open("w") as log:
