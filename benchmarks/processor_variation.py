@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,6 @@ def settings(flags: set[str]) -> dict[str, dict[str, str]]:
 
 def kernels_used(env: dict[str, str]) -> str:
     """The kernel set ATen picks under ``env`` (what ``torch.backends.cpu.get_cpu_capability`` says in a child)."""
-    import os
-
     probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
     result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
                             check=True)
@@ -71,9 +70,10 @@ def results(run: Measured, metrics: list[dict]) -> dict:
              for split in ("eval_before", "eval_after")}
     warm = {k: v for k, v in (summary.get("warmstart") or {}).items() if k not in ("wall_time_s", "cached")}
     rows = [{k: v for k, v in row.items() if k not in CLOCK_KEYS and not k.startswith("timing/")} for row in metrics]
-    return {**evals, "warmstart": warm, "train_reward_final": summary.get("train_reward_final"),
-            "train_loss": summary.get("train_loss"),
-            "max_abs_change": (summary.get("parameters") or {}).get("max_abs_change"), "metrics.jsonl": rows}
+    # In the order the run computes them, so the first difference says where the runs part.
+    return {"warmstart": warm, "eval_before": evals["eval_before"], "metrics.jsonl": rows,
+            "train_reward_final": summary.get("train_reward_final"), "train_loss": summary.get("train_loss"),
+            "max_abs_change": (summary.get("parameters") or {}).get("max_abs_change"), "eval_after": evals["eval_after"]}
 
 
 def first_difference(one: object, two: object, where: str = "") -> str | None:
@@ -125,8 +125,10 @@ def table(rows: list[tuple[str, str, Measured, dict, list[dict]]], model: str, f
     manifest = rows[0][2].manifest
     versions = manifest["versions"]
     simd = ", ".join(flag for flag in ("avx2", "avx512f", "amx_tile") if flag in flags) or "no avx2"
+    load = os.getloadavg()[0]
     lines += ["", f"Across the settings: held-out accuracy before GRPO {min(befores):.3f}-{max(befores):.3f}, after "
-              f"{min(afters):.3f}-{max(afters):.3f}. CPU: {model} ({simd}), {manifest['platform']}; Python "
+              f"{min(afters):.3f}-{max(afters):.3f}. Wall times depend on the machine's load (load average {load:.1f} "
+              f"at the end). CPU: {model} ({simd}), {manifest['platform']}; Python "
               f"{versions['python']}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, trl "
               f"{versions.get('trl')}; grpolab {(manifest['git'].get('commit') or 'unknown')[:10]}"
               + (" (uncommitted changes)" if manifest["git"].get("dirty") else "") + "."]
