@@ -73,7 +73,8 @@ def results(run: Measured, metrics: list[dict]) -> dict:
     # In the order the run computes them, so the first difference says where the runs part.
     return {"warmstart": warm, "eval_before": evals["eval_before"], "metrics.jsonl": rows,
             "train_reward_final": summary.get("train_reward_final"), "train_loss": summary.get("train_loss"),
-            "max_abs_change": (summary.get("parameters") or {}).get("max_abs_change"), "eval_after": evals["eval_after"]}
+            "max_abs_change": (summary.get("parameters") or {}).get("max_abs_change"),
+            "eval_after": evals["eval_after"]}
 
 
 def first_difference(one: object, two: object, where: str = "") -> str | None:
