@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import date
 from pathlib import Path
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"the end."])
     print(block)
     if not args.print_only:
-        write_block(DOC, BLOCK, block)
+        write_block(DOC, BLOCK, textwrap.indent(block, "  "))  # the block sits in a list item of the README
         print(f"rewrote the {BLOCK} block of {DOC}", file=sys.stderr)
     return 0
 
