@@ -1,5 +1,5 @@
-"""Replace a generated block of README.md: what stands between ``<!-- <name>: start -->`` and
-``<!-- <name>: end -->``. The benchmark scripts that write README tables (``--readme``) share it."""
+"""Replace a generated block of a Markdown page (docs/*.md): what stands between ``<!-- <name>: start -->`` and
+``<!-- <name>: end -->``. Every benchmark script that writes a table into a page goes through it."""
 
 from __future__ import annotations
 

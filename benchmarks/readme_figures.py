@@ -1,9 +1,9 @@
-"""The README's result tables, measured: the default run and the vision default, each N times from a fresh cache, and
-the tables between the README's ``readme_figures`` markers rewritten from what the runs recorded.
+"""The result tables of docs/results.md, measured: the default run and the vision default, each N times from a fresh
+cache, and the tables between that page's ``readme_figures`` markers rewritten from what the runs recorded.
 
-    python benchmarks/readme_figures.py                       # 4 runs each, rewrite README.md (takes ~20 minutes)
+    python benchmarks/readme_figures.py                       # 4 runs each, rewrite docs/results.md (~20 minutes)
     python benchmarks/readme_figures.py --runs 1 --print-only \\
-        --overrides trainer.max_steps=4 warmstart.steps=10    # a quick check of the script itself: no README edit
+        --overrides trainer.max_steps=4 warmstart.steps=10    # a quick check of the script itself: no edit
 
 Every run is ``python -m grpolab.train [experiment=vision] <overrides>`` in a directory of its own with its own
 ``GRPOLAB_CACHE_DIR`` (so the warm start is trained every time), one at a time. A table row is what the run's
@@ -28,7 +28,7 @@ from pathlib import Path
 from readme_block import has_block, replace_block
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+DOC = REPO / "docs" / "results.md"
 #: name -> (the command's extra arguments, what the table calls it)
 FIGURES = {
     "default": ([], "`python -m grpolab.train`"),
@@ -48,9 +48,10 @@ class Measured:
     last_lines: list[str]
 
 
-def measure(arguments: list[str], workdir: Path) -> Measured:
-    """One run of ``python -m grpolab.train`` in ``workdir`` with a fresh cache; its figures."""
-    env = {**os.environ, "GRPOLAB_CACHE_DIR": str(workdir / "cache"), "WANDB_MODE": "offline"}
+def measure(arguments: list[str], workdir: Path, env: dict[str, str] | None = None) -> Measured:
+    """One run of ``python -m grpolab.train`` in ``workdir`` with a fresh cache (and ``env`` added to this process's
+    environment); its figures."""
+    env = {**os.environ, **(env or {}), "GRPOLAB_CACHE_DIR": str(workdir / "cache"), "WANDB_MODE": "offline"}
     command = [sys.executable, "-m", "grpolab.train", f"hydra.run.dir={workdir / 'run'}", *arguments]
     started = time.perf_counter()
     with (workdir / "output.log").open("w") as log:
@@ -67,7 +68,7 @@ def measure(arguments: list[str], workdir: Path) -> Measured:
                     usage.ru_maxrss / 1024**2, summary, manifest, output[-CONSOLE_LINES:])
 
 
-#: How many of the last console lines of the first run the README shows (its ``<name>_console`` block, if any).
+#: How many of the last console lines of the first run the page shows (its ``<name>_console`` block, if any).
 CONSOLE_LINES = 15
 
 
@@ -105,12 +106,12 @@ def _median(values: list[float | None]) -> str:
     return f"{statistics.median(present):.0f}" if present else "n/a"
 
 
-def rewrite(readme: str, name: str, text: str) -> str:
-    """Replace the README's ``readme_figures <name>`` block (``readme_block`` markers)."""
+def rewrite(page: str, name: str, text: str) -> str:
+    """Replace the page's ``readme_figures <name>`` block (``readme_block`` markers)."""
     try:
-        return replace_block(readme, f"readme_figures {name}", text)
+        return replace_block(page, f"readme_figures {name}", text)
     except ValueError as error:
-        sys.exit(f"readme_figures: README.md: {error}")
+        sys.exit(f"readme_figures: {DOC}: {error}")
 
 
 def main() -> None:
@@ -118,9 +119,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="runs per figure (default 4)")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"which of {', '.join(FIGURES)}")
     parser.add_argument("--overrides", nargs="*", default=[], help="extra overrides for every run (quick checks)")
-    parser.add_argument("--print-only", action="store_true", help="print the tables; leave README.md alone")
+    parser.add_argument("--print-only", action="store_true", help="print the tables; leave docs/results.md alone")
     args = parser.parse_args()
-    readme = README.read_text(encoding="utf-8")
+    page = DOC.read_text(encoding="utf-8")
     for name in args.figures.split(","):
         runs = []
         for attempt in range(args.runs):
@@ -130,12 +131,12 @@ def main() -> None:
                   f"{runs[-1].wall_s:.0f} s", file=sys.stderr)
         text = table(name, runs, args.overrides)
         print(text, end="\n\n")
-        readme = rewrite(readme, name, text)
-        if has_block(readme, f"readme_figures {name}_console"):
-            readme = rewrite(readme, f"{name}_console", "```text\n...\n" + "\n".join(runs[0].last_lines) + "\n```")
+        page = rewrite(page, name, text)
+        if has_block(page, f"readme_figures {name}_console"):
+            page = rewrite(page, f"{name}_console", "```text\n...\n" + "\n".join(runs[0].last_lines) + "\n```")
     if not args.print_only:
-        README.write_text(readme, encoding="utf-8")
-        print(f"rewrote the tables in {README}", file=sys.stderr)
+        DOC.write_text(page, encoding="utf-8")
+        print(f"rewrote the tables in {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ counted. Runs go one at a time: on a 2-core machine, world size 2 needs both cor
     python benchmarks/scaling.py                          # the default run (python -m grpolab.train), 1 seed
     python benchmarks/scaling.py --seeds 0 1 2            # medians over seeds
     python benchmarks/scaling.py --quick                  # small settings: checks that the script works (~2 min)
+    python benchmarks/scaling.py --seeds 0 1 2 --doc docs/scaling.md   # and the table of docs/scaling.md rewritten
     python benchmarks/scaling.py --json scaling.json -- trainer.max_steps=100   # extra overrides after --
 """
 
@@ -104,7 +105,7 @@ def report(one: dict[str, Any], two: dict[str, Any]) -> str:
 
 
 def measured_on(args: argparse.Namespace) -> str:
-    """The line above the README table: the command, the machine, the versions."""
+    """The line above the table: the command, the machine, the versions."""
     import platform
 
     import torch
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="small settings, to check that the script works")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
-    parser.add_argument("--readme", type=Path, help="also replace the table between the scaling markers here")
+    parser.add_argument("--doc", type=Path, help="also replace the table between the scaling markers of this "
+                                                 "Markdown file (docs/scaling.md)")
     parser.add_argument("overrides", nargs="*", help="grpolab overrides for both world sizes (after --)")
     args = parser.parse_args(argv)
     overrides = [*(QUICK if args.quick else []), *args.overrides]
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"held-out {figures['accuracy_before']:.3f} -> {figures['accuracy_after']:.3f}", flush=True)
     table = report(medians(results[1]), medians(results[2]))
     print(table)
-    if args.readme is not None:
-        write_block(args.readme, "scaling table", f"{measured_on(args)}\n\n{table}")
+    if args.doc is not None:
+        write_block(args.doc, "scaling table", f"{measured_on(args)}\n\n{table}")
     if args.json is not None:
         args.json.write_text(json.dumps({"overrides": overrides, "runs": results}, indent=2) + "\n")
     return 0

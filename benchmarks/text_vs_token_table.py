@@ -1,11 +1,11 @@
-"""README's text-vs-token table, rebuilt from a finished ``experiment=text_vs_token`` sweep.
+"""The text-vs-token table of docs/tokenizer_mode.md, rebuilt from a finished ``experiment=text_vs_token`` sweep.
 
 The table is the sweep report's (``grpolab.tracking.aggregate``, grouped and with the per-step cost metrics the
 experiment names under ``hydra.callbacks.sweep``), preceded by one line saying when, how many jobs and how long. With
-``--readme`` it replaces what stands between the two marker comments in that file; without, it is printed.
+``--doc`` it replaces what stands between the two marker comments in that file; without, it is printed.
 
     python -m grpolab.train experiment=text_vs_token                      # the study (8 jobs, 2 at a time)
-    python benchmarks/text_vs_token_table.py outputs/multirun/<date>/<time> --readme README.md
+    python benchmarks/text_vs_token_table.py outputs/multirun/<date>/<time> --doc docs/tokenizer_mode.md
 """
 
 from __future__ import annotations
@@ -35,25 +35,27 @@ def study_table(sweep_dir: Path) -> str:
     wall = f", {(ended - started) / 60:.1f} min wall" if started is not None else ""
     day = datetime.fromtimestamp(ended).strftime("%Y-%m-%d")
     measured = (f"Measured {day} (`experiment=text_vs_token`): {len(report.runs)} jobs, {len(completed)} completed"
-                f"{wall}; regenerate with `python benchmarks/text_vs_token_table.py <sweep dir> --readme README.md`.")
+                f"{wall}; regenerate with `python benchmarks/text_vs_token_table.py <sweep dir> --doc "
+                "docs/tokenizer_mode.md`.")
     return f"{measured}\n\n{markdown_table(report)}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the sweep directory of experiment=text_vs_token")
-    parser.add_argument("--readme", type=Path, help="replace the table between the markers in this file")
+    parser.add_argument("--doc", type=Path, help="replace the table between the markers in this Markdown file "
+                                                 "(docs/tokenizer_mode.md)")
     args = parser.parse_args(argv)
     try:
         block = study_table(args.sweep_dir)
-        if args.readme is None:
+        if args.doc is None:
             print(block)
             return 0
-        write_block(args.readme, "text_vs_token table", block)
+        write_block(args.doc, "text_vs_token table", block)
     except (FileNotFoundError, ValueError) as error:
         print(f"text_vs_token_table: {error}", file=sys.stderr)
         return 1
-    print(f"updated {args.readme}", file=sys.stderr)
+    print(f"updated {args.doc}", file=sys.stderr)
     return 0
 
 

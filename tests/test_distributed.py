@@ -152,7 +152,7 @@ def test_a_multirun_of_two_task_jobs_through_submitit(tmp_path: Path) -> None:
 
 
 def test_a_slurm_sweep_of_eight_process_jobs_composes(compose_cfg) -> None:
-    # One SLURM job per sweep job, one task (process) per GPU: what the README's SLURM recipe types.
+    # One SLURM job per sweep job, one task (process) per GPU: what the SLURM recipe of docs/scaling.md types.
     cfg = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=8",
                        "hydra.launcher.gpus_per_node=8", "hydra.launcher.cpus_per_task=10", "distributed=fsdp",
                        "model=qwen2_5_7b", "warmstart=none"], return_hydra_config=True)

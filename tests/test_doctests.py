@@ -19,7 +19,7 @@ SOURCE_ROOTS = {"grpolab": REPO_ROOT / "src" / "grpolab", "benchmarks": REPO_ROO
 #: must not simply be dropped from this list.
 EXAMPLE_MODULES = frozenset({
     "benchmarks.gpu_check", "benchmarks.gpu_check_runs", "benchmarks.gpu_check_trl", "benchmarks.ids_vs_text",
-    "benchmarks.readme_block",
+    "benchmarks.processor_variation", "benchmarks.readme_block", "benchmarks.suite_time",
     "grpolab.preflight", "grpolab.sweeps",
     "grpolab.config.batch", "grpolab.config.checks", "grpolab.config.engine_checks", "grpolab.config.errors",
     "grpolab.config.generate_grpo_fields", "grpolab.config.hashing", "grpolab.config.paths",

@@ -1,5 +1,5 @@
 """Write ``constraints.txt``: the exact version of every package ``pip install -e ".[test]"`` installs, read from the
-environment this runs in (the one the README's figures were measured in).
+environment this runs in (the one the figures in docs/ were measured in).
 
     python tools/write_constraints.py            # rewrite constraints.txt at the top of the checkout
     python tools/write_constraints.py --check    # exit 1 when this environment differs from constraints.txt

@@ -1,5 +1,5 @@
-"""benchmarks/text_vs_token_table.py on the sweep directory ``experiment=text_vs_token`` leaves: the README table is
-the sweep report's, and it replaces only what stands between the markers.
+"""benchmarks/text_vs_token_table.py on the sweep directory ``experiment=text_vs_token`` leaves: the table of
+docs/tokenizer_mode.md is the sweep report's, and it replaces only what stands between the markers.
 
 The sweep directory is written here in the run directories' file formats (``grpolab.tracking.rundir``: the summary
 by its writer, the manifest fields the report reads, the metric rows the trainer logs), for the 8 jobs the
@@ -62,14 +62,14 @@ def write_study_sweep(sweep: Path) -> None:
                           wall_time_s=3.0, step_time_s=0.5)
 
 
-def test_the_study_table_is_regenerated_into_the_readme(table_script, tmp_path, capsys):
+def test_the_study_table_is_regenerated_into_the_page(table_script, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     write_study_sweep(sweep)
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\nbefore\n<!-- text_vs_token table: start -->\nold table\n"
+    page = tmp_path / "tokenizer_mode.md"
+    page.write_text("# Title\n\nbefore\n<!-- text_vs_token table: start -->\nold table\n"
                       "<!-- text_vs_token table: end -->\nafter\n", encoding="utf-8")
-    assert table_script.main([str(sweep), "--readme", str(readme)]) == 0, capsys.readouterr().err
-    text = readme.read_text(encoding="utf-8")
+    assert table_script.main([str(sweep), "--doc", str(page)]) == 0, capsys.readouterr().err
+    text = page.read_text(encoding="utf-8")
     assert text.startswith("# Title\n\nbefore\n<!-- text_vs_token table: start -->\nMeasured ")
     assert text.endswith("<!-- text_vs_token table: end -->\nafter\n") and "old table" not in text
     assert "8 jobs, 8 completed" in text
@@ -87,9 +87,9 @@ def test_the_study_table_is_regenerated_into_the_readme(table_script, tmp_path, 
 
 
 def test_an_empty_sweep_dir_fails_in_one_line_and_the_file_is_left_alone(table_script, tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text("no markers\n", encoding="utf-8")
+    page = tmp_path / "tokenizer_mode.md"
+    page.write_text("no markers\n", encoding="utf-8")
     (tmp_path / "sweep").mkdir()
-    assert table_script.main([str(tmp_path / "sweep"), "--readme", str(readme)]) == 1
+    assert table_script.main([str(tmp_path / "sweep"), "--doc", str(page)]) == 1
     assert capsys.readouterr().err.startswith("text_vs_token_table: no run directories")
-    assert readme.read_text(encoding="utf-8") == "no markers\n"
+    assert page.read_text(encoding="utf-8") == "no markers\n"

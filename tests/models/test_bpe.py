@@ -1,7 +1,7 @@
 """The byte-level BPE tokenizer trained on the vendored GSM8K text, and the tiny Qwen2 sized by it.
 
-Also the round-trip drift figures README quotes (benchmarks/bpe_round_trip.py prints the same): decoding then
-re-encoding canonical IDs gives them back for every GSM8K prompt; IDs encoded piece by piece mostly do not.
+Also the round-trip drift figures docs/tokenizer_mode.md quotes (benchmarks/bpe_round_trip.py writes them): decoding
+then re-encoding canonical IDs gives them back for every GSM8K prompt; IDs encoded piece by piece mostly do not.
 """
 
 from __future__ import annotations

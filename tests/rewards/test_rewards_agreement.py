@@ -5,7 +5,7 @@ levels as a training step scores them (``score_both_levels``). Three BPEs of 4,0
 GSM8K text: ``raw`` (the text alone: the tags never occur in it), ``tagged`` (plus the solutions written with tags,
 as a chat model's tokenizer has seen such text: it learns merges across the tag boundaries, ``>J``, ``.</``, ``>\\n``)
 and ``tagged`` with the four tags added as single tokens (what Qwen3 and DeepSeek-R1 do for ``<think>``).
-The README table "Token-level rewards with a BPE tokenizer" gives these numbers on all 1,319 solutions
+The agreement table of docs/tokenizer_mode.md gives these numbers on all 1,319 solutions
 (benchmarks/bpe_round_trip.py).
 """
 

@@ -4,7 +4,7 @@ Pre-tokenization is Qwen2's (NFC normalization, its split regex, then the byte-l
 text the way the Qwen family does: every digit is its own pre-token, a run of letters takes one leading non-letter
 (``<think`` is one pre-token), and a run of punctuation takes the newlines after it (``>\\n``). The reasoning tags are
 therefore never single tokens and can merge with their neighbours (``</think><answer>`` has the pre-token ``><``);
-README "Tokenizer mode and reward level" says what that means for token-level rewards. Special tokens are the char
+docs/tokenizer_mode.md says what that means for token-level rewards. Special tokens are the char
 tokenizer's (``<|pad|>``, ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``) with the same ChatML chat template.
 
 Training is deterministic: the same texts and settings give the same merges, so a tokenizer built from config in a
