@@ -86,7 +86,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
         splits = instantiate(cfg.data).load()
     if environment is not None:
         with config_errors("environment"):
-            check_chat_prompts(splits, cfg.data._target_)
+            check_chat_prompts(splits, cfg.data._target_, environment)
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):
         rewards = build_rewards(cfg.rewards, cfg.reward_level, encoder.tokenizer, cfg.trainer.max_completion_length)
