@@ -47,9 +47,9 @@ def build_environment(environment_cfg: Any, processing_class: Any) -> ToolEnviro
             raise error.__cause__ from error
         raise
     if environment.returns_images and getattr(processing_class, "image_processor", None) is None:
-        raise ValueError(f"environment: {environment.image_tool_names()} return images, which a text-only model "
-                         "cannot read; use a vision-language model (model.modality=vision), e.g. model=tiny_vlm_tools "
-                         "or experiment=vision_tools")
+        raise ValueError(f"environment: its tools ({environment.image_tool_names()}) return images, which a "
+                         "text-only model cannot read; use a vision-language model (model.modality=vision), e.g. "
+                         "model=tiny_vlm_tools or experiment=vision_tools")
     log.info("environment: %s", environment.describe())
     for note in environment.isolation_notes():
         log.info(note)
@@ -68,9 +68,9 @@ def check_chat_prompts(splits: Any, source: str, environment: ToolEnvironment | 
                              f"{source} has {type(prompt).__name__} prompts; use a conversational task (e.g. "
                              "data=tool_arithmetic, or data=gsm8k data.conversational=true) or environment=none")
         if environment is not None and environment.returns_images and image_column(split.column_names) is None:
-            raise ValueError(f"environment: {environment.image_tool_names()} work on the row's image, but the {name} "
-                             f"split of {source} has no image column; use an image task (data=shapes, clevr, "
-                             "image_jsonl) or another environment")
+            raise ValueError(f"environment: its tools ({environment.image_tool_names()}) work on the row's image, but "
+                             f"the {name} split of {source} has no image column; use an image task (data=shapes, "
+                             "clevr, image_jsonl) or another environment")
 
 
 @dataclass
