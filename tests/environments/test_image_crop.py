@@ -7,6 +7,7 @@ import functools
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
@@ -197,11 +198,12 @@ def test_the_greedy_tool_loop_feeds_the_model_the_images_a_tool_returns(encoder,
 
 # -- end to end -----------------------------------------------------------------------------------------------------
 
-#: experiment=vision_tools at test size: a warm start on demonstrations that all crop, two GRPO steps, an 8-problem
-#: held-out evaluation that runs the tool loop.
+#: experiment=vision_tools at test size: a warm start on demonstrations that all crop, two GRPO steps (their
+#: completions logged: tool messages with images among them), an 8-problem held-out evaluation that runs the tool loop.
 VISION_TOOL_RUN = [
     "experiment=vision_tools", "logger=none", "trainer.max_steps=2", "warmstart.steps=100", "warmstart.batch_size=16",
     "data.train_size=64", "data.eval_size=8", "data.crop_call_rate=1.0", "batch.prompts_per_step=4",
+    "trainer.log_completions=true",
 ]
 _RUNS: dict[str, Path] = {}
 
@@ -239,6 +241,9 @@ def test_grpo_rollouts_call_the_image_tool_in_both_tokenizer_modes(vision_tool_r
         assert row["tools/failure_frequency"] < 0.5
     for held_out in (summary["eval_before"], summary["eval_after"]):
         assert held_out["tool_call_frequency"] > 0.5 and held_out["tool_failure_frequency"] < 0.5
+    logged = pd.read_parquet(run_dir / "completions" / "completions_00002.parquet")["completion"]
+    tool_messages = [message for completion in logged for message in completion if message["role"] == "tool"]
+    assert any(block["type"] == "image" for message in tool_messages for block in message["content"])
     if mode == "ids":
         # Prompt IDs are canonical here, so ids mode takes text mode's steps exactly, tool images and all.
         text_rows = read_metrics(vision_tool_run("text") / "metrics.jsonl")
