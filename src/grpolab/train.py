@@ -105,7 +105,8 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder, environment)
     with training_precision(args):
         if warm_start is not None:  # computed by the main process, which sends the others its weights
-            # The environment decides the results of tool calls the demonstrations leave to it (environment=crop).
+            # The environment computes the tool results demonstrations leave to it (environment=crop), and its
+            # settings then join the cache key.
             warm = launched_processes().main_computes(
                 warm_start.run, model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
                 {"model": config["model"], "data": config["data"],

@@ -71,7 +71,11 @@ class SupervisedWarmStart:
             return {"steps": 0, "cached": False}
         # Only what decides the weights: how often it logs or whether it caches does not.
         weights = {name: value for name, value in asdict(self).items() if name not in ("cache", "log_every")}
-        # The tools' descriptions are part of every chat prompt; runs without tools keep their cache keys.
+        # The tools' descriptions are part of every chat prompt; runs without tools keep their cache keys. The
+        # environment's settings (key_parts["environment"]) decide the weights only through the tool results the
+        # demonstrations leave to it: a run whose demonstrations give them all shares the warm start of a run without.
+        if not (environment is not None and leaves_results_to_environment(rows)):
+            key_parts = {name: part for name, part in key_parts.items() if name != "environment"}
         key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed,
                           *([encoder.tool_schemas()] if encoder.tools else []))
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
@@ -150,6 +154,15 @@ class SupervisedWarmStart:
         progress.close()
         model.eval()
         return losses, exact
+
+
+def leaves_results_to_environment(rows: Dataset) -> bool:
+    """Whether a demonstration in the ``solution`` column leaves a tool's result out (``content`` null) for the run's
+    environment to compute."""
+    if "solution" not in rows.column_names:
+        return False
+    return any(is_trace(solution) and any(message.get("role") == "tool" and message.get("content") is None
+                                          for message in solution) for solution in rows["solution"])
 
 
 def _target_ids(encoder: PromptEncoder, rows: Dataset,
