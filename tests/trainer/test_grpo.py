@@ -29,8 +29,8 @@ from grpolab.trainer.tokenizer_calls import LazyDecodedTexts
 QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
 PROMPTS_PER_STEP, GENERATIONS = 2, 4
 OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts", "_generate_single_turn",
-              "_tool_call_loop", "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler", "_save_checkpoint",
-              "_load_from_checkpoint")
+              "_tool_call_loop", "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler",
+              "_save_checkpoint", "_load_from_checkpoint")
 
 
 @pytest.fixture(autouse=True)
