@@ -360,7 +360,9 @@ class GrpolabTrainer(GRPOTrainer):
             if self.ids_mode and self.log_completions:
                 self._decode_logged_prompts()
             if self.log_completions:
-                _uniform_contents(self._logs["completion"])
+                from grpolab.trainer.multiturn import uniform_contents  # multiturn imports this module
+
+                uniform_contents(self._logs["completion"])
         super().log(logs, start_time)
 
     def _cost_metrics(self) -> dict[str, float]:
@@ -386,19 +388,6 @@ class GrpolabTrainer(GRPOTrainer):
         decoded = [self.processing_class.decode(p) if is_token_ids(p) else p for p in kept]
         kept.clear()
         kept.extend(decoded)
-
-
-def _uniform_contents(conversations: Any) -> None:
-    """Where a logged completion holds a message whose content is a list of blocks (a tool's image), every message's
-    text content becomes one text block: TRL 1.16 writes the completion log with pandas/Arrow, which cannot store
-    text and lists in one column ("cannot mix list and non-list")."""
-    messages = [message for conversation in conversations if isinstance(conversation, list)
-                for message in conversation if isinstance(message, dict)]
-    if not any(isinstance(message.get("content"), list) for message in messages):
-        return
-    for message in messages:
-        if isinstance(message.get("content"), str):
-            message["content"] = [{"type": "text", "text": message["content"]}]
 
 
 def trainer_dataset(dataset: Any) -> Any:

@@ -154,6 +154,24 @@ def image_blocks(content: Any) -> list[Any]:
     return [part["image"] for part in content if isinstance(part, Mapping) and part.get("type") == "image"]
 
 
+def uniform_contents(conversations: Any) -> None:
+    """Where a logged completion holds a message whose content is a list of blocks (a tool's image), every message's
+    text content becomes one text block: TRL 1.16 writes its completion log (``trainer.log_completions``) with
+    pandas/Arrow, which cannot store text and lists in one column ("cannot mix list and non-list").
+
+    >>> log = [[{"role": "assistant", "content": "a"}, {"role": "tool", "content": [{"type": "image"}]}]]
+    >>> uniform_contents(log); log[0][0]["content"]
+    [{'type': 'text', 'text': 'a'}]
+    """
+    messages = [message for conversation in conversations if isinstance(conversation, list)
+                for message in conversation if isinstance(message, dict)]
+    if not any(isinstance(message.get("content"), list) for message in messages):
+        return
+    for message in messages:
+        if isinstance(message.get("content"), str):
+            message["content"] = [{"type": "text", "text": message["content"]}]
+
+
 def row_tools(environment: Any, row: Mapping[str, Any]) -> tuple[dict[str, Callable[..., Any]], Any]:
     """``(tools by name, observation)`` for one row, as TRL gives a rollout its tools: the environment's functions,
     plus the methods of a fresh instance of its environment class reset with the row's columns (the observation is
