@@ -86,7 +86,7 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
         splits = instantiate(cfg.data).load()
     if environment is not None:
         with config_errors("environment"):
-            check_chat_prompts(splits, cfg.data._target_)
+            check_chat_prompts(splits, cfg.data._target_, environment)
     log.info("data: %s, %d train / %d held-out rows", cfg.data._target_, len(splits.train), len(splits.eval))
     with config_errors("rewards"):
         rewards = build_rewards(cfg.rewards, cfg.reward_level, encoder.tokenizer, cfg.trainer.max_completion_length)
@@ -105,9 +105,13 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder, environment)
     with training_precision(args):
         if warm_start is not None:  # computed by the main process, which sends the others its weights
+            # The environment computes the tool results demonstrations leave to it (environment=crop), and its
+            # settings then join the cache key.
             warm = launched_processes().main_computes(
                 warm_start.run, model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
-                {"model": config["model"], "data": config["data"]}, cfg.seed)
+                {"model": config["model"], "data": config["data"],
+                 **({"environment": config["environment"]} if environment is not None else {})}, cfg.seed,
+                environment)
             log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
         before = run.record_once("eval_before", lambda: evaluate(model))  # a resumed run keeps its first attempt's
     log.info("held-out before GRPO (%d problems): %s", len(evaluate), fields(before))

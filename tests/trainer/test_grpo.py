@@ -29,8 +29,8 @@ from grpolab.trainer.tokenizer_calls import LazyDecodedTexts
 QUESTIONS, ANSWERS = ["12+7=", "3+4=", "9+9=", "5+6="], ["19", "7", "18", "11"]
 PROMPTS_PER_STEP, GENERATIONS = 2, 4
 OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts", "_generate_single_turn",
-              "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler", "_save_checkpoint",
-              "_load_from_checkpoint")
+              "_tool_call_loop", "_calculate_rewards", "_get_per_token_logps_and_entropies", "_get_train_sampler",
+              "_save_checkpoint", "_load_from_checkpoint")
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +62,8 @@ def test_every_private_override_lives_in_grpolab_trainer_and_matches_trls_signat
     assert parameters(GRPOTrainer._tokenize_prompts) == ["self", "prompts"]
     assert parameters(GRPOTrainer._generate_single_turn) == ["self", "prompt_ids", "images", "multimodal_fields",
                                                             "num_generations", "has_tool_images"]
+    assert parameters(GRPOTrainer._tool_call_loop) == ["self", "prompts", "prompt_ids", "completion_ids", "completions",
+                                                       "logprobs", "images", "multimodal_fields"]
     assert parameters(GRPOTrainer._calculate_rewards) == ["self", "inputs", "prompts", "completions",
                                                           "completion_ids_list"]
     logps = parameters(GRPOTrainer._get_per_token_logps_and_entropies)
@@ -153,6 +155,24 @@ def test_trl_runs_tools_the_way_grpolabs_multi_turn_pieces_repeat_it():
     assert "completion_lengths = torch.tensor([sum(mask) for mask in tool_mask], device=device)" in generate
     # ids mode with tools: the rows' chat messages are what TRL reads as prompts, and what reaches _tokenize_prompts.
     assert 'prompts = [x["prompt"] for x in inputs]' in source("_generate_and_score_completions")
+
+
+def test_trl_feeds_tool_images_to_the_model_the_way_the_ids_form_overrides_expect():
+    """ids-form image rows carry no `image` column, so TRL has no prompt images: ``_tool_call_loop`` hands its loop the
+    rows' images and cached fields, ``_generate`` puts the rows' images before the tools' in its result, and
+    ``score_round`` leaves TRL's image fields alone when TRL built them (a tool returned images)."""
+    loop = source("_tool_call_loop")
+    assert "tool_images[idx_with_tool].append(part[\"image\"])" in loop
+    assert "merged_images = images" in loop and "(existing or []) + new" in loop
+    assert 'self.processing_class.image_processor(images=flat_loop_images, return_tensors="pt")' in loop
+    assert 'if "num_images" not in multimodal_fields and images is not None:' in loop
+    assert "split_fields = split_pixel_values_by_grid(multimodal_fields)" in loop
+    generate = source("_generate")
+    assert "images = [imgs if imgs else None for imgs in tool_images]" in generate
+    score = source("_generate_and_score_completions")
+    assert "if self.tools and any(imgs for imgs in tool_images) and self._is_vlm:" in score
+    assert "flat_images = [img for img_list in images if img_list for img in img_list]" in score
+    assert 'output["pixel_values"] = forward_kwargs["pixel_values"]' in score
 
 
 # -- small pieces ---------------------------------------------------------------------------------------------------

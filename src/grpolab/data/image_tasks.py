@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from datasets import Dataset
 
 from grpolab.data.images import load_image_qa
-from grpolab.data.shapes import build_shapes_dataset
+from grpolab.data.shapes import build_shapes_dataset, shape_scenes, shapes_box
 from grpolab.data.task import DataError, TaskSplits
 
 
@@ -27,7 +28,10 @@ class ShapesTask:
     with at least ``teacher_slip_from`` shapes undercounts by one (``answer``, which rewards and the held-out split
     use, stays true). A warm start then imitates the slips, and GRPO, rewarded by the true count, has to unlearn them.
     ``solution_prefix`` opens every training ``solution`` (e.g. ``<think></think>``, for rewards that require a think
-    block).
+    block). ``crop_call_rate`` (for ``environment=crop``): the share of training solutions that are tool-calling
+    demonstrations, chat messages that first call ``crop`` on the box holding the shapes (widened to multiples of
+    ``crop_grid`` pixels) and then answer; the tool's result is left out (``content`` null): the warm start runs the
+    call with the run's environment (``grpolab.trainer.multiturn``), so it sees exactly the image the tool returns.
 
     >>> splits = ShapesTask(train_size=4, eval_size=2).load()
     >>> row = splits.eval[0]
@@ -44,10 +48,16 @@ class ShapesTask:
     teacher_error_rate: float = 0.0
     teacher_slip_from: int = 4
     solution_prefix: str = ""
+    crop_call_rate: float = 0.0
+    crop_grid: int = 28
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_error_rate <= 1.0:
             raise ValueError(f"data.teacher_error_rate={self.teacher_error_rate} must be in [0, 1]")
+        if not 0.0 <= self.crop_call_rate <= 1.0:
+            raise ValueError(f"data.crop_call_rate={self.crop_call_rate} must be a fraction in [0, 1]")
+        if isinstance(self.crop_grid, bool) or not isinstance(self.crop_grid, int) or self.crop_grid < 1:
+            raise ValueError(f"data.crop_grid={self.crop_grid!r} must be a positive integer (pixels)")
         if self.teacher_error_rate and self.task != "count":
             raise ValueError(f"data.teacher_error_rate slips counts; with data.task={self.task} set it to 0")
 
@@ -65,7 +75,30 @@ class ShapesTask:
             ]
             # Column swap, not Dataset.map: the image column's stored PNG bytes stay as they are (never decoded).
             train = train.remove_columns("solution").add_column("solution", solutions)
+        if self.crop_call_rate > 0:
+            scenes = shape_scenes(split="train", num_examples=self.train_size, **shape)
+            teacher = random.Random(f"crop:{self.seed}")
+            traces = [crop_trace(solution, shapes_box(scene, self.image_size, self.crop_grid)
+                                 if teacher.random() < self.crop_call_rate else None)
+                      for solution, scene in zip(train["solution"], scenes, strict=True)]
+            train = train.remove_columns("solution").add_column("solution", traces)
         return TaskSplits(train=train, eval=build_shapes_dataset(split="test", num_examples=self.eval_size, **shape))
+
+
+def crop_trace(answer: str, box: dict[str, int] | None) -> list[dict[str, Any]]:
+    """A demonstration as chat messages: ``crop`` on ``box`` (its result left for the warm start to run), then
+    ``answer``; without a box, the answer alone. Every message has the same keys (one Arrow struct type).
+
+    >>> [message["role"] for message in crop_trace("<answer>2</answer>", {"left": 0, "top": 0, "right": 28,
+    ...                                                                   "bottom": 28})]
+    ['assistant', 'tool', 'assistant']
+    """
+    final = {"role": "assistant", "content": answer, "tool_calls": None, "name": None}
+    if box is None:
+        return [final]
+    call = {"type": "function", "function": {"name": "crop", "arguments": box}}
+    return [{"role": "assistant", "content": "", "tool_calls": [call], "name": None},
+            {"role": "tool", "content": None, "tool_calls": None, "name": "crop"}, final]
 
 
 @dataclass

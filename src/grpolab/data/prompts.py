@@ -144,6 +144,35 @@ class ImageInputs:
         return {"pixel_values": self.pixel_values.to(dtype), "image_grid_thw": self.image_grid_thw,
                 "mm_token_type_ids": token_types}
 
+    def rows(self) -> list[ImageInputs]:
+        """The batch split into one :class:`ImageInputs` per row (a row without images has none)."""
+        grids = self.image_grid_thw.reshape(-1, 3)
+        patches = grids.prod(-1).tolist()
+        image_starts = np.cumsum([0, *self.num_images])
+        patch_starts = np.cumsum([0, *patches])
+        return [ImageInputs(self.pixel_values[patch_starts[a] : patch_starts[b]], grids[a:b], [int(b - a)])
+                for a, b in zip(image_starts[:-1], image_starts[1:])]
+
+    @staticmethod
+    def join(rows: Sequence[ImageInputs | None], one_row: bool = False) -> ImageInputs | None:
+        """Rows (None: a row without images) as one batch, in order; ``one_row``: the parts are all one row's images,
+        in the order its sequence shows them (a prompt's, then those tool results added). None when there is no image.
+
+        >>> one = ImageInputs(torch.ones(4, 2), torch.tensor([[1, 2, 2]]), [1])
+        >>> batch = ImageInputs.join([one, None, one])
+        >>> batch.num_images, batch.pixel_values.shape[0], [row.num_images for row in batch.rows()]
+        ([1, 0, 1], 8, [[1], [0], [1]])
+        >>> ImageInputs.join([one, None, one], one_row=True).num_images
+        [2]
+        """
+        present = [row for row in rows if row is not None and sum(row.num_images)]
+        if not present:
+            return None
+        counts = [0 if row is None else sum(row.num_images) for row in rows]
+        return ImageInputs(torch.cat([row.pixel_values for row in present]),
+                           torch.cat([row.image_grid_thw.reshape(-1, 3) for row in present]),
+                           [sum(counts)] if one_row else counts)
+
     def per_row(self) -> list[tuple[list[list[int]], bytes]]:
         """``(grids, float32 pixel bytes)`` per row: the ids form's cached columns."""
         grids = self.image_grid_thw.tolist()
@@ -230,6 +259,15 @@ class PromptEncoder:
         from transformers.utils import get_json_schema
 
         return [get_json_schema(tool) for tool in self.tools]
+
+    def process_images(self, images: Sequence[Any]) -> ImageInputs | None:
+        """``images`` (PIL images, e.g. a tool's results) as the model reads them: one row of :class:`ImageInputs`
+        from the processor's image processor, the call TRL makes for images a tool returned (None: no image)."""
+        if not images:
+            return None
+        processed = self.processing_class.image_processor(images=list(images), return_tensors="pt")
+        return ImageInputs(torch.as_tensor(processed[PIXEL_VALUES]), torch.as_tensor(processed[IMAGE_GRID]),
+                           [len(images)])
 
     def answer_ids(self, answer: str) -> list[int]:
         """IDs of a gold answer or solution as it appears inside a completion (no BOS/EOS)."""

@@ -170,6 +170,44 @@ SHAPES_FEATURES = Features(
 )
 
 
+def shape_scenes(task: str, split: str, num_examples: int, seed: int, image_size: int = 56,
+                 max_count: int = 5) -> list[Scene]:
+    """The scenes :func:`build_shapes_dataset` draws, in row order (what a teacher knows about each image).
+
+    >>> [scene.answer for scene in shape_scenes("count", "test", 2, seed=1)] == build_shapes_dataset(
+    ...     "count", "test", 2, seed=1)["answer"]
+    True
+    """
+    if task not in SHAPE_TASKS:
+        raise ValueError(f"unknown shapes task {task!r}; expected one of {SHAPE_TASKS}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    want_held_out = split == "test"
+    scenes: list[Scene] = []
+    # String seeds hash deterministically (random.seed uses SHA-512 for str), unlike hash() of a tuple.
+    rng = random.Random(f"shapes:{task}:{split}:{seed}:{image_size}:{max_count}")
+    while len(scenes) < num_examples:
+        scene = make_scene(task, rng, image_size=image_size, max_count=max_count)
+        if scene.held_out() == want_held_out:
+            scenes.append(scene)
+    return scenes
+
+
+def shapes_box(scene: Scene, image_size: int, grid: int = 1) -> dict[str, int]:
+    """The box holding every shape of ``scene`` (PIL's convention: right and bottom exclusive), widened outward to
+    multiples of ``grid`` pixels (fewer distinct boxes: a teacher whose calls a small model can learn to copy).
+
+    >>> scene = Scene("count", (Shape("circle", "red", 10, 30, 9), Shape("square", "blue", 40, 5, 9)), "2")
+    >>> shapes_box(scene, 56), shapes_box(scene, 56, grid=28)
+    ({'left': 10, 'top': 5, 'right': 49, 'bottom': 39}, {'left': 0, 'top': 0, 'right': 56, 'bottom': 56})
+    """
+    left, top = min(shape.x for shape in scene.shapes), min(shape.y for shape in scene.shapes)
+    right = max(shape.x + shape.size for shape in scene.shapes)
+    bottom = max(shape.y + shape.size for shape in scene.shapes)
+    return {"left": left // grid * grid, "top": top // grid * grid,
+            "right": min(image_size, -(-right // grid) * grid), "bottom": min(image_size, -(-bottom // grid) * grid)}
+
+
 def build_shapes_dataset(
     task: str = "count",
     split: str = "train",
@@ -185,18 +223,8 @@ def build_shapes_dataset(
     >>> test[0]["solution"] == f"<answer>{test[0]['answer']}</answer>"
     True
     """
-    if task not in SHAPE_TASKS:
-        raise ValueError(f"unknown shapes task {task!r}; expected one of {SHAPE_TASKS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    want_held_out = split == "test"
     rows: dict[str, list] = {name: [] for name in SHAPES_FEATURES}
-    # String seeds hash deterministically (random.seed uses SHA-512 for str), unlike hash() of a tuple.
-    rng = random.Random(f"shapes:{task}:{split}:{seed}:{image_size}:{max_count}")
-    while len(rows["answer"]) < num_examples:
-        scene = make_scene(task, rng, image_size=image_size, max_count=max_count)
-        if scene.held_out() != want_held_out:
-            continue
+    for scene in shape_scenes(task, split, num_examples, seed, image_size, max_count):
         rows["prompt"].append(image_prompt(QUESTIONS[task]))
         rows["image"].append({"bytes": _png_bytes(draw_scene(scene, image_size)), "path": None})
         rows["answer"].append(scene.answer)

@@ -46,20 +46,31 @@ def build_environment(environment_cfg: Any, processing_class: Any) -> ToolEnviro
         if isinstance(error.__cause__, ValueError):  # already one line naming its key (environment.timeout_s=...)
             raise error.__cause__ from error
         raise
+    if environment.returns_images and getattr(processing_class, "image_processor", None) is None:
+        raise ValueError(f"environment: its tools ({environment.image_tool_names()}) return images, which a "
+                         "text-only model cannot read; use a vision-language model (model.modality=vision), e.g. "
+                         "model=tiny_vlm_tools or experiment=vision_tools")
     log.info("environment: %s", environment.describe())
     for note in environment.isolation_notes():
         log.info(note)
     return environment
 
 
-def check_chat_prompts(splits: Any, source: str) -> None:
-    """TRL's tool loop reads tool calls only from completions of chat prompts: fail in one line for text prompts."""
+def check_chat_prompts(splits: Any, source: str, environment: ToolEnvironment | None = None) -> None:
+    """TRL's tool loop reads tool calls only from completions of chat prompts: fail in one line for text prompts;
+    and tools that show the model a part of its input image need rows with images."""
+    from grpolab.data.prompts import image_column
+
     for name, split in (("train", splits.train), ("eval", splits.eval)):
         prompt = split[0]["prompt"] if len(split) and "prompt" in split.column_names else None
         if not (isinstance(prompt, list) and prompt and isinstance(prompt[0], dict)):
             raise ValueError(f"environment: tools need chat prompts (lists of messages), but the {name} split of "
                              f"{source} has {type(prompt).__name__} prompts; use a conversational task (e.g. "
                              "data=tool_arithmetic, or data=gsm8k data.conversational=true) or environment=none")
+        if environment is not None and environment.returns_images and image_column(split.column_names) is None:
+            raise ValueError(f"environment: its tools ({environment.image_tool_names()}) work on the row's image, but "
+                             f"the {name} split of {source} has no image column; use an image task (data=shapes, "
+                             "clevr, image_jsonl) or another environment")
 
 
 @dataclass
@@ -130,6 +141,20 @@ class ToolEnvironment:
                      f"{'' if rounds == 1 else 's'} per completion, {self.timeout_s:g} s per call, results cut at "
                      f"{self.max_output_chars} characters")
         return "; ".join(parts)
+
+    @property
+    def returns_images(self) -> bool:
+        """Whether a toolkit or the environment class says its tools return images (``returns_images = True``):
+        the model must read images, and the tools may need the row's (``grpolab.environments.image_crop``)."""
+        return bool(self.image_tool_names())
+
+    def image_tool_names(self) -> str:
+        """The tools of the parts that return images, comma-separated (empty: none)."""
+        names = [tool.__name__ for entry in self.toolkits if getattr(entry, "returns_images", False)
+                 for tool in entry.tools()]
+        if self.probe is not None and getattr(self.probe, "returns_images", False):
+            names += self.method_names
+        return ", ".join(names)
 
     def isolation_notes(self) -> list[str]:
         """What sandboxed toolkits isolate on this machine, one line each (``environment=python``)."""

@@ -21,7 +21,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.utils import cached_file, is_torchvision_available
 
 from grpolab.models.hub import check_checkpoint
-from grpolab.models.tokenizer import DEFAULT_SPECIAL_TOKENS, build_char_tokenizer
+from grpolab.models.tokenizer import DEFAULT_SPECIAL_TOKENS, DEFAULT_TAG_TOKENS, EOS, build_char_tokenizer
 
 VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"
 # Placeholders Qwen2-VL's processor and model look up by name; the char tokenizer makes each one a single token.
@@ -68,17 +68,22 @@ def build_vlm_processor(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     patch_size: int = 14,
     merge_size: int = 2,
+    tag_tokens: Sequence[str] = DEFAULT_TAG_TOKENS,
+    eos_token: str = EOS,
 ) -> ImageOnlyQwen2VLProcessor:
     """The tiny model's processor: Qwen2-VL's PIL image processor + the character tokenizer with image placeholders.
 
     Images are resized (aspect kept) to a multiple of ``patch_size * merge_size`` with a pixel count in
-    ``[min_pixels, max_pixels]``.
+    ``[min_pixels, max_pixels]``. ``tag_tokens`` and ``eos_token`` are the character tokenizer's
+    (``grpolab.models.tokenizer.build_char_tokenizer``): ``model=tiny_vlm_tools`` makes the tool-calling tags single
+    tokens and ``<|im_end|>`` the EOS, as ``model=tiny_tools`` does for the text model.
 
     >>> processor = build_vlm_processor(min_pixels=64 * 64, max_pixels=64 * 64, patch_size=8)
     >>> processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == processor.image_token_id
     True
     """
-    tokenizer = build_char_tokenizer(special_tokens=(*DEFAULT_SPECIAL_TOKENS, *IMAGE_PLACEHOLDER_TOKENS))
+    tokenizer = build_char_tokenizer(special_tokens=(*DEFAULT_SPECIAL_TOKENS, *IMAGE_PLACEHOLDER_TOKENS),
+                                     tag_tokens=tag_tokens, eos_token=eos_token)
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size
     )

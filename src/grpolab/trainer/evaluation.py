@@ -93,7 +93,7 @@ class HeldOutEvaluator:
             rows = select_rows(self.rows, indices)
             prompts = self.encoder.encode(rows)
             if self.rollout is not None:
-                scores = self._score_rollouts(self.rollout(model, prompts.prompt_ids, rows), indices)
+                scores = self._score_rollouts(self.rollout(model, prompts.prompt_ids, rows, prompts.images), indices)
             else:
                 width = max(len(ids) for ids in prompts.prompt_ids)
                 input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts.prompt_ids],

@@ -17,6 +17,9 @@ when TRL renames or reshapes what it relies on):
    ``model.generate`` path, which builds tensors from it); chat messages of ids-mode rows are replaced by the rows'
    prepared ``prompt_ids`` (TRL's tool loop needs the messages, the model the IDs); the tokenizer never sees text.
 4. ``_generate_single_turn(...)``: passes the batch's cached image fields to generation (ids-form image rows).
+4b. ``_tool_call_loop(...)``: ids-form image rows give TRL's tool loop their images and cached image fields, which it
+   reads to generate again after a tool result (with images a tool returned: the row's images, then the tool's, all
+   processed by the image processor, as in text mode); ``_generate`` then hands the forward passes the same list.
 5. ``_calculate_rewards(...)``: rewards get ``prompt_ids`` (both modes), ``tool_mask`` (with tools: 0 on tool-output
    IDs) and the images under TRL's names; ids-mode text rewards read ``prompts`` as decoded text; the time spent is
    measured; the rewards are kept for the sampler.
@@ -69,6 +72,7 @@ from grpolab.data.prompts import (
     PromptEncoder,
     SharedTokenIds,
     is_token_ids,
+    row_images,
     text_tokenizer,
 )
 from grpolab.tracking.checkpoints import newest_complete_checkpoint, unmark
@@ -118,6 +122,7 @@ class GrpolabTrainer(GRPOTrainer):
         self._batch_tool_mask: list[list[int]] | None = None
         self._given_prompt_ids: tuple[list[Any], list[list[int]]] | None = None  # (the rows' messages, their IDs)
         self._batch_images: ImageInputs | None = None
+        self._batch_source_images: list[list[Any]] | None = None  # the PIL images of ids-form image rows
         self._window = (0, 0, 0, 0.0)  # step, encoded, decoded, reward seconds at the last train log
         # What a checkpoint must have been trained from to be resumed here (the warm start shows in the starting
         # policy; TRL loaded the KL reference, when there is one, from model.config._name_or_path).
@@ -143,14 +148,17 @@ class GrpolabTrainer(GRPOTrainer):
         with_images = bool(inputs) and IMAGE_GRID in inputs[0]
         if with_images:
             self._batch_images = self.prompt_encoder.encode(inputs).images.to(self.accelerator.device)
+            self._batch_source_images = [row_images(row) for row in inputs] if self.tools else None
         try:
             output = super()._generate_and_score_completions(inputs)
-            if with_images:
+            # TRL built the image fields itself when a tool returned images (4b); otherwise they are the cached ones.
+            if with_images and "pixel_values" not in output:
                 input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
                 output.update(self._image_fields(input_ids, output["completion_ids"].size(1)))
             return output
         finally:
             self._batch_images = None
+            self._batch_source_images = None
             self._given_prompt_ids = None
 
     # 2 ------------------------------------------------------------------------------------------------------------
@@ -162,6 +170,12 @@ class GrpolabTrainer(GRPOTrainer):
             result = super()._generate(prompts)
         self._batch_prompt_ids = [ids.tolist() if isinstance(ids, np.ndarray) else list(ids) for ids in result[0]]
         self._batch_tool_mask = result[2]
+        tool_images = result[7]
+        if self._batch_source_images is not None and any(tool_images):
+            # TRL merged the tools' images into the prompt images it had (none: ids-form rows): the forward passes
+            # read every image of a sequence, the row's first.
+            images = [[*own, *tool] for own, tool in zip(self._batch_source_images, tool_images, strict=True)]
+            result = (*result[:6], images, tool_images)
         return result
 
     # 3 ------------------------------------------------------------------------------------------------------------
@@ -194,16 +208,30 @@ class GrpolabTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
         if self._batch_images is not None and not multimodal_fields:
-            image_token_id = self.model.config.image_token_id
-            multimodal_fields = {
-                "pixel_values": self._batch_images.pixel_values,
-                "image_grid_thw": self._batch_images.image_grid_thw,
-                # A per-token field: TRL left-pads it like the prompt IDs, from lists. Compared as arrays: the
-                # prompts are int64 arrays here (prompt_ids_as_arrays), which a Python loop reads 3x slower than lists.
-                "mm_token_type_ids": [(np.asarray(ids) == image_token_id).astype(np.int64).tolist()
-                                      for ids in prompt_ids],
-            }
+            multimodal_fields = self._cached_image_fields(prompt_ids)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+
+    def _cached_image_fields(self, prompt_ids: list[Any]) -> dict[str, Any]:
+        """What TRL's processor call returns for the batch's ids-form image rows, from their cached images."""
+        image_token_id = self.model.config.image_token_id
+        return {
+            "pixel_values": self._batch_images.pixel_values,
+            "image_grid_thw": self._batch_images.image_grid_thw,
+            # A per-token field: TRL left-pads it like the prompt IDs, from lists. Compared as arrays: the
+            # prompts are int64 arrays here (prompt_ids_as_arrays), which a Python loop reads 3x slower than lists.
+            "mm_token_type_ids": [(np.asarray(ids) == image_token_id).astype(np.int64).tolist() for ids in prompt_ids],
+        }
+
+    # 4b -----------------------------------------------------------------------------------------------------------
+
+    def _tool_call_loop(self, prompts, prompt_ids, completion_ids, completions, logprobs, images, multimodal_fields):
+        if self._batch_source_images is not None and images is None:
+            # TRL selects the tool-calling rows' images and fields to generate again: `images` when a tool returned
+            # images (processed again with them), the per-row split of `multimodal_fields` (by num_images) otherwise.
+            images = self._batch_source_images
+            multimodal_fields = {**self._cached_image_fields(prompt_ids), "num_images": self._batch_images.num_images}
+        return super()._tool_call_loop(prompts, prompt_ids, completion_ids, completions, logprobs, images,
+                                       multimodal_fields)
 
     # 5 ------------------------------------------------------------------------------------------------------------
 
@@ -331,6 +359,10 @@ class GrpolabTrainer(GRPOTrainer):
             logs.update(self._cost_metrics())
             if self.ids_mode and self.log_completions:
                 self._decode_logged_prompts()
+            if self.log_completions:
+                from grpolab.trainer.multiturn import uniform_contents  # multiturn imports this module
+
+                uniform_contents(self._logs["completion"])
         super().log(logs, start_time)
 
     def _cost_metrics(self) -> dict[str, float]:

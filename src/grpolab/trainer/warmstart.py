@@ -2,7 +2,9 @@
 
 A ``solution`` is completion text, or a tool-calling demonstration given as chat messages (assistant turns with
 ``tool_calls``, ``tool`` results, the final answer): it is then laid out token by token as GRPO's rollouts are
-(``grpolab.trainer.multiturn.trajectory_ids``) and the loss skips the tool results, which are never the model's.
+(``grpolab.trainer.multiturn.trajectory``) and the loss skips the tool results, which are never the model's. A tool
+result the demonstration leaves out is computed by the run's environment, reset with the row; images among the
+results (``environment=crop``) are trained on with the prompt's, in the order the sequence shows them.
 
 GRPO only sharpens what the policy can already sample; a randomly initialised tiny model never samples a correct
 answer, so every group has zero reward variance and nothing is learned. A brief supervised pass gives it a foothold.
@@ -30,9 +32,9 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from grpolab.config.hashing import config_hash
-from grpolab.data.prompts import PromptEncoder, is_token_ids, select_rows
+from grpolab.data.prompts import ImageInputs, PromptEncoder, is_token_ids, select_rows
 from grpolab.tracking.progress import Progress
-from grpolab.trainer.multiturn import is_trace, trajectory_ids
+from grpolab.trainer.multiturn import is_trace, row_tools, trajectory
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,18 @@ class SupervisedWarmStart:
         return self
 
     def run(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder, cache_dir: Path | None,
-            key_parts: dict[str, Any], seed: int) -> dict[str, Any]:
-        """Train ``model`` in place on ``rows`` (either form, with or without images), or load cached weights."""
+            key_parts: dict[str, Any], seed: int, environment: Any = None) -> dict[str, Any]:
+        """Train ``model`` in place on ``rows`` (either form, with or without images), or load cached weights;
+        ``environment`` (the run's ``ToolEnvironment``) runs the tool calls whose results a demonstration leaves out."""
         if self.steps <= 0:
             return {"steps": 0, "cached": False}
         # Only what decides the weights: how often it logs or whether it caches does not.
         weights = {name: value for name, value in asdict(self).items() if name not in ("cache", "log_every")}
-        # The tools' descriptions are part of every chat prompt; runs without tools keep their cache keys.
+        # The tools' descriptions are part of every chat prompt; runs without tools keep their cache keys. The
+        # environment's settings (key_parts["environment"]) decide the weights only through the tool results the
+        # demonstrations leave to it: a run whose demonstrations give them all shares the warm start of a run without.
+        if not (environment is not None and leaves_results_to_environment(rows)):
+            key_parts = {name: part for name, part in key_parts.items() if name != "environment"}
         key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed,
                           *([encoder.tool_schemas()] if encoder.tools else []))
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
@@ -78,7 +85,7 @@ class SupervisedWarmStart:
             return {"steps": self.steps, "cached": True, "cache_key": key}
 
         started = time.perf_counter()
-        losses, exact = self._train(model, rows, encoder, seed)
+        losses, exact = self._train(model, rows, encoder, seed, environment)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             # A name of its own: two processes (jobs side by side) training the same key never write one file.
@@ -109,10 +116,10 @@ class SupervisedWarmStart:
 
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
-    def _train(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder,
-               seed: int) -> tuple[list[float], list[float]]:
+    def _train(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder, seed: int,
+               environment: Any = None) -> tuple[list[float], list[float]]:
         tokenizer = encoder.tokenizer
-        solutions = _target_ids(encoder, rows)
+        solutions = _target_ids(encoder, rows, environment)
         device = next(model.parameters()).device
         rng = random.Random(seed)
         optimizer, scheduler = self.optimizer_and_schedule(model)
@@ -123,8 +130,12 @@ class SupervisedWarmStart:
         for step in range(self.steps):
             indices = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
             prompts = encoder.encode(select_rows(rows, indices))
+            if any(solutions[i][2] is not None for i in indices):  # images in tool results: after the prompt's
+                prompt_images = prompts.images.rows() if prompts.images is not None else [None] * len(indices)
+                prompts.images = ImageInputs.join([ImageInputs.join([own, solutions[i][2]], one_row=True)
+                                                   for own, i in zip(prompt_images, indices, strict=True)])
             input_ids, labels, attention = (tensor.to(device) for tensor in _collate(
-                prompts.prompt_ids, [solutions[i] for i in indices], tokenizer.pad_token_id))
+                prompts.prompt_ids, [solutions[i][:2] for i in indices], tokenizer.pad_token_id))
             output = model(input_ids=input_ids, attention_mask=attention, labels=labels,
                            **prompts.model_inputs(input_ids, model))
             output.loss.backward()
@@ -145,18 +156,38 @@ class SupervisedWarmStart:
         return losses, exact
 
 
-def _target_ids(encoder: PromptEncoder, rows: Dataset) -> list[tuple[list[int], list[int]]]:
-    """Each row's ``solution`` as ``(IDs after the prompt, mask of the IDs trained on; empty: all of them)``."""
+def leaves_results_to_environment(rows: Dataset) -> bool:
+    """Whether a demonstration in the ``solution`` column leaves a tool's result out (``content`` null) for the run's
+    environment to compute."""
+    if "solution" not in rows.column_names:
+        return False
+    return any(is_trace(solution) and any(message.get("role") == "tool" and message.get("content") is None
+                                          for message in solution) for solution in rows["solution"])
+
+
+def _target_ids(encoder: PromptEncoder, rows: Dataset,
+                environment: Any = None) -> list[tuple[list[int], list[int], ImageInputs | None]]:
+    """Each row's ``solution`` as ``(IDs after the prompt, mask of the IDs trained on (empty: all of them), the
+    processed images of its tool results (None: none))``."""
     solutions = rows["solution"]
     traces = [is_trace(solution) for solution in solutions]
     prompts = rows["prompt"] if any(traces) and "prompt" in rows.column_names else [None] * len(rows)
     eos = encoder.tokenizer.eos_token_id
     targets = []
-    for prompt, solution, trace in zip(prompts, solutions, traces, strict=True):
+    for index, (prompt, solution, trace) in enumerate(zip(prompts, solutions, traces, strict=True)):
         if not trace:
-            targets.append((encoder.answer_ids(solution) + [eos], []))
+            targets.append((encoder.answer_ids(solution) + [eos], [], None))
         elif isinstance(prompt, list) and not is_token_ids(prompt):
-            targets.append(trajectory_ids(encoder, prompt, solution))
+            # A result left to the environment needs the row (an image tool crops the row's image).
+            tools = None
+            if environment is not None and any(message.get("role") == "tool" and message.get("content") is None
+                                               for message in solution):
+                tools, observation = row_tools(environment, select_rows(rows, [index])[0])
+                if observation is not None:
+                    raise ValueError("warmstart: the environment's reset() adds to the prompt, which a demonstration "
+                                     "cannot show; give the demonstration's tool results instead")
+            laid_out = trajectory(encoder, prompt, solution, tools)
+            targets.append((laid_out.ids, laid_out.mask, encoder.process_images(laid_out.images)))
         else:
             raise ValueError("warmstart: a solution given as chat messages needs the row's chat prompt ('prompt' as "
                              "messages) to lay the conversation out")
