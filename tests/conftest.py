@@ -74,6 +74,18 @@ def tool_run(tmp_path_factory, shared_cache) -> Path:
     return root / "run"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the tiny models run fastest on one; more only contend on a shared 2-core
+    machine (two intra-op threads made each step of a loaded machine ~10x slower). The count is put back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def gsm8k_test_split() -> Path:
     """The GSM8K test split vendored in tests/fixtures/gsm8k (a fixture: ``from conftest import`` is order-fragile)."""

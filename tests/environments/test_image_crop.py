@@ -39,15 +39,6 @@ def red_square_image() -> Image.Image:
     return image
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny models train fastest on one thread; more only contend on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def environment():
     return ToolEnvironment(environment_factory=functools.partial(ImageCrop, zoom_size=56),
@@ -169,7 +160,7 @@ def test_a_demonstration_shows_the_image_the_environment_returns(encoder, enviro
 
 
 @pytest.mark.slow
-def test_the_greedy_tool_loop_feeds_the_model_the_images_a_tool_returns(encoder, environment, one_thread):
+def test_the_greedy_tool_loop_feeds_the_model_the_images_a_tool_returns(encoder, environment, one_torch_thread):
     # A tiny VLM that has memorised one demonstration, from the prompt's pixels and the crop's: the held-out loop must
     # parse its call, crop, append the image tokens and hand generate both images (Qwen2-VL refuses image tokens
     # without as many image features), reproducing the demonstration.

@@ -157,17 +157,8 @@ def test_hub_style_qwen2_vl_processor_loads_image_only_when_torchvision_is_missi
     assert int((_batch(processor, ("red",))["input_ids"] == processor.image_token_id).sum()) == 4
 
 
-@pytest.fixture
-def one_thread():
-    # Two intra-op threads on a loaded 2-core machine made each step ~10x slower (see /work/notes/vision.md).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.slow
-def test_grpo_trainer_updates_the_tiny_vlm_on_the_shapes_task(tmp_path: Path, one_thread):
+def test_grpo_trainer_updates_the_tiny_vlm_on_the_shapes_task(tmp_path: Path, one_torch_thread):
     from trl import GRPOConfig, GRPOTrainer
 
     from grpolab.data.shapes import build_shapes_dataset

@@ -33,13 +33,7 @@ OVERRIDDEN = ("_generate_and_score_completions", "_generate", "_tokenize_prompts
               "_save_checkpoint", "_load_from_checkpoint")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models run fastest on one thread; more only contend on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # -- canaries: what the overrides rely on in TRL 1.16 ---------------------------------------------------------------
