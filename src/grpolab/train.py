@@ -105,12 +105,11 @@ def build_and_train(cfg: DictConfig, config: dict, run: TrackedRun, batch_fields
     evaluate = HeldOutEvaluator.from_config(cfg.eval, eval_set, encoder, environment)
     with training_precision(args):
         if warm_start is not None:  # computed by the main process, which sends the others its weights
-            # The environment computes the tool results demonstrations leave to it (environment=crop), and its
-            # settings then join the cache key.
+            # The environment computes the tool results demonstrations leave to it (environment=crop); the warm
+            # start decides whether its settings join the cache key.
             warm = launched_processes().main_computes(
                 warm_start.run, model, train_set, encoder, Path(cfg.paths.cache_dir) / "warmstart",
-                {"model": config["model"], "data": config["data"],
-                 **({"environment": config["environment"]} if environment is not None else {})}, cfg.seed,
+                {"model": config["model"], "data": config["data"], "environment": config["environment"]}, cfg.seed,
                 environment)
             log.info("warm start: %s", fields(run.record(warmstart=warm)["warmstart"]))
         before = run.record_once("eval_before", lambda: evaluate(model))  # a resumed run keeps its first attempt's

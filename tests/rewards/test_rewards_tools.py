@@ -1,6 +1,6 @@
 """Rewards on tool-calling trajectories: both levels read the model's turns, never a tool's output, and agree.
 
-The trajectories are laid out as training lays them out (``grpolab.trainer.multiturn.trajectory_ids``: the assistant
+The trajectories are laid out as training lays them out (``grpolab.trainer.multiturn.trajectory``: the assistant
 turns as generated, the tool results as TRL appends them, ``tool_mask`` 0 on those), with the messages TRL hands text
 rewards, for the char tokenizer and a byte-level BPE (tags several tokens each).
 """
@@ -15,7 +15,7 @@ from grpolab.models.tokenizer import DEFAULT_TAG_TOKENS, TOOL_TAG_TOKENS, build_
 from grpolab.rewards import build_rewards
 from grpolab.rewards.base import Reward
 from grpolab.rewards.tools import ToolUse
-from grpolab.trainer.multiturn import trajectory_ids
+from grpolab.trainer.multiturn import trajectory
 
 
 def multiply(a: int, b: int) -> int:
@@ -67,10 +67,11 @@ def encoder(request, gsm8k_test_split):
 
 
 def scores(encoder, level):
-    layouts = [trajectory_ids(encoder, PROMPT, trace) for trace, *_ in TRACES.values()]
+    layouts = [trajectory(encoder, PROMPT, trace) for trace, *_ in TRACES.values()]
     built = build_rewards(REWARDS, level, tokenizer=encoder.tokenizer)
     return {name: func(prompts=[PROMPT] * len(TRACES), completions=[trace for trace, *_ in TRACES.values()],
-                       completion_ids=[ids for ids, _ in layouts], tool_mask=[mask for _, mask in layouts],
+                       completion_ids=[laid_out.ids for laid_out in layouts],
+                       tool_mask=[laid_out.mask for laid_out in layouts],
                        answer=["56088"] * len(TRACES), answer_ids=[encoder.answer_ids("56088")] * len(TRACES))
             for name, func in zip(built.names, built.funcs, strict=True)}
 
@@ -83,7 +84,8 @@ def test_both_levels_score_the_models_turns_and_never_the_tools_output(encoder, 
 
 
 def test_the_token_view_of_a_tool_trajectory_is_the_text_views_content(encoder):
-    ids, mask = trajectory_ids(encoder, PROMPT, TRACES["tool, right answer"][0])
+    laid_out = trajectory(encoder, PROMPT, TRACES["tool, right answer"][0])
+    ids, mask = laid_out.ids, laid_out.mask
     [reward] = build_rewards({"format": REWARDS["format"]}, "token", tokenizer=encoder.tokenizer).funcs
     own = reward.content_ids(reward.model_ids(ids, mask))
     assert encoder.tokenizer.decode(own, skip_special_tokens=True) == "<answer>56088</answer>"

@@ -12,7 +12,7 @@ from grpolab.environments.tools import ToolEnvironment
 from grpolab.models.tiny import build_tiny_qwen2
 from grpolab.models.tokenizer import DEFAULT_TAG_TOKENS, TOOL_TAG_TOKENS, build_char_tokenizer, prepare_for_tool_calls
 from grpolab.trainer.grpo import tool_suffix_ids
-from grpolab.trainer.multiturn import ToolRollout, assistant_turn_ids, clean_message, run_tool_calls, trajectory_ids
+from grpolab.trainer.multiturn import ToolRollout, assistant_turn_ids, clean_message, run_tool_calls, trajectory
 
 PROMPT = [{"role": "user", "content": "12*34"}]
 CALL = {"type": "function", "function": {"name": "multiply", "arguments": {"a": 12, "b": 34}}}
@@ -34,7 +34,8 @@ def encoder(environment):
 
 def test_a_demonstration_is_the_rendered_conversation_token_for_token(encoder):
     prompt_ids = encoder.encode_texts([PROMPT])[0]
-    ids, mask = trajectory_ids(encoder, PROMPT, TRACE)
+    laid_out = trajectory(encoder, PROMPT, TRACE)
+    ids, mask = laid_out.ids, laid_out.mask
     rendered = encoder.tokenizer.apply_chat_template([*PROMPT, *TRACE], tokenize=True, return_dict=False,
                                                      **encoder.template_arguments())
     # The template ends the last turn with "<|im_end|>\n"; generation stops at the EOS, <|im_end|>.
@@ -79,7 +80,8 @@ def test_the_greedy_tool_loop_runs_the_calls_the_model_makes(encoder, environmen
     # suffix and let it answer; the completion is then exactly the demonstration.
     model = build_tiny_qwen2(encoder.processing_class, 32, 64, 1, 2, 1, 256, True, seed=0)
     prompt_ids = encoder.encode_texts([PROMPT])[0]
-    ids, mask = trajectory_ids(encoder, PROMPT, TRACE)
+    laid_out = trajectory(encoder, PROMPT, TRACE)
+    ids, mask = laid_out.ids, laid_out.mask
     sequence = torch.tensor([prompt_ids + ids])
     labels = torch.tensor([[-100] * len(prompt_ids) + [t if m else -100 for t, m in zip(ids, mask)]])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

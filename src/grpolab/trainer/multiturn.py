@@ -6,7 +6,7 @@ an assistant turn is the IDs the model generates, up to and including its EOS; t
 completions are read by TRL's ``parse_response``; nothing generated is ever decoded and encoded again. So the warm
 start teaches the very token layout GRPO samples and trains on, and the held-out accuracy is measured on it.
 
-- :func:`trajectory` (:func:`trajectory_ids`): a demonstration (``solution`` given as chat messages) -> the IDs after
+- :func:`trajectory`: a demonstration (``solution`` given as chat messages) -> the IDs after
   the prompt, the mask of the ones the model is trained to produce, and the images tool results add. A tool message
   without ``content`` is left for the run's environment: the preceding calls are run with the row's tools
   (:func:`row_tools`), so the demonstration shows exactly what the tool returns (an image tool's image);
@@ -122,13 +122,6 @@ def trajectory(encoder: PromptEncoder, prompt: Sequence[Mapping[str, Any]], trac
         history += messages[index:end]
         index = end
     return Trajectory(ids, mask, images)
-
-
-def trajectory_ids(encoder: PromptEncoder, prompt: Sequence[Mapping[str, Any]],
-                   trace: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
-    """``(ids, mask)`` of a demonstration whose tool results are all given (:func:`trajectory`)."""
-    laid_out = trajectory(encoder, prompt, trace)
-    return laid_out.ids, laid_out.mask
 
 
 def _replayed(caller: Mapping[str, Any], tools: Mapping[str, Callable[..., Any]] | None) -> list[dict[str, Any]]:
