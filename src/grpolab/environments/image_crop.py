@@ -38,12 +38,9 @@ class ImageCrop:
     returns_images = True  # what grpolab.environments.tools checks against the model and the data
 
     def __init__(self, zoom_size: int | None = 56, min_size: int = 4) -> None:
-        for name, value, lowest in (("zoom_size", zoom_size, 1), ("min_size", min_size, 1)):
-            if value is None and name == "zoom_size":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"environment.environment_factory.{name}={value!r} must be a positive integer "
-                                 "(pixels)" + (" or null (no zoom)" if name == "zoom_size" else ""))
+        if zoom_size is not None:
+            _check_pixels("zoom_size", zoom_size, " or null (no zoom)")
+        _check_pixels("min_size", min_size)
         self.zoom_size = zoom_size
         self.min_size = min_size
         self.image: Image.Image | None = None
@@ -84,3 +81,9 @@ class ImageCrop:
             region = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
                                    Image.Resampling.BICUBIC)
         return [{"type": "image", "image": region}]
+
+
+def _check_pixels(name: str, value: Any, alternative: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"environment.environment_factory.{name}={value!r} must be a positive integer (pixels)"
+                         f"{alternative}")
