@@ -123,16 +123,11 @@ def table(rows: list[tuple[str, str, Measured, dict, list[dict]]], model: str, f
                      f"{last_loss(metrics)} | {_number(reward, 3)} | {run.wall_s:.0f} s | {same} |")
     befores = [run.before for _, _, run, _, _ in rows]
     afters = [run.after for _, _, run, _, _ in rows]
-    manifest = rows[0][2].manifest
-    versions = manifest["versions"]
     simd = ", ".join(flag for flag in ("avx2", "avx512f", "amx_tile") if flag in flags) or "no avx2"
     load = os.getloadavg()[0]
     lines += ["", f"Across the settings: held-out accuracy before GRPO {min(befores):.3f}-{max(befores):.3f}, after "
               f"{min(afters):.3f}-{max(afters):.3f}. Wall times depend on the machine's load (load average {load:.1f} "
-              f"at the end). CPU: {model} ({simd}), {manifest['platform']}; Python "
-              f"{versions['python']}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, trl "
-              f"{versions.get('trl')}; grpolab {(manifest['git'].get('commit') or 'unknown')[:10]}"
-              + (" (uncommitted changes)" if manifest["git"].get("dirty") else "") + "."]
+              f"at the end). CPU: {model} ({simd}); {rows[0][2].provenance()}."]
     return "\n".join(lines)
 
 

@@ -47,6 +47,14 @@ class Measured:
     manifest: dict
     last_lines: list[str]
 
+    def provenance(self) -> str:
+        """What measured the run, from its manifest: Python, torch, transformers and TRL versions, the platform and
+        grpolab's commit (marked where the tree had uncommitted changes)."""
+        versions, git = self.manifest["versions"], self.manifest["git"]
+        return (f"Python {versions['python']}, torch {versions.get('torch')}, transformers "
+                f"{versions.get('transformers')}, trl {versions.get('trl')} on {self.manifest['platform']}; grpolab "
+                f"{(git.get('commit') or 'unknown')[:10]}" + (" (uncommitted changes)" if git.get("dirty") else ""))
+
 
 def measure(arguments: list[str], workdir: Path, env: dict[str, str] | None = None) -> Measured:
     """One run of ``python -m grpolab.train`` in ``workdir`` with a fresh cache (and ``env`` added to this process's

@@ -58,12 +58,8 @@ def table(rows: list[tuple[str, int, Measured, dict[str, str]]]) -> str:
                      f"{tools['train_calls']} | {tools['train_failures']} | {run.wall_s:.0f} s |")
     first = rows[0][2]
     warm = [run.summary.get("warmstart", {}).get("wall_time_s") for _, _, run, _ in rows]
-    versions = first.manifest["versions"]
-    lines += ["", f"Median warm start {statistics.median(w for w in warm if w):.0f} s of the wall time. Python "
-              f"{versions['python']}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
-              f"trl {versions.get('trl')} on {first.manifest['platform']}; grpolab "
-              f"{(first.manifest['git'].get('commit') or 'unknown')[:10]}"
-              + (" (uncommitted changes)" if first.manifest["git"].get("dirty") else "") + "."]
+    lines += ["", f"Median warm start {statistics.median(w for w in warm if w):.0f} s of the wall time. "
+              f"{first.provenance()}."]
     return "\n".join(lines)
 
 
