@@ -115,8 +115,9 @@ def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path, shared_cache
 
 
 @pytest.mark.slow
-def test_one_process_takes_the_same_global_batch(tmp_path: Path) -> None:
-    result = run_processes(tmp_path, 1, *SHORT_RUN, "distributed=ddp", "logger=none")
+def test_one_process_takes_the_same_global_batch(run_job) -> None:
+    # A job in this process (no launcher, so no RANK or WORLD_SIZE): what a plain `python -m grpolab.train` runs.
+    result = run_job(*SHORT_RUN, "distributed=ddp", "logger=none")
     assert result.returncode == 0, result.stderr[-4000:]
     assert GENERATION_BATCH.findall(result.stdout) == [("4", "4", "1")]
 
