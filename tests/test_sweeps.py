@@ -30,7 +30,7 @@ from grpolab.sweeps import (
 )
 from grpolab.tracking.jsonfiles import read_json
 from grpolab.tracking.rundir import RunDirectory, read_metrics
-from tests_support import train_in_process
+from tests_support import LIBRARY_NOISE, train_in_process
 
 # The cheapest settings that still run the whole pipeline (warm start, held-out eval, GRPO, run directory). 30 warm
 # start steps make some format rewards non-zero, so GRPO steps have real gradients (the leak test needs them).
@@ -299,14 +299,29 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_reruns_only_what_is_missin
         ("arithmetic", "2", "0"), ("flaky", "2", "0")]
 
 
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory: pytest.TempPathFactory,
+                 shared_cache: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """``(cwd, result)`` of a two-job sweep through the joblib launcher (two worker processes), its output interleaved
+    as a terminal shows it, its sweep directory ``cwd / 'sweep'``: what the launcher does and what the console shows
+    are two tests of one sweep."""
+    cwd = tmp_path_factory.mktemp("joblib")
+    environment = {key: value for key, value in {**os.environ, **sweep_environment(shared_cache)}.items()
+                   if value is not None}
+    command = [sys.executable, "-m", "grpolab.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+               "hydra.sweep.dir=sweep", "threads=1", "logger=none", *TINY, "seed=0,1"]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env=environment, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return cwd, result
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
-def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path, shared_cache: Path) -> None:
-    result = run_cli(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "logger=none",
-                     *TINY, "seed=0,1", cache=shared_cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2," in result.stdout + result.stderr
-    sweep_dir = only_sweep_dir(tmp_path)
+def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(joblib_sweep) -> None:
+    cwd, result = joblib_sweep
+    assert "Joblib.Parallel(n_jobs=2," in result.stdout
+    sweep_dir = cwd / "sweep"
     for num in (0, 1):
         hydra_cfg = yaml.safe_load((sweep_dir / str(num) / ".hydra" / "hydra.yaml").read_text())["hydra"]
         assert hydra_cfg["job"]["id"] == f"train_{num}"  # set by the joblib worker (the basic launcher uses num)
@@ -315,6 +330,25 @@ def test_joblib_launcher_runs_two_jobs_in_two_worker_processes(tmp_path: Path, s
         # written in a worker process, which knows the launching command's arguments but not its interpreter options
         assert read_json(sweep_dir / str(num) / "manifest.json")["command"] == result.args
     assert (sweep_dir / "report.md").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
+def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(joblib_sweep) -> None:
+    # The console of a multirun whose jobs run in other processes (tracking/test_console.py: a single run's).
+    cwd, result = joblib_sweep
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if LIBRARY_NOISE.search(line)], result.stdout
+    for num in (0, 1):
+        own = [line.removeprefix(f"[job {num} seed={num}] ") for line in lines
+               if line.startswith(f"[job {num} seed={num}] ")]
+        assert any(f"run directory {cwd / 'sweep' / str(num)};" in line for line in own), own
+        assert any(" GRPO 3/3 (100%" in line for line in own), own
+        assert own[-7].startswith("grpolab: run completed in "), own
+        assert own[-1] == f"  log                sweep/{num}/train.log", own
+    # A job's every line carries its prefix. Left unprefixed: Hydra's launcher lines and the sweep report.
+    unprefixed = [line for line in lines if not line.startswith("[job ")]
+    assert unprefixed and all("[HYDRA]" in line for line in unprefixed), unprefixed
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+#: What libraries print that a user of the CLI should not see on the terminal (it goes to train.log): the console tests
+#: of a single run (tracking/test_console.py) and of a joblib multirun (test_sweeps.py).
+LIBRARY_NOISE = re.compile(r"\{'loss'|Warning|warnings\.warn|pin_memory|gradient_checkpointing|Map:|Saving the "
+                           r"dataset|wandb:|it/s\]|\x1b\[|\r")
 
 
 def free_port() -> int:

@@ -1,5 +1,5 @@
 """The console: which log lines reach the terminal, job prefixes, the closing run summary, and the real CLI's output
-for a single run and for a joblib multirun."""
+for a single run (a joblib multirun's: test_sweeps.py, which shares that sweep with its launcher test)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from grpolab.tracking.console import (
     summary_lines,
     swept_keys,
 )
+from tests_support import LIBRARY_NOISE
 
 
 @pytest.fixture
@@ -222,12 +223,6 @@ def test_quiet_libraries_turns_library_output_into_log_records(restore_library_l
 
 # ------------------------------------------------------------------------------------------------ real CLI
 
-LIBRARY_NOISE = re.compile(r"\{'loss'|Warning|warnings\.warn|pin_memory|gradient_checkpointing|Map:|Saving the "
-                           r"dataset|wandb:|it/s\]|\x1b\[|\r")
-
-
-TRANSFORMERS_WANDB_NOTICE = "[INFO] Running in WANDB offline mode"  # a print in transformers.integrations
-
 
 @pytest.mark.slow
 def test_a_single_run_prints_progress_lines_and_ends_with_the_summary(run_cli, tiny_run, tmp_path) -> None:
@@ -253,24 +248,3 @@ def test_a_single_run_prints_progress_lines_and_ends_with_the_summary(run_cli, t
     for detail in ("[py.warnings][WARNING]", "pin_memory", "GRPO 3/3", "warm start 10/10", "run completed in"):
         assert detail in log, detail
     assert (tmp_path / "run" / "wandb").is_dir()  # the wandb run was written, just not announced
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
-def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(run_cli, tiny_run, tmp_path) -> None:
-    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep",
-                     "optimizer.lr=1e-3,2e-3", *tiny_run, merged_output=True)
-    assert result.returncode == 0, result.stdout[-3000:]
-    lines = result.stdout.splitlines()
-    assert not [line for line in lines if LIBRARY_NOISE.search(line)], result.stdout
-    for num, lr in ((0, "0.001"), (1, "0.002")):
-        own = [line.removeprefix(f"[job {num} optimizer.lr={lr}] ") for line in lines
-               if line.startswith(f"[job {num} optimizer.lr={lr}] ")]
-        assert any(f"run directory {tmp_path / 'sweep' / str(num)};" in line for line in own), own
-        assert any(" GRPO 3/3 (100%" in line for line in own), own
-        assert own[-7].startswith("grpolab: run completed in "), own
-        assert own[-1] == f"  log                sweep/{num}/train.log", own
-    # A job's every line carries its prefix. Left unprefixed: Hydra's launcher lines and the sweep report, and the line
-    # transformers prints when it is imported with WANDB_MODE=offline in the environment (run_cli sets it).
-    unprefixed = [line for line in lines if not line.startswith("[job ")]
-    assert unprefixed and all("[HYDRA]" in line or line == TRANSFORMERS_WANDB_NOTICE for line in unprefixed), unprefixed
