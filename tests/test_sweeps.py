@@ -1,6 +1,7 @@
 """Sweeps end to end through the real entry point and Hydra's real plugins, plus the resume and failure bookkeeping.
 Sweeps whose jobs run in the launching process (the basic launcher, Optuna's trials) run in this process; the
-launchers that start processes (joblib, submitit) and a sweep killed mid-job go through the CLI in a subprocess."""
+joblib launcher (its workers are processes) and a sweep killed mid-job go through the CLI in a subprocess. The submitit
+launcher's sweeps: tests/test_distributed.py (two-task jobs) and tests/trainer/test_preemption.py (a requeued job)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ def sweep_environment(cache: Path) -> dict[str, str | None]:
 
 
 def run_cli(cwd: Path, *arguments: str, cache: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python -m grpolab.train -m *arguments`` in a subprocess."""
+    """``python -m grpolab.train -m *arguments`` in a subprocess; stderr goes into ``stdout``, interleaved as a
+    terminal shows them."""
     environment = {key: value for key, value in {**os.environ, **sweep_environment(cache)}.items() if value is not None}
-    return subprocess.run([sys.executable, "-m", "grpolab.train", "-m", *arguments], capture_output=True, text=True,
-                          cwd=cwd, env=environment, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "grpolab.train", "-m", *arguments], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=cwd, env=environment, timeout=timeout)
 
 
 def run_sweep(cwd: Path, *arguments: str, cache: Path) -> subprocess.CompletedProcess:
@@ -196,8 +198,9 @@ def test_an_experiment_groups_the_sweep_report_through_the_callback_keys(compose
 def test_submitit_slurm_launcher_takes_partition_gpus_time_and_nodes_as_keys(compose_cfg: Any) -> None:
     from hydra.utils import instantiate
 
-    cfg = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
-                       "hydra.launcher.timeout_min=90", "hydra.launcher.nodes=2"], return_hydra_config=True)
+    cfg = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                       "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=90", "hydra.launcher.nodes=2"],
+                      return_hydra_config=True)
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     assert {key: launcher.params[key] for key in ("partition", "gpus_per_node", "timeout_min", "nodes")} == {
@@ -306,12 +309,8 @@ def joblib_sweep(tmp_path_factory: pytest.TempPathFactory,
     as a terminal shows it, its sweep directory ``cwd / 'sweep'``: what the launcher does and what the console shows
     are two tests of one sweep."""
     cwd = tmp_path_factory.mktemp("joblib")
-    environment = {key: value for key, value in {**os.environ, **sweep_environment(shared_cache)}.items()
-                   if value is not None}
-    command = [sys.executable, "-m", "grpolab.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-               "hydra.sweep.dir=sweep", "threads=1", "logger=none", *TINY, "seed=0,1"]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            env=environment, timeout=900)
+    result = run_cli(cwd, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep", "threads=1",
+                     "logger=none", *TINY, "seed=0,1", cache=shared_cache)
     assert result.returncode == 0, result.stdout[-3000:]
     return cwd, result
 
@@ -349,17 +348,6 @@ def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(joblib_sweep) -
     # A job's every line carries its prefix. Left unprefixed: Hydra's launcher lines and the sweep report.
     unprefixed = [line for line in lines if not line.startswith("[job ")]
     assert unprefixed and all("[HYDRA]" in line for line in unprefixed), unprefixed
-
-
-@pytest.mark.slow
-def test_submitit_local_launcher_runs_a_job(tmp_path: Path, shared_cache: Path) -> None:
-    result = run_cli(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "logger=none", *TINY,
-                     cache=shared_cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep_dir = only_sweep_dir(tmp_path)
-    assert read_json(sweep_dir / "0" / "summary.json")["status"] == "completed"
-    assert list((sweep_dir / ".submitit").glob("*/*_0_result.pkl"))  # went through submitit's local executor
-    assert (sweep_dir / "report.md").exists()
 
 
 @pytest.mark.slow

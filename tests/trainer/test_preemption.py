@@ -133,3 +133,6 @@ def test_a_submitit_job_signalled_for_preemption_is_requeued_and_resumes(tmp_pat
     assert summary["status"] == "completed" and summary["steps"] == 12
     assert [json.loads(line)["step"] for line in (job / "metrics.jsonl").read_text().splitlines()] == list(
         range(3, 13, 3))
+    # The launcher's end of a submitit sweep: the requeued job's result came back through submitit's local executor,
+    # and the sweep report was written (the submitit launcher's only test with a one-task job).
+    assert list(job.parent.glob(".submitit/*/*_0_result.pkl")) and (job.parent / "report.md").exists()
