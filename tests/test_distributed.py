@@ -33,7 +33,8 @@ def _environment(tmp_path: Path, cache: Path | None = None) -> dict[str, str]:
             "PYTHONWARNINGS": "ignore"}
 
 
-def run_processes(tmp_path: Path, count: int, *overrides: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+def run_processes(tmp_path: Path, count: int, *overrides: str,
+                  cache: Path | None = None) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}",
                 f"--master_port={free_port()}"] if count > 1 else [sys.executable]
     return subprocess.run([*launcher, "-m", "grpolab.train", *overrides], capture_output=True, text=True,
@@ -95,26 +96,6 @@ def test_two_processes_train_lora_adapters(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
-def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path, shared_cache: Path) -> None:
-    # Each process runs TRL's tool loop on its share of the completions; the tool metrics are gathered over both.
-    # The warm start is the tool tests' shared one (conftest.TOOL_WARM_START); 15 held-out problems split 8 + 7.
-    result = run_processes(tmp_path, 2, *TOOL_WARM_START, "distributed=ddp", "logger=none", "trainer.max_steps=2",
-                           "trainer.logging_steps=1", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
-                           cache=shared_cache)
-    assert result.returncode == 0, result.stderr[-4000:]
-    run_dir = next((tmp_path / "outputs").glob("*/*/summary.json")).parent
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["world_size"] == 2
-    assert summary["parameters"]["replicas_identical"] is True and summary["parameters"]["tensors_changed"] > 0
-    assert summary["eval_after"]["num_samples"] == 15 and summary["eval_after"]["tool_call_frequency"] > 0
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == [1, 2] and all(row["tools/call_frequency"] > 0 for row in rows)
-    # Gathered over the 16 completions of both processes: a multiple of 1/16.
-    assert all((row["tools/call_frequency"] * 16) % 1 == 0 for row in rows)
-
-
-@pytest.mark.slow
 def test_one_process_takes_the_same_global_batch(run_job) -> None:
     # A job in this process (no launcher, so no RANK or WORLD_SIZE): what a plain `python -m grpolab.train` runs.
     result = run_job(*SHORT_RUN, "distributed=ddp", "logger=none")
@@ -162,3 +143,25 @@ def test_a_slurm_sweep_of_eight_process_jobs_composes(compose_cfg) -> None:
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
     derived = validate(cfg, 16, import_targets=False)  # 2 nodes x 8 tasks: the batch split over 16 processes
     assert derived["per_device_train_batch_size"] * 16 * derived["steps_per_generation"] == 16 * 8
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
+def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path, shared_cache: Path) -> None:
+    # Each process runs TRL's tool loop on its share of the completions; the tool metrics are gathered over both.
+    # The warm start is the tool tests' shared one (conftest.TOOL_WARM_START); 15 held-out problems split 8 + 7. Last
+    # of the module, so last of this module's share of the processes group: the more likely a tool test on another
+    # pytest-xdist worker (conftest.tool_run) has put that warm start in the shared cache by then.
+    result = run_processes(tmp_path, 2, *TOOL_WARM_START, "distributed=ddp", "logger=none", "trainer.max_steps=2",
+                           "trainer.logging_steps=1", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
+                           cache=shared_cache)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run_dir = next((tmp_path / "outputs").glob("*/*/summary.json")).parent
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert summary["parameters"]["replicas_identical"] is True and summary["parameters"]["tensors_changed"] > 0
+    assert summary["eval_after"]["num_samples"] == 15 and summary["eval_after"]["tool_call_frequency"] > 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2] and all(row["tools/call_frequency"] > 0 for row in rows)
+    # Gathered over the 16 completions of both processes: a multiple of 1/16.
+    assert all((row["tools/call_frequency"] * 16) % 1 == 0 for row in rows)
