@@ -57,40 +57,65 @@ def test_tiny_run_trains_and_fills_the_run_directory(run_cli, tmp_path):
 TIME_KEYS = frozenset({"time_s", "step_time_s", "step_time", "timing/rewards_s", "wall_time_s"})
 
 
+#: The commands run twice by test_the_same_command_twice_gives_identical_metrics, by name.
+TWICE = {"text": ["tokenizer_mode=text"], "ids": ["tokenizer_mode=ids"],
+         "vision": ["experiment=vision", "warmstart.steps=20"]}
+#: Run by a new Python process: each job of argv[1] ({name: [arguments, environment]}) by train_in_process, one after
+#: another, in the directory argv[2]; prints {name: [exit status, the end of stderr]} on its last line.
+_JOBS_IN_ONE_PROCESS = """
+import json, sys
+from pathlib import Path
+from tests_support import train_in_process
+outcomes = {}
+for name, (arguments, env) in json.loads(sys.argv[1]).items():
+    result = train_in_process(arguments, Path(sys.argv[2]), env)
+    outcomes[name] = [result.returncode, result.stderr[-3000:]]
+print(json.dumps(outcomes))
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [["tokenizer_mode=text"], ["tokenizer_mode=ids"],
-                                     ["experiment=vision", "warmstart.steps=20"]], ids=["text", "ids", "vision"])
-def test_the_same_command_twice_gives_identical_metrics(tmp_path, variant):
-    """Fresh caches both times (the warm start is trained twice); held-out evaluations every 2 steps ride along. The
-    first run is a job in this process, the second a new process (its own string hashing, its own imports)."""
+def test_the_same_command_twice_gives_identical_metrics(tmp_path):
+    """Each command of ``TWICE``, with fresh caches both times (the warm start is trained twice); held-out evaluations
+    every 2 steps ride along. The first runs are jobs in this process, the second runs jobs in a new process (its own
+    string hashing, its own imports): one for the three commands, since starting one costs more than a job."""
     from grpolab.tracking.plots import held_out_accuracy
 
-    runs = []
-    for attempt in ("first", "second"):
-        (tmp_path / attempt).mkdir()
-        env = {"GRPOLAB_CACHE_DIR": str(tmp_path / attempt / "cache"), "WANDB_MODE": "offline"}
-        arguments = [f"hydra.run.dir={tmp_path / attempt / 'run'}", *TINY_RUN, "trainer.max_steps=4",
-                     "eval.every_steps=2", "rewards=[accuracy,format,length]", "rewards.length.target=5", *variant]
-        if attempt == "first":
-            result = train_in_process(arguments, tmp_path, env)
-        else:
-            result = subprocess.run([sys.executable, "-m", "grpolab.train", *arguments], capture_output=True,
-                                    text=True, timeout=600, env={**os.environ, **env}, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs.append(tmp_path / attempt / "run")
-    rows = [[{key: value for key, value in json.loads(line).items() if key not in TIME_KEYS}
-             for line in (run_dir / "metrics.jsonl").read_text().splitlines()] for run_dir in runs]
-    assert rows[0] == rows[1]
-    assert [(row["split"], row["step"]) for row in rows[0]] == [("train", 1), ("eval", 2), ("train", 2),
-                                                                  ("train", 3), ("train", 4)]
-    assert {"accuracy", "format", "num_samples"} <= rows[0][1].keys()
-    summaries = [json.loads((run_dir / "summary.json").read_text()) for run_dir in runs]
-    assert [{k: v for k, v in s["eval_after"].items() if k not in TIME_KEYS} for s in summaries][0] == {
-        k: v for k, v in summaries[1]["eval_after"].items() if k not in TIME_KEYS}
-    # The run plot draws the periodic evaluation next to eval_before and eval_after.
-    points = held_out_accuracy(read_metrics(runs[0] / "metrics.jsonl", split=None), summaries[0])
-    assert [(point.step, point.when) for point in points] == [(0, "before"), (2, "during"), (4, "after")]
-    assert (runs[0] / "reward_curve.png").stat().st_size > 0
+    def job(attempt: str, name: str) -> tuple[list[str], dict[str, str]]:
+        root = tmp_path / attempt / name
+        root.mkdir(parents=True)
+        env = {"GRPOLAB_CACHE_DIR": str(root / "cache"), "WANDB_MODE": "offline"}
+        return [f"hydra.run.dir={root / 'run'}", *TINY_RUN, "trainer.max_steps=4", "eval.every_steps=2",
+                "rewards=[accuracy,format,length]", "rewards.length.target=5", *TWICE[name]], env
+
+    for name in TWICE:
+        arguments, env = job("first", name)
+        result = train_in_process(arguments, tmp_path, env)
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+    second = {name: job("second", name) for name in TWICE}
+    pythonpath = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", _JOBS_IN_ONE_PROCESS, json.dumps(second), str(tmp_path)],
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": pythonpath})
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.splitlines()[-1])
+    for name in TWICE:
+        code, stderr = outcomes[name]
+        assert code == 0, (name, stderr)
+        runs = [tmp_path / attempt / name / "run" for attempt in ("first", "second")]
+        rows = [[{key: value for key, value in json.loads(line).items() if key not in TIME_KEYS}
+                 for line in (run_dir / "metrics.jsonl").read_text().splitlines()] for run_dir in runs]
+        assert rows[0] == rows[1], name
+        assert [(row["split"], row["step"]) for row in rows[0]] == [("train", 1), ("eval", 2), ("train", 2),
+                                                                      ("train", 3), ("train", 4)], name
+        assert {"accuracy", "format", "num_samples"} <= rows[0][1].keys(), name
+        summaries = [json.loads((run_dir / "summary.json").read_text()) for run_dir in runs]
+        assert [{k: v for k, v in s["eval_after"].items() if k not in TIME_KEYS} for s in summaries][0] == {
+            k: v for k, v in summaries[1]["eval_after"].items() if k not in TIME_KEYS}, name
+        # The run plot draws the periodic evaluation next to eval_before and eval_after.
+        points = held_out_accuracy(read_metrics(runs[0] / "metrics.jsonl", split=None), summaries[0])
+        assert [(point.step, point.when) for point in points] == [(0, "before"), (2, "during"), (4, "after")], name
+        assert (runs[0] / "reward_curve.png").stat().st_size > 0, name
 
 
 @pytest.mark.slow
