@@ -240,7 +240,8 @@ def test_a_single_run_prints_progress_lines_and_ends_with_the_summary(run_cli, t
     summary_start = next(i for i, line in enumerate(lines) if line.startswith("grpolab: run completed in "))
     block = lines[summary_start:]
     assert block[2:] == ["  train reward       " + block[2].split(maxsplit=2)[2], "  run directory      run",
-                         "  model              run/model", "  plot               run/reward_curve.png", "  log                run/train.log"], block
+                         "  model              run/model", "  plot               run/reward_curve.png",
+                         "  log                run/train.log"], block
     assert re.fullmatch(r"  held-out accuracy  \d\.\d{3} -> \d\.\d{3} \(before -> after GRPO, 16 problems\)",
                         block[1]), block
 
