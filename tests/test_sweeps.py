@@ -310,7 +310,7 @@ def joblib_sweep(tmp_path_factory: pytest.TempPathFactory,
     are two tests of one sweep."""
     cwd = tmp_path_factory.mktemp("joblib")
     result = run_cli(cwd, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep", "threads=1",
-                     "logger=none", *TINY, "seed=0,1", cache=shared_cache)
+                     "logger=none", *TINY, "optimizer.lr=1e-3,2e-3", cache=shared_cache)
     assert result.returncode == 0, result.stdout[-3000:]
     return cwd, result
 
@@ -338,9 +338,9 @@ def test_joblib_multirun_lines_carry_the_job_and_its_swept_value(joblib_sweep) -
     cwd, result = joblib_sweep
     lines = result.stdout.splitlines()
     assert not [line for line in lines if LIBRARY_NOISE.search(line)], result.stdout
-    for num in (0, 1):
-        own = [line.removeprefix(f"[job {num} seed={num}] ") for line in lines
-               if line.startswith(f"[job {num} seed={num}] ")]
+    for num, lr in ((0, "0.001"), (1, "0.002")):  # the swept value as Hydra gives it to the job, not as typed
+        own = [line.removeprefix(f"[job {num} optimizer.lr={lr}] ") for line in lines
+               if line.startswith(f"[job {num} optimizer.lr={lr}] ")]
         assert any(f"run directory {cwd / 'sweep' / str(num)};" in line for line in own), own
         assert any(" GRPO 3/3 (100%" in line for line in own), own
         assert own[-7].startswith("grpolab: run completed in "), own
