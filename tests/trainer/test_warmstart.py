@@ -86,3 +86,26 @@ def test_a_missing_solution_column_is_named_before_training():
     with pytest.raises(ValueError, match="warmstart: the warm start trains on a 'solution' column.*warmstart=none"):
         _warm().checked(rows.column_names)
     assert _warm(steps=0).checked(rows.column_names).steps == 0  # a zero-step warm start reads nothing
+
+
+def test_two_jobs_side_by_side_that_share_a_warm_start_train_it_once(tmp_path):
+    """Two jobs of a sweep start together with the same warm start: one trains it, the other waits on the cache's
+    lock and loads the weights (threads here: the lock is a file lock, held per open file, as between processes)."""
+    import threading
+
+    encoder = PromptEncoder(build_char_tokenizer())
+    rows = ArithmeticTask(train_size=64, eval_size=8, max_operand=20, operations=["+"], seed=0).load().train
+    warm = _warm(steps=30, cache=True)
+    models = [build_tiny_qwen2(encoder.processing_class, 32, 64, 1, 2, 1, 64, True, seed=0) for _ in range(2)]
+    results: list[dict] = [{}, {}]
+
+    def job(index: int) -> None:
+        results[index] = warm.run(models[index], rows, encoder, tmp_path, {"model": "tiny"}, seed=0)
+
+    threads = [threading.Thread(target=job, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(result["cached"] for result in results) == [False, True]
+    assert all(torch.equal(a, b) for a, b in zip(*(model.state_dict().values() for model in models)))

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from filelock import FileLock
 from transformers import PreTrainedModel
 
 from grpolab.config.hashing import config_hash
@@ -79,19 +80,27 @@ class SupervisedWarmStart:
         key = config_hash(key_parts, encoder.chat_template_kwargs, weights, seed,
                           *([encoder.tool_schemas()] if encoder.tools else []))
         cached = cache_dir / f"warmstart-{key}.pt" if (cache_dir is not None and self.cache) else None
-        if cached is not None and cached.exists():
-            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-            log.info("warm start: loaded cached weights %s", cached)
-            return {"steps": self.steps, "cached": True, "cache_key": key}
-
-        started = time.perf_counter()
-        losses, exact = self._train(model, rows, encoder, seed, environment)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            # A name of its own: two processes (jobs side by side) training the same key never write one file.
+        if cached is None:
+            return self._trained(model, rows, encoder, seed, environment, key)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Jobs side by side (a joblib sweep, tests) that share a warm start train it once: the others wait here and
+        # load it. The lock is released if its holder dies.
+        with FileLock(cached.with_name(f"{cached.name}.lock")):
+            if cached.exists():
+                model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+                log.info("warm start: loaded cached weights %s", cached)
+                return {"steps": self.steps, "cached": True, "cache_key": key}
+            result = self._trained(model, rows, encoder, seed, environment, key)
+            # Written under another name first: a job killed mid-write leaves no torn cache file.
             tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             torch.save(model.state_dict(), tmp)
             tmp.replace(cached)
+        return result
+
+    def _trained(self, model: PreTrainedModel, rows: Dataset, encoder: PromptEncoder, seed: int, environment: Any,
+                 key: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        losses, exact = self._train(model, rows, encoder, seed, environment)
         window = min(self.log_every, len(losses))
         return {
             "steps": self.steps,
