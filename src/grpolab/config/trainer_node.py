@@ -151,17 +151,7 @@ def _schema_field(row: GrpoField) -> tuple[str, Any, Any]:
     return row.name, row.type, field(default=row.default)
 
 
-TrainerConfig = make_dataclass(
-    "TrainerConfig", [_schema_field(row) for row in GRPO_FIELDS if row.name not in OWNED_ELSEWHERE],
-    namespace={"__post_init__": check_grpo_fields},
-)
-TrainerConfig.__module__ = __name__
-TrainerConfig.__doc__ = (
-    f"trl.GRPOConfig's fields (trl {TRL_VERSION}) with TRL's defaults, minus OWNED_ELSEWHERE; BATCH_DERIVED are null."
-)
-
-
-def _group_schema(name: str, fields: tuple[str, ...], doc: str) -> type:
+def _schema(name: str, fields: frozenset[str] | tuple[str, ...], doc: str) -> type:
     rows = [row for row in GRPO_FIELDS if row.name in fields]
     # transformers 5 reads fsdp as a switch (fsdp=True; the old option strings are deprecated): a boolean here.
     schema = make_dataclass(name, [(row.name, Optional[bool], field(default=None)) if row.name == "fsdp"
@@ -172,9 +162,11 @@ def _group_schema(name: str, fields: tuple[str, ...], doc: str) -> type:
     return schema
 
 
-DistributedConfig = _group_schema("DistributedConfig", DISTRIBUTED_FIELDS, (
+TrainerConfig = _schema("TrainerConfig", TRAINER_NODE_FIELDS, (
+    f"trl.GRPOConfig's fields (trl {TRL_VERSION}) with TRL's defaults, minus OWNED_ELSEWHERE; BATCH_DERIVED are null."))
+DistributedConfig = _schema("DistributedConfig", DISTRIBUTED_FIELDS, (
     f"The engine: trl.GRPOConfig's fsdp, fsdp_config, deepspeed and ddp_* fields (trl {TRL_VERSION})."))
-GenerationConfig = _group_schema("GenerationConfig", GENERATION_FIELDS, (
+GenerationConfig = _schema("GenerationConfig", GENERATION_FIELDS, (
     f"The generation engine: trl.GRPOConfig's use_vllm and vllm_* fields (trl {TRL_VERSION})."))
 
 
