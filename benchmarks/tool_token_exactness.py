@@ -47,7 +47,7 @@ OVERRIDES = [
     "environment.max_tool_calling_iterations=2",
 ]
 #: The benchmark's warm start (its table in docs/tools.md); a test may take a shorter one that still makes tool calls.
-WARM_START = ("warmstart.steps=300",)
+WARM_START = ("warmstart.steps=300", "warmstart.batch_size=32")
 #: Wall-clock keys: the only metrics allowed to differ between the two modes.
 TIME_KEYS = frozenset({"time_s", "step_time_s", "step_time", "timing/rewards_s", "wall_time_s"})
 #: Tokenizer call counts differ between the modes by design (ids mode never encodes a prompt).

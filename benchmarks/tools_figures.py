@@ -1,9 +1,9 @@
 """docs/tools.md's figures, measured: ``python -m grpolab.train experiment=tools`` with the calculator tool and the
-same run without it (``environment=none``), each N times from a fresh cache, and the table between the page's
+same run without it (``environment=none``), once per seed from a fresh cache, and the table between the page's
 ``tools_figures`` markers rewritten from what the runs recorded.
 
-    python benchmarks/tools_figures.py                       # 2 runs each, rewrite docs/tools.md (~15 minutes)
-    python benchmarks/tools_figures.py --runs 1 --print-only \\
+    python benchmarks/tools_figures.py --seeds 0 1 2         # 3 seeds each, rewrite docs/tools.md (~17 minutes)
+    python benchmarks/tools_figures.py --print-only \\
         --overrides trainer.max_steps=2 warmstart.steps=20   # a quick check of the script itself: no edit
 
 Every run is a command of its own in a fresh directory with its own cache (``readme_figures.measure``: the warm start
@@ -49,12 +49,12 @@ def tool_frequencies(run: Measured, workdir_rows: list[dict]) -> dict[str, str]:
 
 
 def table(rows: list[tuple[str, int, Measured, dict[str, str]]]) -> str:
-    lines = ["| run (fresh cache) | # | held-out accuracy before -> after | held-out tool calls / completion "
+    lines = ["| run (fresh cache) | seed | held-out accuracy before -> after | held-out tool calls / completion "
              "before -> after | train tool calls / completion, first -> last step | train failed calls / call, "
              "first -> last step | wall time |",
              "|---|---|---|---|---|---|---|"]
-    for label, index, run, tools in rows:
-        lines.append(f"| {label} | {index} | {run.before:.3f} -> {run.after:.3f} | {tools['held_out_calls']} | "
+    for label, seed, run, tools in rows:
+        lines.append(f"| {label} | {seed} | {run.before:.3f} -> {run.after:.3f} | {tools['held_out_calls']} | "
                      f"{tools['train_calls']} | {tools['train_failures']} | {run.wall_s:.0f} s |")
     first = rows[0][2]
     warm = [run.summary.get("warmstart", {}).get("wall_time_s") for _, _, run, _ in rows]
@@ -65,19 +65,19 @@ def table(rows: list[tuple[str, int, Measured, dict[str, str]]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2, help="runs per figure (default 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed and figure (default 0)")
     parser.add_argument("--overrides", nargs="*", default=[], help="extra overrides for every run (quick checks)")
     parser.add_argument("--print-only", action="store_true", help="print the table; leave docs/tools.md alone")
     args = parser.parse_args()
     rows = []
     for name, (arguments, label) in FIGURES.items():
-        for attempt in range(args.runs):
+        for seed in args.seeds:
             with tempfile.TemporaryDirectory(prefix="tools-figures-") as workdir:
-                run = measure([*arguments, *args.overrides], Path(workdir))
+                run = measure([*arguments, f"seed={seed}", *args.overrides], Path(workdir))
                 metrics = [json.loads(line) for line in
                            (Path(workdir) / "run" / "metrics.jsonl").read_text().splitlines()]
-            rows.append((label, attempt + 1, run, tool_frequencies(run, metrics)))
-            print(f"{name} run {attempt + 1}/{args.runs}: {run.before:.3f} -> {run.after:.3f}, {run.wall_s:.0f} s",
+            rows.append((label, seed, run, tool_frequencies(run, metrics)))
+            print(f"{name}, seed {seed}: {run.before:.3f} -> {run.after:.3f}, {run.wall_s:.0f} s",
                   file=sys.stderr)
     text = table(rows)
     print(text)

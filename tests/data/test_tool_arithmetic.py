@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpolab.data.tool_arithmetic import ToolArithmeticTask, rough
+from grpolab.data.tool_arithmetic import ToolArithmeticTask, power_above
 
 
 def task(**overrides) -> ToolArithmeticTask:
@@ -33,8 +33,9 @@ def test_the_teacher_calls_the_tool_on_its_share_and_estimates_otherwise():
         assert call["tool_calls"][0]["function"] == {"name": "multiply", "arguments": {"a": a, "b": b}}
         assert result["content"] == row["answer"] == str(a * b) and answer["content"] == f"<answer>{a * b}</answer>"
     guessed = [row for row in rows if len(row["solution"]) == 1]
-    wrong = sum(row["solution"][0]["content"] != f"<answer>{row['answer']}</answer>" for row in guessed)
-    assert wrong / len(guessed) > 0.95
+    for row in guessed:  # the order-of-magnitude guess: never right for 3-digit factors
+        a, b = (int(x) for x in problem(row).split("*"))
+        assert row["solution"][0]["content"] == f"<answer>{a * 1000}</answer>" != f"<answer>{row['answer']}</answer>"
     assert all(row["needs_tool"] for row in rows)
 
 
@@ -56,8 +57,8 @@ def test_easy_problems_are_answered_without_the_tool():
     assert easy and all(row["solution"][0]["content"] == f"<answer>{row['answer']}</answer>" for row in easy)
 
 
-def test_rough_estimates_keep_two_significant_digits():
-    assert [rough(v) for v in (5, 42, 123, 987, 1550)] == [5, 42, 120, 990, 1600]
+def test_the_guess_rounds_an_operand_up_to_the_power_of_ten_above_its_digits():
+    assert [power_above(v) for v in (5, 42, 100, 987, 1550, -30)] == [10, 100, 1000, 1000, 10000, 100]
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -5,8 +5,9 @@ operands of ``min_operand`` to ``max_operand``: two 3-digit factors by default, 
 compute token by token. The warm-start ``solution`` is a demonstration as chat messages, by a deliberately imperfect
 teacher: on a share ``tool_call_rate`` of the problems it calls the calculator (``add``, ``subtract``,
 ``multiply``: ``grpolab.environments.calculator``) and copies the result into ``<answer>``; on the others it answers
-from its head with a rough estimate (both operands rounded to two significant digits), rarely right. Imitation
-reproduces that mix; the accuracy reward pays only for right answers, and GRPO moves the policy to the tool.
+from its head with an order-of-magnitude guess (the second operand rounded up to a power of ten: ``123*456`` ->
+``123000``), never right for 3-digit factors. Imitation reproduces that mix; the accuracy reward pays only for right
+answers, and GRPO moves the policy to the tool.
 Problems whose operands are all at most ``mental_max_operand`` are easy: the teacher answers them right without the
 tool, and their ``needs_tool`` column (what ``rewards=tool_use`` with ``needed_column=needs_tool`` reads) is False.
 With ``code_tool`` (e.g. ``python``, for ``environment=python``) the teacher calls that code interpreter with a
@@ -98,18 +99,19 @@ class ToolArithmeticTask:
             solution = [_assistant("", [call]), {"role": "tool", "name": name, "content": result},
                         _assistant(f"<answer>{answer}</answer>")]
         else:
-            solution = [_assistant(f"<answer>{_OPS[op](rough(a), rough(b))}</answer>")]
+            solution = [_assistant(f"<answer>{_OPS[op](a, power_above(b))}</answer>")]
         return {"prompt": prompt, "answer": str(answer), "needs_tool": needs_tool, "solution": solution}
 
 
-def rough(value: int) -> int:
-    """``value`` rounded to two significant digits: the teacher's estimate of an operand it cannot hold in its head.
+def power_above(value: int) -> int:
+    """The power of ten just above ``value``'s digits: the teacher's order-of-magnitude stand-in for an operand it
+    cannot hold in its head (``123*456`` estimated as ``123*1000``). A guess the model can learn exactly (copy, then
+    zeros), so the warm start's gradient is not spent on digits no one can predict.
 
-    >>> rough(123), rough(987), rough(7)
-    (120, 990, 7)
+    >>> power_above(456), power_above(7), power_above(-99)
+    (1000, 10, 100)
     """
-    digits = len(str(abs(value)))
-    return value if digits <= 2 else round(value, 2 - digits)
+    return 10 ** len(str(abs(value)))
 
 
 def _assistant(content: str, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:

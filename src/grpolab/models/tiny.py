@@ -34,9 +34,11 @@ def build_tiny_qwen2(
     attn_implementation: str | None = None,
     vocab_size: int | None = None,
     rope_theta: float = 10_000.0,
+    initializer_range: float = 0.02,
 ) -> PreTrainedModel:
     """A randomly initialised Qwen2-architecture causal LM sized by config, with the tokenizer's vocabulary (or
-    ``vocab_size`` embedding rows, at least the tokenizer's).
+    ``vocab_size`` embedding rows, at least the tokenizer's); weights drawn with standard deviation
+    ``initializer_range``.
 
     >>> from grpolab.models.tokenizer import build_char_tokenizer
     >>> model = build_tiny_qwen2(build_char_tokenizer(), 32, 64, 1, 2, 1, 64, True, seed=0)
@@ -58,6 +60,7 @@ def build_tiny_qwen2(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
         rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        initializer_range=initializer_range,
         **({} if attn_implementation is None else {"attn_implementation": attn_implementation}),
     )
     with torch.random.fork_rng(devices=[]):
