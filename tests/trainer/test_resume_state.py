@@ -32,7 +32,7 @@ from grpolab.trainer.resume_state import EpochRepeatSampler, load_checkpoint_wei
 #: experiment=tools, in ids mode: the rollouts call the calculator (the demonstrations all do), so the resumed steps
 #: hold tool calls, tool masks and the prepared prompt IDs of rows that keep their messages; the tool-use reward varies
 #: (some calls do not parse) where accuracy, format and length are still all zero after this short warm start.
-TOOLS = ["experiment=tools", "tokenizer_mode=ids", "data.tool_call_rate=1.0", "data.eval_size=8",
+TOOLS = ["experiment=tools", "tokenizer_mode=ids", "data.tool_call_rate=1.0", "data.eval_size=8", "warmstart.steps=80",
          "rewards=[accuracy,format,length,tool_use]"]
 
 
