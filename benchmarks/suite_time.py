@@ -51,6 +51,9 @@ def run_tier(clone: Path, arguments: list[str], cache: Path) -> tuple[float, str
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "pytest", *arguments], cwd=clone, env=env, capture_output=True,
                             text=True)
+    if result.returncode != 0:  # what failed, before the clone (and pytest's report in it) is gone
+        print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR")))
+              or result.stdout[-3000:], file=sys.stderr)
     return time.perf_counter() - started, closing_line(result.stdout), result.returncode
 
 
