@@ -6,8 +6,6 @@ real CLI in a process of its own, that of the tool run its ``main`` in this proc
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -18,7 +16,7 @@ import pytest
 
 from grpolab.models.load import load_model, load_tokenizer
 from grpolab.models.tokenizer import build_char_tokenizer
-from tests_support import train_in_process
+from tests_support import module_in_process, train_in_process
 
 # One worker of pytest-xdist runs this module's tests, so the module's trained run is trained once.
 pytestmark = pytest.mark.xdist_group("evaluate")
@@ -38,24 +36,6 @@ def grpolab(module: str, *arguments: str, cache: Path, cwd: Path) -> subprocess.
         return train_in_process(arguments, cwd, env)
     return subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True, timeout=600,
                           env={**os.environ, **env}, cwd=cwd)
-
-
-def evaluate_in_process(*arguments: str) -> subprocess.CompletedProcess:
-    """``python -m grpolab.evaluate *arguments`` run by ``grpolab.evaluate.main`` in this process (no interpreter start
-    and imports of torch, transformers and TRL); its torch thread count is put back after."""
-    import torch
-
-    from grpolab.evaluate import main
-
-    threads, stdout, stderr, code = torch.get_num_threads(), io.StringIO(), io.StringIO(), 0
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            main(list(arguments))
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        torch.set_num_threads(threads)
-    return subprocess.CompletedProcess(["grpolab.evaluate", *arguments], code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +87,9 @@ def test_the_saved_model_loads_with_from_pretrained_and_starts_a_further_run(tra
 
 
 @pytest.mark.slow
-def test_evaluate_cli_runs_the_tool_loop_of_a_tool_run_and_reproduces_eval_after(tool_run: Path, monkeypatch) -> None:
-    monkeypatch.setenv("GRPOLAB_CACHE_DIR", str(tool_run.parent / "evaluate-cache"))
-    result = evaluate_in_process(str(tool_run))
+def test_evaluate_cli_runs_the_tool_loop_of_a_tool_run_and_reproduces_eval_after(tool_run: Path) -> None:
+    env = {"GRPOLAB_CACHE_DIR": str(tool_run.parent / "evaluate-cache"), "WANDB_MODE": "offline"}
+    result = module_in_process("grpolab.evaluate", [str(tool_run)], tool_run.parent, env)
     assert result.returncode == 0, result.stderr[-3000:]
     printed, verdict = result.stdout.strip().splitlines()[-2:]
     metrics = json.loads(printed)

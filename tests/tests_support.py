@@ -5,6 +5,7 @@ Import them from here, not from ``conftest``: that name is taken by every folder
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -126,21 +127,28 @@ _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str | None],
                      merged_output: bool = False) -> subprocess.CompletedProcess:
-    """``python -m grpolab.train *arguments`` run by this process: the same entry point (``grpolab.train.main``:
-    preflight, Hydra, its callbacks and logging, the job), without an interpreter start and the imports of torch,
-    transformers and TRL (seconds per run). Returns what ``subprocess.run`` would: the exit status (``sys.exit``'s
-    code; 1 for an exception that escapes, its traceback in ``stderr``) and the text printed on stdout and stderr.
+    """``python -m grpolab.train *arguments`` run by this process (:func:`module_in_process`)."""
+    return module_in_process("grpolab.train", arguments, cwd, env, merged_output)
+
+
+def module_in_process(module: str, arguments: Sequence[str], cwd: Path, env: Mapping[str, str | None],
+                      merged_output: bool = False) -> subprocess.CompletedProcess:
+    """``python -m <module> *arguments`` (``grpolab.train``, ``grpolab.evaluate``) run by this process: the same entry
+    point (the module's ``main``: for training preflight, Hydra, its callbacks and logging, the job), without an
+    interpreter start and the imports of torch, transformers and TRL (seconds per run). Returns what
+    ``subprocess.run`` would: the exit status (``sys.exit``'s code; 1 for an exception that escapes, its traceback in
+    ``stderr``) and the text printed on stdout and stderr.
 
     The job starts from what a new process would give it: no Hydra job config and grpolab's loggers at their
     default level (a job of another process rank, or a test, may have raised it). What a job changes in the process is
     put back afterwards: the working directory, ``os.environ``, ``sys.argv``, the root logger's handlers (Hydra's
-    file handler is closed), grpolab's logger levels, warning capture, signal handlers, Hydra's global state and job
-    config, and torch's thread count if torch was imported before (a job that fails before it trains, or ``--help``,
-    does not import it here)."""
+    file handler, or the one ``logging.basicConfig`` adds, is closed), grpolab's logger levels, warning capture, signal
+    handlers, Hydra's global state and job config, and torch's thread count if torch was imported before (a job that
+    fails before it trains, or ``--help``, does not import it here)."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    import grpolab.train as entry
+    entry = importlib.import_module(module)
 
     saved_argv, saved_environ, saved_cwd = list(sys.argv), dict(os.environ), os.getcwd()
     root = logging.getLogger()
@@ -200,7 +208,7 @@ def train_in_process(arguments: Sequence[str], cwd: Path, env: Mapping[str, str 
         os.environ.clear()
         os.environ.update(saved_environ)
         sys.argv = saved_argv
-    command = [sys.executable, "-m", "grpolab.train", *arguments]
+    command = [sys.executable, "-m", module, *arguments]
     return subprocess.CompletedProcess(command, code or 0, stdout.getvalue(),
                                        None if merged_output else stderr.getvalue())
 
