@@ -149,9 +149,8 @@ def test_a_slurm_sweep_of_eight_process_jobs_composes(compose_cfg) -> None:
 @pytest.mark.xdist_group("processes")  # two busy processes: one such test at a time (pyproject.toml)
 def test_two_processes_run_the_tool_loop_as_one_run(tmp_path: Path, shared_cache: Path) -> None:
     # Each process runs TRL's tool loop on its share of the completions; the tool metrics are gathered over both.
-    # The warm start is the tool tests' shared one (conftest.TOOL_WARM_START); 15 held-out problems split 8 + 7. Last
-    # of the module, so last of this module's share of the processes group: the more likely a tool test on another
-    # pytest-xdist worker (conftest.tool_run) has put that warm start in the shared cache by then.
+    # The warm start is the tool tests' shared one (conftest.TOOL_WARM_START; trained once, whichever test comes first,
+    # the other waiting on the cache's lock); 15 held-out problems split 8 + 7.
     result = run_processes(tmp_path, 2, *TOOL_WARM_START, "distributed=ddp", "logger=none", "trainer.max_steps=2",
                            "trainer.logging_steps=1", "batch.prompts_per_step=4", "batch.generations_per_prompt=4",
                            cache=shared_cache)
